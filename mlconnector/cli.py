@@ -1,0 +1,353 @@
+"""Command line: a thin layer over runner/ping/replay. Heavy modules are imported inside commands so
+`mlconnector --help` stays fast (no requests, zeep or tenacity at start-up)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from mlconnector import __version__
+from mlconnector.errors import EXIT_CONFIG, EXIT_OK, ConfigError, ConnectorError
+
+app = typer.Typer(
+    name="mlconnector",
+    help="Keeps PeopleSoft and JD Edwards in step with Jira. Each 'sync' runs one pass and exits (made for cron).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sync_app = typer.Typer(help="Run one sync pass for an integration pair.", no_args_is_help=True)
+replay_app = typer.Typer(help="List, show, retry or drop records queued after a failure.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Store secrets in the OS keyring (never in the config file).", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Loopback simulators of PeopleSoft and Jira, to try a configuration.",
+                          no_args_is_help=True)
+auth_app = typer.Typer(help="One-time authorization steps.", no_args_is_help=True)
+app.add_typer(sync_app, name="sync")
+app.add_typer(replay_app, name="replay")
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(auth_app, name="auth")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: $MLCONNECTOR_CONFIG, "
+                                                 "else config.toml in the user config dir).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each HTTP request and record action.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlconnector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """ml-connector: ERP <-> Jira, one idempotent pass at a time."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: ConnectorError, as_json: bool, redact: Any = None) -> NoReturn:
+    message = redact(exc.message) if redact else exc.message
+    if as_json:
+        typer.echo(json.dumps({"status": "error", "exit_code": exc.exit_code, "error": message}))
+    else:
+        typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _load(config: Path | None) -> Any:
+    from mlconnector import config as config_mod
+
+    return config_mod.load(config)
+
+
+def _parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        d = datetime.fromisoformat(since)
+    except ValueError:
+        raise ConfigError(f"--since {since!r} is not a date; write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM.") from None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _guard(as_json: bool, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run fn; turn any ConnectorError into its message and exit code, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except ConnectorError as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted. The state file holds everything finished so far; the next run goes on from there.",
+                   err=True)
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        _fail(ConnectorError(f"File system error: {exc}. Check that the state and audit directories are writable "
+                             f"and the disk is not full.", exit_code=EXIT_CONFIG), as_json)
+
+
+# -- sync -----------------------------------------------------------------------------------------
+@sync_app.command("peoplesoft-jira")
+def sync_peoplesoft_jira(
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes, no state change.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Re-read from this date (YYYY-MM-DD) instead of the "
+                                              "watermark; other watermarks are not touched.")] = None,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only these record kinds: vendors, requisitions, "
+                                                   "purchase_orders, vouchers (repeatable).")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """PeopleSoft requisitions, purchase orders and vouchers -> Jira issues (one pass)."""
+    _setup_logging(verbose)
+    from mlconnector import report
+
+    def run() -> Any:
+        from mlconnector.config import KINDS
+        from mlconnector.runner import sync_peoplesoft_jira as run_pass
+
+        cfg = _load(config)
+        kinds = kind or None
+        for k in kinds or []:
+            if k not in KINDS:
+                raise ConfigError(f"--kind {k!r} is not a record kind; use one of: {', '.join(KINDS)}.")
+        with report.progress_for(as_json) as progress:
+            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), kinds=kinds, progress=progress)
+
+    result = _guard(as_json, run)
+    report.print_result(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+@sync_app.command("jde-jira")
+def sync_jde_jira(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """JD Edwards work orders <-> Jira (not available yet)."""
+    _fail(ConfigError("sync jde-jira is not implemented in this version of ml-connector: only peoplesoft-jira "
+                      "is available. See CHANGELOG.md for what each release supports."), as_json)
+
+
+# -- ping -----------------------------------------------------------------------------------------
+@app.command()
+def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Check each configured system: reachability, credentials, queries, Jira project, fields, statuses."""
+    _setup_logging(verbose)
+    from mlconnector import report
+    from mlconnector.ping import run_ping
+
+    checks = _guard(as_json, lambda: run_ping(_load(config)))
+    report.print_checks(checks, as_json)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 3)
+
+
+# -- replay ---------------------------------------------------------------------------------------
+def _state(config: Path | None) -> Any:
+    from mlconnector.state import State
+
+    cfg = _load(config)
+    return cfg, State.load(cfg.state_file)
+
+
+@replay_app.command("list")
+def replay_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the queued records."""
+    from mlconnector import report
+
+    _cfg, state = _guard(as_json, _state, config)
+    report.print_queue(state.replay, as_json)
+
+
+@replay_app.command("show")
+def replay_show(item_id: Annotated[str, typer.Argument(help="Queue item id (from 'replay list').")],
+                config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one queued record with its error and the raw remote answer."""
+    from mlconnector import report
+
+    _cfg, state = _guard(as_json, _state, config)
+    item = state.find_replay(item_id)
+    if item is None:
+        _fail(ConfigError(f"No queued item {item_id!r}. 'mlconnector replay list' shows the ids."), as_json)
+    report.print_item(item, as_json)
+
+
+@replay_app.command("retry")
+def replay_retry(item_ids: Annotated[list[str] | None, typer.Argument(help="Item ids; none with --all.")] = None,
+                 all_: Annotated[bool, typer.Option("--all", help="Retry every queued item.")] = False,
+                 config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Retry queued records now (all, or the ones named)."""
+    _setup_logging(verbose)
+    from mlconnector import report
+
+    if not item_ids and not all_:
+        _fail(ConfigError("Name the items to retry (ids from 'mlconnector replay list') or pass --all."), as_json)
+
+    def run() -> Any:
+        from mlconnector.runner import replay_items
+
+        return replay_items(_load(config), None if all_ else list(item_ids or []))
+
+    result, ok, bad = _guard(as_json, run)
+    report.print_replay(result, ok, bad, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+@replay_app.command("drop")
+def replay_drop(item_ids: Annotated[list[str] | None, typer.Argument(help="Item ids; none with --all.")] = None,
+                all_: Annotated[bool, typer.Option("--all", help="Drop every queued item.")] = False,
+                config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove queued records without retrying them (the drop is written to the audit trail)."""
+    if not item_ids and not all_:
+        _fail(ConfigError("Name the items to drop (ids from 'mlconnector replay list') or pass --all."), as_json)
+
+    def run() -> int:
+        from mlconnector.audit import Audit, Redactor
+        from mlconnector.state import State, run_lock
+
+        cfg = _load(config)
+        with run_lock(cfg.state_file):
+            state = State.load(cfg.state_file)
+            keep, dropped = [], []
+            for item in state.replay:
+                (dropped if all_ or item["id"] in (item_ids or []) else keep).append(item)
+            missing = set(item_ids or []) - {i["id"] for i in dropped}
+            if missing:
+                raise ConfigError(f"No queued item {sorted(missing)[0]!r}; nothing was dropped. See 'replay list'.")
+            audit = Audit(cfg.audit_file, Redactor(), "peoplesoft-jira")
+            for item in dropped:
+                audit.write("dropped", item["kind"], item["key"], what=item.get("what", "record"))
+            audit.close()
+            state.replay = keep
+            state.save()
+            return len(dropped)
+
+    n = _guard(as_json, run)
+    typer.echo(json.dumps({"status": "ok", "dropped": n}) if as_json else f"Dropped {n} queued item(s).")
+
+
+# -- secrets --------------------------------------------------------------------------------------
+def _store(config: Path | None) -> Any:
+    from mlconnector.credentials import SecretStore
+
+    return SecretStore(_load(config).instance)
+
+
+@secrets_app.command("set")
+def secrets_set(name: Annotated[str, typer.Argument(help="peoplesoft.password, jira.api_token, ...")],
+                config: ConfigOpt = None,
+                value_stdin: Annotated[bool, typer.Option("--stdin", help="Read the value from standard input "
+                                                          "instead of a hidden prompt.")] = False) -> None:
+    """Store a secret in the OS keyring (hidden prompt)."""
+    from mlconnector.credentials import check_name
+
+    _guard(False, check_name, name)
+    store = _guard(False, _store, config)
+    if value_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+    else:
+        value = typer.prompt(f"{name}", hide_input=True, confirmation_prompt=True)
+    if not value:
+        _fail(ConfigError(f"An empty value was given for {name}; nothing was stored."), False)
+    _guard(False, store.set, name, value)
+    typer.echo(f"Stored {name} for instance {store.instance!r} in the OS keyring.")
+
+
+@secrets_app.command("delete")
+def secrets_delete(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Remove a secret from the OS keyring."""
+    store = _guard(False, _store, config)
+    removed = _guard(False, store.delete, name)
+    typer.echo(f"Deleted {name}." if removed else f"{name} was not in the keyring.")
+
+
+@secrets_app.command("list")
+def secrets_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Which secrets are set and where they come from (never their values)."""
+    from mlconnector import report
+    from mlconnector.credentials import KNOWN_SECRETS, env_name, required_secrets
+
+    def run() -> list[dict[str, Any]]:
+        cfg = _load(config)
+        from mlconnector.credentials import SecretStore
+
+        store = SecretStore(cfg.instance)
+        needed = set(required_secrets(cfg.peoplesoft.auth, cfg.jira.auth))
+        return [{"name": n, "needed": n in needed, "source": store.where(n), "env": env_name(n),
+                 "description": d} for n, d in KNOWN_SECRETS.items()]
+
+    report.print_secrets(_guard(as_json, run), as_json)
+
+
+# -- auth -----------------------------------------------------------------------------------------
+@auth_app.command("jira")
+def auth_jira(config: ConfigOpt = None,
+              no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
+              ) -> None:
+    """Consent to Jira OAuth 2.0 (3LO) once; the refresh token goes to the keyring."""
+
+    def run() -> str:
+        from mlconnector.credentials import SecretStore
+        from mlconnector.jira.oauth import consent
+        from mlconnector.state import run_lock
+
+        cfg = _load(config)
+        with run_lock(cfg.state_file):  # no pass may refresh the old token meanwhile
+            return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo)
+
+    scopes = _guard(False, run)
+    typer.echo(f"Jira authorized ({scopes or 'scopes not reported'}); the refresh token is in the keyring.")
+
+
+# -- sandbox and demo -----------------------------------------------------------------------------
+@sandbox_app.command("serve")
+def sandbox_serve(
+    ps_port: Annotated[int, typer.Option(help="PeopleSoft simulator port (0 = any free port).")] = 0,
+    jira_port: Annotated[int, typer.Option(help="Jira simulator port (0 = any free port).")] = 0,
+    write_config: Annotated[Path | None, typer.Option(help="Write a config file pointing at the sandbox.")] = None,
+    latency: Annotated[float, typer.Option(help="Seconds of latency added to every request.")] = 0.0,
+) -> None:
+    """Run the PeopleSoft and Jira simulators on 127.0.0.1 until Ctrl-C."""
+    from mlconnector.sandbox.run import serve
+
+    _guard(False, serve, ps_port=ps_port, jira_port=jira_port, write_config=write_config, latency=latency,
+           echo=typer.echo)
+
+
+@app.command()
+def demo(as_json: JsonOpt = False) -> None:
+    """Start the sandbox and run real sync passes against it: create, no-change, status change."""
+    from mlconnector.sandbox.demo import run_demo
+
+    code = _guard(as_json, run_demo, as_json=as_json, echo=typer.echo)
+    raise typer.Exit(code or EXIT_OK)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: still one paragraph for the user, the traceback kept in a file
+        import tempfile
+        import traceback
+
+        path = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
+        try:
+            path.write_text(traceback.format_exc(), encoding="utf-8")
+            where = f" The details were written to {path}."
+        except OSError:
+            where = ""
+        typer.echo(f"Internal error: {exc.__class__.__name__}. This is a bug in ml-connector, not in your setup; "
+                   f"nothing beyond the last saved state was lost.{where} Please report it with that file.", err=True)
+        raise SystemExit(70) from None

@@ -1,0 +1,77 @@
+"""Atlassian Document Format builders: Jira v3 rejects plain strings and empty text nodes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Jira's limit for a rich-text field is 32,767 characters of serialised content; stay well inside it.
+MAX_TEXT = 30_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean(text: Any) -> str:
+    return _CONTROL.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def text_nodes(text: str, marks: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Text with newlines as hardBreaks; never an empty text node."""
+    nodes: list[dict[str, Any]] = []
+    for i, line in enumerate(clean(text).split("\n")):
+        if i:
+            nodes.append({"type": "hardBreak"})
+        if line:
+            node: dict[str, Any] = {"type": "text", "text": line}
+            if marks:
+                node["marks"] = marks
+            nodes.append(node)
+    while nodes and nodes[-1]["type"] == "hardBreak":
+        nodes.pop()
+    while nodes and nodes[0]["type"] == "hardBreak":
+        nodes.pop(0)
+    return nodes
+
+
+def paragraph(text: str) -> dict[str, Any] | None:
+    nodes = text_nodes(text)
+    return {"type": "paragraph", "content": nodes} if nodes else None
+
+
+def heading(text: str, level: int = 3) -> dict[str, Any] | None:
+    nodes = text_nodes(clean(text).replace("\n", " "))
+    return {"type": "heading", "attrs": {"level": level}, "content": nodes} if nodes else None
+
+
+def facts(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """A bullet list of 'Label: value' lines, skipping empty values."""
+    items = []
+    for label, value in pairs:
+        value_nodes = text_nodes(str(value)) if value not in (None, "") else []
+        if not value_nodes:
+            continue
+        items.append({"type": "listItem", "content": [{"type": "paragraph", "content": [
+            {"type": "text", "text": f"{label}: ", "marks": [{"type": "strong"}]}, *value_nodes]}]})
+    return {"type": "bulletList", "content": items} if items else None
+
+
+def doc(*blocks: dict[str, Any] | None) -> dict[str, Any]:
+    content = [b for b in blocks if b]
+    if not content:
+        content = [{"type": "paragraph", "content": [{"type": "text", "text": "-"}]}]
+    return {"type": "doc", "version": 1, "content": content}
+
+
+def truncate(text: str, limit: int = MAX_TEXT) -> str:
+    text = clean(text)
+    return text if len(text) <= limit else text[: limit - 40] + "\n… (truncated; full text in PeopleSoft)"
+
+
+def plain_text(node: Any) -> str:
+    """Concatenated text of an ADF document (used to find our own markers in comments)."""
+    if isinstance(node, dict):
+        if node.get("type") == "text":
+            return str(node.get("text", ""))
+        return "".join(plain_text(c) for c in node.get("content", []) or [])
+    if isinstance(node, list):
+        return "".join(plain_text(c) for c in node)
+    return ""

@@ -1,0 +1,209 @@
+"""Jira Cloud REST v3 client: the calls the pairs need, nothing more.
+
+Transitions are found by their target status, never by hard-coded ids (ids are per workflow).
+Field names from the configuration are resolved through /rest/api/3/field once per pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from mlconnector.errors import ConfigError, RemoteError
+from mlconnector.http import HttpClient, HttpSettings
+
+SYSTEM = "Jira"
+API = "/rest/api/3"
+MAX_PAGES = 10_000  # guard against a search that never ends (JRACLOUD-92184)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    id: str
+    name: str
+    type: str  # schema.type: string, number, date, datetime, option, array, user...
+    custom: str  # schema.custom (textarea, textfield, float...), "" for system fields
+
+    @property
+    def is_rich_text(self) -> bool:
+        return self.custom.endswith(":textarea") or self.id in ("description", "environment")
+
+
+def error_text(exc: RemoteError) -> str:
+    """Jira's ErrorCollection flattened to one line ('field: message; message')."""
+    import json
+
+    try:
+        body = json.loads(exc.raw)
+    except (ValueError, TypeError):
+        return exc.message
+    parts: list[str] = []
+    if isinstance(body, dict):
+        parts += [str(m) for m in body.get("errorMessages", []) or []]
+        parts += [f"{k}: {v}" for k, v in (body.get("errors") or {}).items()]
+    return "; ".join(parts) or exc.message
+
+
+class JiraClient:
+    def __init__(self, api_base: str, auth: Any, settings: HttpSettings | None = None) -> None:
+        self.http = HttpClient(SYSTEM, api_base, settings, auth=auth,
+                               config_hint="the [jira] section of the configuration")
+        self._transitions_cache: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- metadata --------------------------------------------------------------------------------
+    def myself(self) -> dict[str, Any]:
+        return self.http.request("GET", f"{API}/myself").json()
+
+    def fields(self) -> list[FieldInfo]:
+        out = []
+        for f in self.http.request("GET", f"{API}/field").json():
+            schema = f.get("schema") or {}
+            out.append(FieldInfo(str(f["id"]), str(f.get("name", "")), str(schema.get("type", "")),
+                                 str(schema.get("custom", ""))))
+        return out
+
+    def project(self, key: str) -> dict[str, Any] | None:
+        resp = self.http.request("GET", f"{API}/project/{quote(key)}", allow=(404,))
+        return None if resp.status_code == 404 else resp.json()
+
+    def project_statuses(self, key: str) -> dict[str, set[str]]:
+        """Issue type name -> status names available in the project's workflows."""
+        out: dict[str, set[str]] = {}
+        for it in self.http.request("GET", f"{API}/project/{quote(key)}/statuses").json():
+            out[str(it.get("name"))] = {str(s.get("name")) for s in it.get("statuses", [])}
+        return out
+
+    def create_fields_meta(self, project: str, issue_type_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            body = self.http.request(
+                "GET", f"{API}/issue/createmeta/{quote(project)}/issuetypes/{quote(issue_type_id)}",
+                params={"startAt": start, "maxResults": 200}).json()
+            page = body.get("fields") or body.get("values") or []
+            out += page
+            start += len(page)
+            if not page or start >= int(body.get("total", start)):
+                return out
+
+    # -- issues ----------------------------------------------------------------------------------
+    def create_issue(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.http.request("POST", f"{API}/issue", json={"fields": fields}).json()
+
+    def bulk_create(self, items: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, RemoteError]]:
+        """Create up to 50 issues; return ({index: created}, {index: error}). Not atomic: reconcile each."""
+        resp = self.http.request("POST", f"{API}/issue/bulk", json={"issueUpdates": [{"fields": f} for f in items]},
+                                 allow=(400,))
+        body = resp.json()
+        errors: dict[int, RemoteError] = {}
+        for e in body.get("errors", []) or []:
+            idx = int(e.get("failedElementNumber", -1))
+            import json
+
+            raw = json.dumps(e.get("elementErrors") or {})
+            err = RemoteError(f"Jira rejected the issue (HTTP {e.get('status', 400)})", system=SYSTEM,
+                              status=int(e.get("status", 400)), raw=raw)
+            err.message = f"Jira rejected the issue: {error_text(err)}"
+            errors[idx] = err
+        created: dict[int, dict[str, Any]] = {}
+        issues = body.get("issues", []) or []
+        # Jira lists created issues in request order, skipping the failed elements.
+        ok_indexes = [i for i in range(len(items)) if i not in errors]
+        for idx, issue in zip(ok_indexes, issues, strict=False):
+            created[idx] = issue
+        if resp.status_code == 400 and not errors:
+            raise RemoteError(f"Jira rejected the bulk create: {resp.text[:300]}", system=SYSTEM, status=400,
+                              raw=resp.text)
+        return created, errors
+
+    def edit_issue(self, key: str, fields: dict[str, Any]) -> None:
+        self.http.request("PUT", f"{API}/issue/{quote(key)}", json={"fields": fields},
+                          params={"notifyUsers": "false"})
+
+    def get_issue(self, key: str, fields: str = "status,labels,updated") -> dict[str, Any] | None:
+        resp = self.http.request("GET", f"{API}/issue/{quote(key)}", params={"fields": fields}, allow=(404,))
+        return None if resp.status_code == 404 else resp.json()
+
+    def transition_to(self, key: str, status_name: str) -> bool:
+        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there."""
+        # One read gives both the current status and the transitions available from it.
+        body = self.http.request("GET", f"{API}/issue/{quote(key)}",
+                                 params={"fields": "status", "expand": "transitions"}).json()
+        current = ((body.get("fields") or {}).get("status") or {}).get("name", "")
+        if current.lower() == status_name.lower():
+            return False
+        for t in body.get("transitions", []):
+            if str((t.get("to") or {}).get("name", "")).lower() == status_name.lower():
+                self.http.request("POST", f"{API}/issue/{quote(key)}/transitions",
+                                  json={"transition": {"id": str(t["id"])}}, idempotent=True)
+                return True
+        available = ", ".join(sorted({str((t.get("to") or {}).get("name")) for t in body.get("transitions", [])}))
+        raise RemoteError(
+            f"Jira's workflow has no transition from {current or 'the current status'} to {status_name!r} for "
+            f"{key} (available: {available or 'none'}). Add the transition in the workflow, or map the "
+            f"PeopleSoft status to a reachable status in [jira.status_map].", system=SYSTEM, status=400)
+
+    def comments(self, key: str) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            body = self.http.request("GET", f"{API}/issue/{quote(key)}/comment",
+                                     params={"startAt": start, "maxResults": 100}).json()
+            page = body.get("comments", [])
+            yield from page
+            start += len(page)
+            if not page or start >= int(body.get("total", start)):
+                return
+
+    def add_comment(self, key: str, adf_body: dict[str, Any]) -> dict[str, Any]:
+        return self.http.request("POST", f"{API}/issue/{quote(key)}/comment", json={"body": adf_body}).json()
+
+    def changelog(self, key: str) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            body = self.http.request("GET", f"{API}/issue/{quote(key)}/changelog",
+                                     params={"startAt": start, "maxResults": 100}).json()
+            page = body.get("values", [])
+            yield from page
+            start += len(page)
+            if not page or body.get("isLast", True):
+                return
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, jql: str, fields: list[str], page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every issue matching ``jql`` (enhanced search, nextPageToken paging, guarded against loops)."""
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        for _ in range(MAX_PAGES):
+            body: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": page_size}
+            if token:
+                body["nextPageToken"] = token
+            # A search changes nothing, so it is safe to retry like a GET.
+            page = self.http.request("POST", f"{API}/search/jql", json=body, idempotent=True).json()
+            issues = page.get("issues", []) or []
+            yield from issues
+            token = page.get("nextPageToken")
+            if not issues or not token or page.get("isLast") is True or token in seen_tokens:
+                return
+            seen_tokens.add(token)
+
+
+def resolve_field(all_fields: list[FieldInfo], wanted: str, config_key: str) -> FieldInfo:
+    """A field by id (customfield_10050, duedate) or by name; two fields with one name is an error."""
+    by_id = [f for f in all_fields if f.id == wanted]
+    if by_id:
+        return by_id[0]
+    by_name = [f for f in all_fields if f.name.lower() == wanted.lower()]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        ids = ", ".join(f.id for f in by_name)
+        raise ConfigError(f"{config_key} = {wanted!r} matches {len(by_name)} Jira fields ({ids}). Write the id of "
+                          f"the one you mean instead of the name.")
+    custom = sorted(f.name for f in all_fields if f.id.startswith("customfield_"))
+    raise ConfigError(f"{config_key} = {wanted!r}: Jira has no field with that name or id (visible to this user). "
+                      f"Create the field or fix the name. Custom fields Jira shows: {', '.join(custom) or 'none'}.")

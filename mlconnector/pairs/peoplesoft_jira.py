@@ -1,0 +1,611 @@
+"""One pass of `sync peoplesoft-jira`: PeopleSoft rows -> mapping -> Jira writes -> state.
+
+Crash safety, in order of the steps of a pass:
+- Before a create, the key-map entry is saved as pending (with the label that names the record);
+  a pending entry is resolved at the start of the next pass by one JQL search per 50 keys, so a
+  pass killed between the create and the save never creates the issue twice.
+- Edits and transitions are idempotent (an edit sets the same fields; a transition checks the
+  current status first), so repeating them after a crash is harmless.
+- Comments are marked pending before they are posted and carry a reference marker; a pending
+  comment is looked up on the issue before it is posted again.
+- A kind's watermark moves only after every row of a window was written, found unchanged or
+  queued, and only after the state holding those results was saved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlconnector.audit import Audit
+from mlconnector.config import ISSUE_KINDS, KINDS, Config
+from mlconnector.errors import (
+    EXIT_OK,
+    EXIT_RECORDS_FAILED,
+    AmbiguousWriteError,
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    RecordError,
+    RemoteError,
+    UnreachableError,
+)
+from mlconnector.jira import adf
+from mlconnector.jira.client import JiraClient, error_text, resolve_field
+from mlconnector.mapping import (
+    JiraTarget,
+    MappedComment,
+    MappedRecord,
+    map_comment,
+    map_record,
+    natural_key,
+    row_ts,
+    vendor_from_row,
+    vendor_key,
+)
+from mlconnector.peoplesoft.qas import QASClient
+from mlconnector.state import State, iso, utcnow
+
+PAIR = "peoplesoft-jira"
+AUTO_REPLAY_ATTEMPTS = 3  # queued items retried automatically by this many passes, then left to `replay`
+FATAL = (AuthError, UnreachableError)
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    transitioned: int = 0
+    commented: int = 0
+    failed: int = 0
+    queued: int = 0
+    replayed: int = 0
+
+
+@dataclass
+class PassResult:
+    pair: str = PAIR
+    dry_run: bool = False
+    counts: dict[str, Counts] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    fatal: str | None = None
+    exit_code: int = EXIT_OK
+    queue_size: int = 0
+    seconds: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)
+
+    def kind(self, kind: str) -> Counts:
+        return self.counts.setdefault(kind, Counts())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = {0: "ok", 1: "records_failed"}.get(self.exit_code, "error")
+        return d
+
+
+def _noop(*_: Any, **__: Any) -> None:
+    return None
+
+
+class PeopleSoftJiraPass:
+    def __init__(self, cfg: Config, state: State, ps: QASClient, jira: JiraClient, audit: Audit, *,
+                 dry_run: bool = False, progress: Progress = _noop, now: datetime | None = None) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.ps = ps
+        self.jira = jira
+        self.audit = audit
+        self.dry_run = dry_run
+        self.progress = progress
+        self.now = now or utcnow()
+        self.result = PassResult(dry_run=dry_run)
+        self.target: JiraTarget | None = None
+
+    # -- setup -----------------------------------------------------------------------------------
+    def prepare(self) -> JiraTarget:
+        """Resolve names in the configuration against Jira's metadata; any mismatch is a ConfigError."""
+        j = self.cfg.jira
+        all_fields = self.jira.fields()
+        fields = {name: resolve_field(all_fields, wanted, f"jira.fields.{name}") for name, wanted in j.fields.items()}
+        key_field = resolve_field(all_fields, j.key_field, "jira.key_field") if j.key_field else None
+        project = self.jira.project(j.project)
+        if project is None:
+            raise ConfigError(f"jira.project = {j.project!r}: Jira has no such project visible to this user. Check "
+                              f"the key (it is the prefix of the issue keys) and the user's Browse permission.")
+        types = {str(t.get("name")): str(t.get("id")) for t in project.get("issueTypes", [])}
+        ids: dict[str, str] = {}
+        for kind in self._kinds():
+            name = j.issue_types[kind]
+            if name not in types:
+                raise ConfigError(f"jira.issue_types.{kind} = {name!r} is not an issue type of project {j.project} "
+                                  f"(it has: {', '.join(sorted(types))}). Add it to the project's scheme or change "
+                                  f"the name.")
+            ids[kind] = types[name]
+        statuses = self.jira.project_statuses(j.project)
+        for kind in self._kinds():
+            known = statuses.get(j.issue_types[kind], set())
+            for code, status in j.status_map.get(kind, {}).items():
+                if known and status not in known:
+                    raise ConfigError(
+                        f"jira.status_map.{kind}.{code} = {status!r} is not a status of issue type "
+                        f"{j.issue_types[kind]!r} in {j.project} (it has: {', '.join(sorted(known))}).")
+        self.target = JiraTarget(project=j.project, issue_type_ids=ids, fields=fields, key_field=key_field,
+                                 labels=j.labels, status_map=j.status_map, priority_by_amount=j.priority_by_amount,
+                                 default_priority=j.default_priority)
+        return self.target
+
+    def _kinds(self) -> list[str]:
+        return [k for k in ISSUE_KINDS if self.cfg.peoplesoft.records[k].enabled]
+
+    # -- the pass --------------------------------------------------------------------------------
+    def run(self, kinds: Iterable[str] | None = None, since: datetime | None = None) -> PassResult:
+        started = time.monotonic()
+        selected = [k for k in (kinds or ["vendors", *ISSUE_KINDS]) if self.cfg.peoplesoft.records[k].enabled]
+        try:
+            if self.target is None:
+                self.prepare()
+            self.resolve_pending()
+            if not self.dry_run:
+                self.auto_replay()
+            for kind in selected:
+                self.progress("kind", kind=kind)
+                if kind == "vendors":
+                    self.sync_vendors(since)
+                else:
+                    self.sync_kind(kind, since)
+                    self.sync_comments(kind, since)
+        except FATAL as exc:
+            self.result.fatal = exc.message
+            self.result.exit_code = exc.exit_code
+            self.audit.write("pass_aborted", error=exc.message)
+        finally:
+            if not self.dry_run and self.state.dirty:
+                self.state.save()
+            self.result.seconds = round(time.monotonic() - started, 3)
+            self.result.queue_size = len(self.state.replay)
+            self.result.requests = {"peoplesoft": self.ps.http.requests_made, "jira": self.jira.http.requests_made}
+        if self.result.fatal is None:
+            failed = any(c.failed for c in self.result.counts.values())
+            self.result.exit_code = EXIT_RECORDS_FAILED if failed else EXIT_OK
+        return self.result
+
+    def _window(self, wm_name: str, initial: datetime, since: datetime | None) -> tuple[datetime, datetime]:
+        overlap = timedelta(minutes=self.cfg.peoplesoft.overlap_minutes)
+        if since is not None:
+            return since, self.now
+        wm = self.state.watermarks.get(wm_name)
+        start = datetime.fromisoformat(wm) - overlap if wm else initial
+        return start, self.now
+
+    def _advance(self, wm_name: str, until: datetime, since: datetime | None) -> None:
+        if self.dry_run:
+            return
+        old = self.state.watermarks.get(wm_name)
+        # A --since later than the watermark skips records: then the watermark stays where it was.
+        if since is not None and old is not None and since > datetime.fromisoformat(old):
+            return
+        if old is None or until > datetime.fromisoformat(old):
+            self.state.watermarks[wm_name] = iso(until)
+            self.state.dirty = True
+        self.state.save()
+
+    # -- vendors ---------------------------------------------------------------------------------
+    def sync_vendors(self, since: datetime | None) -> None:
+        rs = self.cfg.peoplesoft.records["vendors"]
+        counts = self.result.kind("vendors")
+        start, end = self._window("vendors", rs.initial_since, since)
+        for rows, until in self.ps.read_window(rs.query, start, end):
+            for row in rows:
+                counts.read += 1
+                try:
+                    key = natural_key("vendors", row)
+                    ts = row_ts("vendors", row, key)
+                except RecordError as exc:
+                    self._fail("vendors", _row_id(row), row, exc)
+                    continue
+                vk = vendor_key(*key.split("|", 1))
+                assert vk is not None
+                cached = self.state.vendors.get(vk)
+                if cached and cached.get("ts", "") >= iso(ts):
+                    counts.unchanged += 1
+                    continue
+                if not self.dry_run:
+                    self.state.vendors[vk] = {**vendor_from_row(row, rs.columns), "ts": iso(ts)}
+                    self.state.dirty = True
+                counts.updated += 1
+            self._advance("vendors", until, since)
+
+    # -- records ---------------------------------------------------------------------------------
+    def sync_kind(self, kind: str, since: datetime | None) -> None:
+        rs = self.cfg.peoplesoft.records[kind]
+        start, end = self._window(kind, rs.initial_since, since)
+        for rows, until in self.ps.read_window(rs.query, start, end):
+            self.result.kind(kind).read += len(rows)
+            self.progress("read", kind=kind, n=len(rows))
+            self.process_rows(kind, rows)
+            self._advance(kind, until, since)
+
+    def process_rows(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
+        """Map and write a batch of rows of one kind; return the keys that were fully handled."""
+        assert self.target is not None
+        counts = self.result.kind(kind)
+        mapped: dict[str, tuple[MappedRecord, dict[str, Any]]] = {}
+        for row in rows:
+            try:
+                rec = map_record(self.cfg, self.target, kind, row, self.state.vendors)
+            except RecordError as exc:
+                self._fail(kind, _row_id(row, kind), row, exc)
+                continue
+            prev = mapped.get(rec.key)
+            if prev is None or rec.ts >= prev[0].ts:
+                mapped[rec.key] = (rec, row)
+        creates: list[tuple[MappedRecord, dict[str, Any]]] = []
+        jobs: list[tuple[MappedRecord, dict[str, Any], dict[str, Any]]] = []
+        done: set[str] = set()
+        for rec, row in sorted(mapped.values(), key=lambda p: p[0].ts):
+            self.audit.write("read", kind, rec.key, ts=iso(rec.ts))
+            entry = self.state.entry(kind, rec.key)
+            if entry is None or not entry.get("issue"):
+                creates.append((rec, row))
+                continue
+            if entry.get("ts") and iso(rec.ts) < entry["ts"]:
+                # An older version than the one already written (a replayed row, an overlap): skip it.
+                counts.unchanged += 1
+                done.add(rec.key)
+                self.state.dequeue(kind, rec.key)
+                continue
+            needs_edit = entry.get("hash") != rec.hash
+            needs_transition = entry.get("status") != rec.status_code and rec.target_status is not None
+            if not needs_edit and not needs_transition:
+                counts.unchanged += 1
+                if entry.get("ts") != iso(rec.ts) and not self.dry_run:
+                    entry["ts"] = iso(rec.ts)
+                    self.state.dirty = True
+                done.add(rec.key)
+                self.state.dequeue(kind, rec.key)
+                continue
+            jobs.append((rec, row, entry))
+        if self.dry_run:
+            counts.created += len(creates)
+            for rec, _row, entry in jobs:
+                if entry.get("hash") != rec.hash:
+                    counts.updated += 1
+                if entry.get("status") != rec.status_code and rec.target_status:
+                    counts.transitioned += 1
+            return done
+        for i in range(0, len(creates), self.cfg.jira.bulk_size):
+            chunk = creates[i:i + self.cfg.jira.bulk_size]
+            created = self._create_chunk(kind, chunk)
+            for rec, row in chunk:
+                if rec.key in created:
+                    entry = self.state.entry(kind, rec.key)
+                    assert entry is not None
+                    jobs.append((rec, row, entry))
+        done |= self._run_jobs(kind, jobs)
+        return done
+
+    def _create_chunk(self, kind: str, chunk: list[tuple[MappedRecord, dict[str, Any]]]) -> set[str]:
+        """Create issues for a chunk; return the keys now having an issue. Failures are queued."""
+        counts = self.result.kind(kind)
+        for rec, _ in chunk:
+            self.state.set_entry(kind, rec.key, {"pending": True, "label": rec.label, "hash": rec.hash,
+                                                 "ts": iso(rec.ts), "status": None, "comments": {}})
+        self.state.save()  # the pending marks must be on disk before Jira can act on the create
+        remaining = list(chunk)
+        created: set[str] = set()
+        for attempt in (1, 2):
+            try:
+                ok, errors = self.jira.bulk_create([rec.create_fields for rec, _ in remaining])
+            except AmbiguousWriteError as exc:
+                # The request may have created some or all issues: look before writing again.
+                found = self._adopt_by_label(kind, [rec for rec, _ in remaining])
+                created |= found
+                remaining = [(r, row) for r, row in remaining if r.key not in found]
+                if not remaining:
+                    break
+                if attempt == 2:
+                    for rec, row in remaining:
+                        # Still unknown: keep the pending mark (the next pass looks again) and queue it.
+                        self._fail(kind, rec.key, row, exc, keep_entry=True)
+                    break
+                continue
+            except RemoteError as exc:
+                if isinstance(exc, FATAL):
+                    raise
+                for rec, row in remaining:
+                    self.state.keys[kind].pop(rec.key, None)
+                    self._fail(kind, rec.key, row, exc)
+                break
+            for idx, (rec, row) in enumerate(remaining):
+                if idx in ok:
+                    issue = ok[idx]
+                    self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
+                                                         "hash": rec.hash, "ts": iso(rec.ts), "status": None,
+                                                         "label": rec.label, "comments": {}})
+                    counts.created += 1
+                    created.add(rec.key)
+                    self.audit.write("created", kind, rec.key, issue=issue["key"])
+                else:
+                    self.state.keys[kind].pop(rec.key, None)
+                    err = errors.get(idx) or RemoteError("Jira did not create the issue", system="Jira")
+                    self._fail(kind, rec.key, row, err)
+            break
+        self.state.save()
+        return created
+
+    def _adopt_by_label(self, kind: str, recs: list[MappedRecord]) -> set[str]:
+        """Find issues already carrying these records' labels; record them in the key map."""
+        found: set[str] = set()
+        by_label = {r.label: r for r in recs}
+        labels = list(by_label)
+        for i in range(0, len(labels), 50):
+            part = labels[i:i + 50]
+            jql = f"project = {_q(self.cfg.jira.project)} AND labels in ({', '.join(_q(x) for x in part)})"
+            for issue in self.jira.search(jql, ["labels", "status"]):
+                for lab in (issue.get("fields") or {}).get("labels", []):
+                    rec = by_label.get(lab)
+                    if rec is None or rec.key in found:
+                        continue
+                    entry = self.state.entry(kind, rec.key) or {}
+                    self.state.set_entry(kind, rec.key, {
+                        "issue": issue["key"], "id": str(issue.get("id", "")), "hash": entry.get("hash", rec.hash),
+                        "ts": entry.get("ts", iso(rec.ts)), "status": None, "label": rec.label,
+                        "comments": entry.get("comments", {})})
+                    found.add(rec.key)
+                    self.result.kind(kind).created += 1
+                    self.audit.write("created", kind, rec.key, issue=issue["key"], note="found after ambiguous create")
+        return found
+
+    def resolve_pending(self) -> None:
+        """Settle creates left pending by a killed pass: adopt the issue if Jira has it, else forget the mark."""
+        for kind in ISSUE_KINDS:
+            keys = self.state.pending(kind)
+            if not keys:
+                continue
+            entries = {k: self.state.keys[kind][k] for k in keys}
+            labels = {e["label"]: k for k, e in entries.items() if e.get("label")}
+            found: dict[str, dict[str, Any]] = {}
+            names = list(labels)
+            for i in range(0, len(names), 50):
+                part = names[i:i + 50]
+                jql = f"project = {_q(self.cfg.jira.project)} AND labels in ({', '.join(_q(x) for x in part)})"
+                for issue in self.jira.search(jql, ["labels"]):
+                    for lab in (issue.get("fields") or {}).get("labels", []):
+                        if lab in labels and labels[lab] not in found:
+                            found[labels[lab]] = issue
+            if self.dry_run:
+                continue
+            for key, entry in entries.items():
+                if key in found:
+                    issue = found[key]
+                    entry.update(issue=issue["key"], id=str(issue.get("id", "")), pending=False)
+                    entry.pop("pending", None)
+                    self.audit.write("resolved_pending", kind, key, issue=issue["key"])
+                else:
+                    del self.state.keys[kind][key]
+                    self.audit.write("resolved_pending", kind, key, note="no issue in Jira; will be created")
+            self.state.dirty = True
+        if self.state.dirty and not self.dry_run:
+            self.state.save()
+
+    # -- updates, transitions (bounded concurrency) ------------------------------------------------
+    def _run_jobs(self, kind: str, jobs: list[tuple[MappedRecord, dict[str, Any], dict[str, Any]]]) -> set[str]:
+        if not jobs:
+            return set()
+        counts = self.result.kind(kind)
+        done: set[str] = set()
+
+        def work(job: tuple[MappedRecord, dict[str, Any], dict[str, Any]]) -> tuple[bool, bool, Exception | None]:
+            rec, _row, entry = job
+            edited = transitioned = False
+            try:
+                if entry.get("hash") != rec.hash:
+                    self.jira.edit_issue(entry["issue"], rec.edit_fields)
+                    edited = True
+                if entry.get("status") != rec.status_code and rec.target_status:
+                    transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
+                return edited, transitioned, None
+            except ConnectorError as exc:
+                return edited, transitioned, exc
+
+        workers = max(1, min(self.cfg.jira.max_workers, len(jobs)))
+        fatal: Exception | None = None
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for (rec, row, entry), (edited, transitioned, err) in zip(jobs, pool.map(work, jobs), strict=True):
+                # Results are applied here, on one thread, so the state needs no lock.
+                issue = entry["issue"]
+                if edited:
+                    entry["hash"] = rec.hash
+                    counts.updated += 1
+                    self.audit.write("updated", kind, rec.key, issue=issue)
+                if transitioned:
+                    counts.transitioned += 1
+                    self.audit.write("transitioned", kind, rec.key, issue=issue, to=rec.target_status)
+                if err is None:
+                    entry["status"] = rec.status_code
+                    entry["ts"] = iso(rec.ts)
+                    done.add(rec.key)
+                    self.state.dequeue(kind, rec.key)
+                elif isinstance(err, FATAL):
+                    fatal = fatal or err
+                else:
+                    self._fail(kind, rec.key, row, err)
+                self.state.dirty = True
+        if fatal is not None:
+            self.state.save()
+            raise fatal
+        return done
+
+    # -- comments --------------------------------------------------------------------------------
+    def sync_comments(self, kind: str, since: datetime | None) -> None:
+        rs = self.cfg.peoplesoft.records[kind]
+        if not rs.comments_query:
+            return
+        wm_name = f"{kind}.comments"
+        start, end = self._window(wm_name, rs.initial_since, since)
+        for rows, until in self.ps.read_window(rs.comments_query, start, end):
+            self.process_comments(kind, rows)
+            self._advance(wm_name, until, since)
+
+    def process_comments(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
+        counts = self.result.kind(kind)
+        todo: list[tuple[MappedComment, dict[str, Any], dict[str, Any]]] = []
+        done: set[str] = set()
+        for row in rows:
+            try:
+                c = map_comment(kind, row)
+            except RecordError as exc:
+                self._fail(kind, _row_id(row, kind), row, exc, what="comment")
+                continue
+            ckey = f"{c.parent_key}#{c.comment_id}"
+            entry = self.state.entry(kind, c.parent_key)
+            if entry is None or not entry.get("issue"):
+                self._fail(kind, ckey, row, RecordError(
+                    f"Comment {c.comment_id} waits for {KINDS[kind]['title'].lower()} {c.parent_key} to reach Jira "
+                    f"(it is not synced yet); it is posted once the record is."), what="comment")
+                continue
+            posted = entry.setdefault("comments", {}).get(c.comment_id)
+            if posted and posted != "pending":
+                done.add(ckey)
+                self.state.dequeue(kind, ckey, what="comment")
+                continue
+            todo.append((c, row, entry))
+        if self.dry_run:
+            counts.commented += len(todo)
+            return done
+        if not todo:
+            return done
+        for c, _row, entry in todo:
+            entry["comments"].setdefault(c.comment_id, "pending")
+        self.state.dirty = True
+        self.state.save()
+
+        def work(item: tuple[MappedComment, dict[str, Any], dict[str, Any]]) -> tuple[str | None, Exception | None]:
+            c, _row, entry = item
+            try:
+                if entry["comments"].get(c.comment_id) == "pending":
+                    for existing in self.jira.comments(entry["issue"]):
+                        if c.ref in adf.plain_text(existing.get("body")):
+                            return str(existing.get("id")), None
+                return str(self.jira.add_comment(entry["issue"], c.body).get("id")), None
+            except ConnectorError as exc:
+                return None, exc
+
+        fatal: Exception | None = None
+        workers = max(1, min(self.cfg.jira.max_workers, len(todo)))
+        # Comments of one issue go through one worker in order, so they land in PeopleSoft's order.
+        groups: dict[str, list[tuple[MappedComment, dict[str, Any], dict[str, Any]]]] = {}
+        for item in sorted(todo, key=lambda t: t[0].ts):
+            groups.setdefault(item[2]["issue"], []).append(item)
+
+        def work_group(items: list[tuple[MappedComment, dict[str, Any], dict[str, Any]]]) -> list[
+                tuple[str | None, Exception | None]]:
+            out = []
+            for it in items:
+                res = work(it)
+                out.append(res)
+                if isinstance(res[1], FATAL):
+                    break
+            return out + [(None, None)] * (len(items) - len(out))
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for items, results in zip(groups.values(), pool.map(work_group, list(groups.values())), strict=True):
+                for (c, row, entry), (cid, err) in zip(items, results, strict=True):
+                    ckey = f"{c.parent_key}#{c.comment_id}"
+                    if cid:
+                        entry["comments"][c.comment_id] = cid
+                        counts.commented += 1
+                        done.add(ckey)
+                        self.state.dequeue(kind, ckey, what="comment")
+                        self.audit.write("commented", kind, c.parent_key, issue=entry["issue"], comment=c.comment_id,
+                                         jira_comment=cid)
+                    elif err is None:
+                        continue  # skipped after a fatal error in its group: still pending, re-read next pass
+                    elif isinstance(err, FATAL):
+                        fatal = fatal or err
+                    else:
+                        if not isinstance(err, AmbiguousWriteError):
+                            entry["comments"].pop(c.comment_id, None)
+                        self._fail(kind, ckey, row, err, what="comment")
+        self.state.dirty = True
+        self.state.save()
+        if fatal is not None:
+            raise fatal
+        return done
+
+    # -- failures and replay ---------------------------------------------------------------------
+    def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record",
+              keep_entry: bool = False) -> None:
+        counts = self.result.kind(kind)
+        counts.failed += 1
+        message = error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
+        raw = getattr(exc, "raw", "") or ""
+        self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
+        self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
+        if self.dry_run:
+            return
+        self.state.enqueue(kind, key, row, message, raw, what=what)
+        counts.queued += 1
+
+    def auto_replay(self) -> None:
+        items = [i for i in self.state.replay if i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS]
+        if items:
+            self.replay(items)
+
+    def replay(self, items: list[dict[str, Any]]) -> tuple[int, int]:
+        """Retry queued items; return (succeeded, still failing)."""
+        ok = bad = 0
+        for item in list(items):
+            kind, what = item["kind"], item.get("what", "record")
+            before = len(self.result.failures)
+            if kind == "vendors":
+                self._replay_vendor(item)
+            elif what == "comment":
+                self.process_comments(kind, [item["row"]])
+            else:
+                self.process_rows(kind, [item["row"]])
+            if len(self.result.failures) == before and self.state.find_replay(item["id"]) is None:
+                ok += 1
+                self.result.kind(kind).replayed += 1
+                self.audit.write("replayed", kind, item["key"], what=what)
+            else:
+                bad += 1
+        return ok, bad
+
+    def _replay_vendor(self, item: dict[str, Any]) -> None:
+        row = item["row"]
+        try:
+            key = natural_key("vendors", row)
+            ts = row_ts("vendors", row, key)
+        except RecordError as exc:
+            self._fail("vendors", item["key"], row, exc)
+            return
+        vk = vendor_key(*key.split("|", 1))
+        assert vk is not None
+        self.state.vendors[vk] = {**vendor_from_row(row, self.cfg.peoplesoft.records["vendors"].columns),
+                                  "ts": iso(ts)}
+        self.state.dequeue("vendors", item["key"])
+
+
+def _q(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _row_id(row: dict[str, Any], kind: str = "vendors") -> str:
+    """A stable name for a row whose key is unusable, so its queue entry is not duplicated."""
+    import hashlib
+    import json
+
+    try:
+        return natural_key(kind, row)
+    except RecordError:
+        blob = json.dumps(row, sort_keys=True, default=str)
+        return "invalid-row-" + hashlib.sha256(blob.encode()).hexdigest()[:10]

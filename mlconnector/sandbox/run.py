@@ -1,0 +1,105 @@
+"""Start the simulators together and describe them as an ml-connector configuration.
+
+Used by `mlconnector sandbox serve`, `mlconnector demo`, the tests and the benchmarks, so they all
+exercise the same setup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlconnector.sandbox.jira_sim import JiraSim
+from mlconnector.sandbox.peoplesoft_sim import PeopleSoftSim
+from mlconnector.sandbox.server import SandboxServer
+
+PS_USER = "ML_CONNECTOR"
+PS_PASSWORD = "sandbox-ps-password"
+JIRA_EMAIL = "sync-bot@example.com"
+JIRA_TOKEN = "sandbox-jira-token"
+NODE = "PSFT_EP"
+
+
+@dataclass
+class Sandbox:
+    ps: PeopleSoftSim
+    jira: JiraSim
+    ps_server: SandboxServer
+    jira_server: SandboxServer
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def stop(self) -> None:
+        self.ps_server.stop()
+        self.jira_server.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        """Secrets for the sandbox, as the environment overrides a headless host would use."""
+        return {"MLCONNECTOR_PEOPLESOFT_PASSWORD": PS_PASSWORD, "MLCONNECTOR_JIRA_API_TOKEN": JIRA_TOKEN}
+
+    def config_text(self, state_file: Path | None = None, *, extra_ps: str = "", extra_jira: str = "",
+                    fast_retries: bool = True) -> str:
+        since = (self.started - timedelta(days=90)).date().isoformat()
+        retry = ("max_attempts = 4\nbackoff_initial = 0.05\nbackoff_max = 0.5\nread_timeout = 10\n"
+                 if fast_retries else "")
+        lines = ['instance = "sandbox"']
+        if state_file is not None:
+            lines.append(f'state_file = "{state_file.as_posix()}"')
+        return "\n".join(lines) + f"""
+
+[peoplesoft]
+base_url = "{self.ps_server.url}"
+node = "{NODE}"
+user = "{PS_USER}"
+db_utc_offset = "-06:00"
+initial_since = "{since}"
+maxrows = 100
+{retry}{extra_ps}
+[jira]
+site = "{self.jira_server.url}"
+email = "{JIRA_EMAIL}"
+project = "PROC"
+{retry}{extra_jira}
+"""
+
+
+def start_sandbox(*, seed: int = 7, counts: dict[str, int] | None = None, latency: float = 0.0,
+                  ps_port: int = 0, jira_port: int = 0, rate_limit: float | None = None,
+                  request_validator: Callable[[Any], None] | None = None) -> Sandbox:
+    ps = PeopleSoftSim(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, counts=counts)
+    jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator)
+    ps_server = SandboxServer(ps, "peoplesoft", port=ps_port, latency=latency).start()
+    jira_server = SandboxServer(jira, "jira", port=jira_port, latency=latency, rate_limit=rate_limit).start()
+    return Sandbox(ps, jira, ps_server, jira_server)
+
+
+def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: float,
+          echo: Callable[[str], None]) -> None:
+    box = start_sandbox(ps_port=ps_port, jira_port=jira_port, latency=latency)
+    try:
+        echo(f"PeopleSoft (QAS REST) simulator: {box.ps_server.url}  node {NODE}, user {PS_USER}")
+        echo(f"Jira Cloud simulator:           {box.jira_server.url}  {JIRA_EMAIL}, project PROC")
+        if write_config:
+            write_config.write_text(box.config_text(), encoding="utf-8")
+            echo(f"Wrote {write_config}. Secrets for it (environment):")
+        else:
+            echo("Secrets for a config pointing here (environment):")
+        for k, v in box.env().items():
+            echo(f"  export {k}={v}")
+        echo("Press Ctrl-C to stop.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        echo("Stopped.")
+    finally:
+        box.stop()

@@ -51,7 +51,8 @@ def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
     out: list[Check] = []
     try:
         resp = ps.http.request("GET", "/PSIGW/RESTListeningConnector", allow=tuple(range(300, 600)))
-        out.append(Check("PeopleSoft", "reachable", True, f"{cfg.peoplesoft.base_url} answered HTTP {resp.status_code}"))
+        out.append(Check("PeopleSoft", "reachable", True,
+                         f"{cfg.peoplesoft.base_url} answered HTTP {resp.status_code}"))
     except UnreachableError as exc:
         return [Check("PeopleSoft", "reachable", False, exc.message,
                       "Check host/port/base_url in [peoplesoft], DNS, firewall, and ca_bundle for internal CAs.")]

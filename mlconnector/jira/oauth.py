@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-
 from mlconnector.auth import REFRESH_MARGIN, BearerAuth
 from mlconnector.config import JiraConfig
 from mlconnector.credentials import SecretStore
@@ -119,8 +118,8 @@ def consent(j: JiraConfig, store: SecretStore, *, open_browser: bool = True, tim
         if open_browser:
             webbrowser.open(url)
         if not done.wait(timeout):
-            raise AuthError(f"No answer from the browser within {timeout:.0f} s. Run 'mlconnector auth jira' again; the "
-                            f"app's callback URL must be {redirect_uri}.")
+            raise AuthError(f"No answer from the browser within {timeout:.0f} s. Run 'mlconnector auth jira' "
+                            f"again; the app's callback URL must be {redirect_uri}.")
     finally:
         server.shutdown()
         server.server_close()

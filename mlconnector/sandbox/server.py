@@ -61,7 +61,7 @@ def text_response(status: int, text: str, content_type: str = "text/plain; chars
 
 App = Callable[[Request], Response]
 
-FAULT_KINDS = ("status", "drop_before", "drop_after", "delay", "body")
+FAULT_KINDS = ("status", "drop_before", "drop_after", "delay", "hang_after", "body")
 
 
 @dataclass
@@ -74,6 +74,8 @@ class Fault:
       - ``drop_before``: close the connection without answering and without calling the app;
       - ``drop_after``: call the app (its side effects happen), then close without answering;
       - ``delay``: sleep ``delay`` seconds, then handle normally (use to exceed a client timeout);
+      - ``hang_after``: call the app (its side effects happen), then sleep ``delay`` seconds before answering
+        (a window in which to kill the client after the write and before it learns the result);
       - ``body``: call nothing, answer ``status`` (default 200) with ``body`` verbatim (garbage, HTML...).
     ``count`` is how many matching requests it hits (None = all); ``skip`` lets that many matching
     requests through first.
@@ -185,8 +187,8 @@ class SandboxServer:
         self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{self.name}-http", daemon=True)
         self._thread.start()
         return self
 
@@ -262,6 +264,8 @@ class SandboxServer:
             resp = json_response(500, {"errorMessages": [f"sandbox error: {exc!r}"], "errors": {}})
         if fault is not None and fault.kind == "drop_after":
             return None
+        if fault is not None and fault.kind == "hang_after":
+            time.sleep(fault.delay)
         return resp
 
 

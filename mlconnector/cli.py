@@ -21,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's help renderer alone costs ~150 ms of start-up.
+    rich_markup_mode=None,
 )
 sync_app = typer.Typer(help="Run one sync pass for an integration pair.", no_args_is_help=True)
 replay_app = typer.Typer(help="List, show, retry or drop records queued after a failure.", no_args_is_help=True)
@@ -282,7 +284,7 @@ def secrets_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         from mlconnector.credentials import SecretStore
 
         store = SecretStore(cfg.instance)
-        needed = set(required_secrets(cfg.peoplesoft.auth, cfg.jira.auth))
+        needed = set(required_secrets(cfg))
         return [{"name": n, "needed": n in needed, "source": store.where(n), "env": env_name(n),
                  "description": d} for n, d in KNOWN_SECRETS.items()]
 

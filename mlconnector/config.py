@@ -146,9 +146,17 @@ class Config:
     instance: str
     state_file: Path
     audit_file: Path
-    peoplesoft: PeopleSoftConfig
+    ps: PeopleSoftConfig | None
     jira: JiraConfig
+    jde: Any = None  # parsed by mlconnector.jde.config when a [jde] section is present
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def peoplesoft(self) -> PeopleSoftConfig:
+        if self.ps is None:
+            raise ConfigError(f"{self.path} has no [peoplesoft] section, which this command needs. Copy it from "
+                              f"examples/config.toml and fill in your host, port and node.")
+        return self.ps
 
 
 def default_config_path() -> Path:
@@ -278,9 +286,6 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
                          "client_id", "scope", "owner_type", "maxrows", "max_maxrows", "overlap_minutes",
                          "prompt_format", "prompt_names", "db_utc_offset", "records", "initial_since"}
     s = root.table("peoplesoft", known)
-    if not s.data:
-        raise ConfigError("The [peoplesoft] section is missing. Copy it from examples/config.toml and fill "
-                          "in your host, port and node.")
     if "base_url" in s.data:
         base_url = _url(s, "base_url")
     else:
@@ -440,17 +445,25 @@ def load(path: Path | str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], path: Path) -> Config:
-    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira"})
+    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde"})
     if unknown:
         raise ConfigError(f"Unknown top-level key {unknown[0]!r} in the configuration. Known: instance, "
-                          f"state_file, audit_file, [peoplesoft], [jira]. Check the spelling and the section "
+                          f"state_file, audit_file, [peoplesoft], [jira], [jde]. Check the spelling and the section "
                           f"headers.")
+    if "peoplesoft" not in data and "jde" not in data:
+        raise ConfigError("The configuration has neither a [peoplesoft] nor a [jde] section, so there is nothing to "
+                          "sync. Copy the section you need from examples/config.toml.")
     instance = data.get("instance") or path.stem
     if not isinstance(instance, str):
         raise ConfigError("instance must be a name in quotes.")
     root_sec = _RootSection(data)
-    ps = _peoplesoft(root_sec)
+    ps = _peoplesoft(root_sec) if "peoplesoft" in data else None
     jira = _jira(root_sec)
+    jde = None
+    if "jde" in data:
+        from mlconnector.jde.config import parse_jde  # the JD Edwards pair's own settings
+
+        jde = parse_jde(_Section(data["jde"], "jde"))
     resolved = str(path.resolve())
     digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
     state_file = data.get("state_file")
@@ -465,7 +478,7 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     ap = Path(audit_file).expanduser() if audit_file else sp.with_suffix(".audit.jsonl")
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
-    return Config(path=path, instance=instance, state_file=sp, audit_file=ap, peoplesoft=ps, jira=jira, raw=data)
+    return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data)
 
 
 class _RootSection(_Section):

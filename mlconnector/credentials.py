@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from mlconnector.errors import ConfigError, SecretMissingError
 
@@ -112,9 +113,14 @@ class SecretStore:
             return "missing (no keyring)"
 
 
-def required_secrets(auth_ps: str, auth_jira: str) -> list[str]:
-    names = ["peoplesoft.password" if auth_ps == "basic" else "peoplesoft.client_secret"]
-    if auth_jira == "basic":
+def required_secrets(cfg: Any) -> list[str]:
+    """The secrets this configuration needs, for `secrets list` and `ping`."""
+    names: list[str] = []
+    if cfg.ps is not None:
+        names.append("peoplesoft.password" if cfg.ps.auth == "basic" else "peoplesoft.client_secret")
+    if cfg.jde is not None and hasattr(cfg.jde, "required_secrets"):
+        names += list(cfg.jde.required_secrets())
+    if cfg.jira.auth == "basic":
         names.append("jira.api_token")
     else:
         names += ["jira.client_secret", "jira.refresh_token"]

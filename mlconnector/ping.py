@@ -22,7 +22,7 @@ class Check:
 def run_ping(cfg: Config) -> list[Check]:
     checks: list[Check] = []
     store = SecretStore(cfg.instance)
-    for name in required_secrets(cfg.peoplesoft.auth, cfg.jira.auth):
+    for name in required_secrets(cfg):
         try:
             store.get(name)
             checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira"),
@@ -32,14 +32,25 @@ def run_ping(cfg: Config) -> list[Check]:
                                 "not set", exc.message))
     if not all(c.ok for c in checks):
         return checks
-    from mlconnector.runner import open_clients
+    from mlconnector.jira.client import JiraClient
+    from mlconnector.peoplesoft.qas import QASClient
+    from mlconnector.runner import jira_auth, peoplesoft_auth
 
-    clients = open_clients(cfg, store)
+    if cfg.ps is not None:
+        ps = QASClient(cfg.ps, peoplesoft_auth(cfg, store))
+        try:
+            checks += _peoplesoft(cfg, ps)
+        finally:
+            ps.close()
+    if cfg.jde is not None:
+        from mlconnector.jde.ping import jde_checks  # the JD Edwards pair's own checks
+
+        checks += jde_checks(cfg, store)
+    jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, store), cfg.jira.http)
     try:
-        checks += _peoplesoft(cfg, clients.ps)
-        checks += _jira(cfg, clients.jira)
+        checks += _jira(cfg, jira)
     finally:
-        clients.close()
+        jira.close()
     return checks
 
 
@@ -101,14 +112,14 @@ def _jira(cfg: Config, jira: object) -> list[Check]:
             return out
         out.append(Check("Jira", f"project {j.project}", True, str(project.get("name", ""))))
         types = {str(t.get("name")) for t in project.get("issueTypes", [])}
-        kinds = [k for k in ISSUE_KINDS if cfg.peoplesoft.records[k].enabled]
+        kinds = [k for k in ISSUE_KINDS if cfg.ps is not None and cfg.ps.records[k].enabled]
         for kind in kinds:
             name = j.issue_types[kind]
             out.append(Check("Jira", f"issue type {name}", name in types, "" if name in types else
                              f"project has: {', '.join(sorted(types))}",
                              f"Add {name!r} to the project's issue type scheme or fix jira.issue_types.{kind}."))
         fields = jira.fields()
-        wanted = dict(j.fields)
+        wanted = dict(j.fields) if cfg.ps is not None else {}
         if j.key_field:
             wanted["key_field"] = j.key_field
         for logical, name in wanted.items():

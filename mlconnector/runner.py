@@ -37,7 +37,7 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
 
     for name in KNOWN_SECRETS:
         value = secrets.find(name)
-        user = cfg.peoplesoft.user if name.startswith("peoplesoft") else cfg.jira.email
+        user = (cfg.ps.user if cfg.ps else "") if name.startswith("peoplesoft") else cfg.jira.email
         r.add(value, user)
     return r
 

@@ -97,8 +97,11 @@ def _noop(*_: Any, **__: Any) -> None:
 
 class PeopleSoftJiraPass:
     def __init__(self, cfg: Config, state: State, ps: QASClient, jira: JiraClient, audit: Audit, *,
-                 dry_run: bool = False, progress: Progress = _noop, now: datetime | None = None) -> None:
+                 dry_run: bool = False, progress: Progress = _noop, now: datetime | None = None,
+                 readers: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
+        # Per-kind source readers with read_window(query, start, end); QAS unless configured otherwise.
+        self.readers = readers or {}
         self.state = state
         self.ps = ps
         self.jira = jira
@@ -197,12 +200,15 @@ class PeopleSoftJiraPass:
             self.state.dirty = True
         self.state.save()
 
+    def reader(self, kind: str) -> Any:
+        return self.readers.get(kind, self.ps)
+
     # -- vendors ---------------------------------------------------------------------------------
     def sync_vendors(self, since: datetime | None) -> None:
         rs = self.cfg.peoplesoft.records["vendors"]
         counts = self.result.kind("vendors")
         start, end = self._window("vendors", rs.initial_since, since)
-        for rows, until in self.ps.read_window(rs.query, start, end):
+        for rows, until in self.reader("vendors").read_window(rs.query, start, end):
             for row in rows:
                 counts.read += 1
                 try:
@@ -227,7 +233,7 @@ class PeopleSoftJiraPass:
     def sync_kind(self, kind: str, since: datetime | None) -> None:
         rs = self.cfg.peoplesoft.records[kind]
         start, end = self._window(kind, rs.initial_since, since)
-        for rows, until in self.ps.read_window(rs.query, start, end):
+        for rows, until in self.reader(kind).read_window(rs.query, start, end):
             self.result.kind(kind).read += len(rows)
             self.progress("read", kind=kind, n=len(rows))
             self.process_rows(kind, rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -114,6 +115,19 @@ class HttpClient:
         self._sleep = sleep
         self.requests_made = 0
         self.rate_limited = 0
+        # A 429 pauses every thread using this client, not just the one that got it: the limit is shared.
+        self._pause_until = 0.0
+        self._pause_lock = threading.Lock()
+
+    def pause(self, seconds: float) -> None:
+        with self._pause_lock:
+            self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+
+    def _wait_for_pause(self) -> None:
+        with self._pause_lock:
+            wait = self._pause_until - time.monotonic()
+        if wait > 0:
+            self._sleep(wait)
 
     def close(self) -> None:
         self.session.close()
@@ -148,6 +162,7 @@ class HttpClient:
         read_timeout = timeout if timeout is not None else s.read_timeout
 
         def attempt() -> requests.Response:
+            self._wait_for_pause()
             self.requests_made += 1
             try:
                 resp = self.session.request(
@@ -229,6 +244,8 @@ class HttpClient:
             )
             if wait is not None and wait > self.settings.max_retry_after:
                 raise err
+            if wait:
+                self.pause(wait)
             # A 429 is refused before processing, so even a POST is safe to send again.
             raise _Retry(err, wait_at_least=wait or 0.0)
         if status >= 500:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from conftest import Env
 
@@ -227,7 +226,3 @@ def test_corrupt_state_file_stops_the_pass_and_is_left_alone(sandbox_env: Env) -
 def test_state_file_from_newer_version_stops_the_pass_and_is_left_alone(sandbox_env: Env) -> None:
     content = json.dumps({"schema": 99, "keys": {}, "watermarks": {}}).encode()
     _assert_refused(sandbox_env, content, "newer ml-connector")
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover - keeps typing imports honest for ruff
-    return None

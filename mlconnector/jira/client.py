@@ -96,15 +96,15 @@ class JiraClient:
         return self.http.request("POST", f"{API}/issue", json={"fields": fields}).json()
 
     def bulk_create(self, items: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, RemoteError]]:
-        """Create up to 50 issues; return ({index: created}, {index: error}). Not atomic: reconcile each."""
-        resp = self.http.request("POST", f"{API}/issue/bulk", json={"issueUpdates": [{"fields": f} for f in items]},
-                                 allow=(400,))
+        """Create up to 50 issues from IssueUpdateDetails ({"fields": ..., "transition": ...}); return
+        ({index: created}, {index: error}). Not atomic: the caller reconciles each element."""
+        resp = self.http.request("POST", f"{API}/issue/bulk", json={"issueUpdates": items}, allow=(400,))
         body = resp.json()
         errors: dict[int, RemoteError] = {}
+        import json
+
         for e in body.get("errors", []) or []:
             idx = int(e.get("failedElementNumber", -1))
-            import json
-
             raw = json.dumps(e.get("elementErrors") or {})
             err = RemoteError(f"Jira rejected the issue (HTTP {e.get('status', 400)})", system=SYSTEM,
                               status=int(e.get("status", 400)), raw=raw)
@@ -129,24 +129,35 @@ class JiraClient:
         resp = self.http.request("GET", f"{API}/issue/{quote(key)}", params={"fields": fields}, allow=(404,))
         return None if resp.status_code == 404 else resp.json()
 
-    def transition_to(self, key: str, status_name: str) -> bool:
-        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there."""
-        # One read gives both the current status and the transitions available from it.
+    def current_transitions(self, key: str) -> tuple[str, dict[str, str]]:
+        """(current status name, {target status name lower-cased: transition id}) in one request."""
         body = self.http.request("GET", f"{API}/issue/{quote(key)}",
                                  params={"fields": "status", "expand": "transitions"}).json()
-        current = ((body.get("fields") or {}).get("status") or {}).get("name", "")
+        current = str(((body.get("fields") or {}).get("status") or {}).get("name", ""))
+        targets: dict[str, str] = {}
+        for t in body.get("transitions", []) or []:
+            name = str((t.get("to") or {}).get("name", "")).lower()
+            targets.setdefault(name, str(t["id"]))
+        return current, targets
+
+    def do_transition(self, key: str, transition_id: str) -> None:
+        # Idempotent in effect: repeating it either fails (already there: no such transition) or is a no-op.
+        self.http.request("POST", f"{API}/issue/{quote(key)}/transitions",
+                          json={"transition": {"id": str(transition_id)}}, idempotent=True)
+
+    def transition_to(self, key: str, status_name: str) -> bool:
+        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there."""
+        current, targets = self.current_transitions(key)
         if current.lower() == status_name.lower():
             return False
-        for t in body.get("transitions", []):
-            if str((t.get("to") or {}).get("name", "")).lower() == status_name.lower():
-                self.http.request("POST", f"{API}/issue/{quote(key)}/transitions",
-                                  json={"transition": {"id": str(t["id"])}}, idempotent=True)
-                return True
-        available = ", ".join(sorted({str((t.get("to") or {}).get("name")) for t in body.get("transitions", [])}))
-        raise RemoteError(
-            f"Jira's workflow has no transition from {current or 'the current status'} to {status_name!r} for "
-            f"{key} (available: {available or 'none'}). Add the transition in the workflow, or map the "
-            f"PeopleSoft status to a reachable status in [jira.status_map].", system=SYSTEM, status=400)
+        tid = targets.get(status_name.lower())
+        if tid is None:
+            raise RemoteError(
+                f"Jira's workflow has no transition from {current or 'the current status'} to {status_name!r} for "
+                f"{key} (reachable: {', '.join(sorted(targets)) or 'none'}). Add the transition in the workflow, or "
+                f"map the PeopleSoft status to a reachable status in [jira.status_map].", system=SYSTEM, status=400)
+        self.do_transition(key, tid)
+        return True
 
     def comments(self, key: str) -> Iterator[dict[str, Any]]:
         start = 0

@@ -111,6 +111,8 @@ class PeopleSoftJiraPass:
         self.now = now or utcnow()
         self.result = PassResult(dry_run=dry_run)
         self.target: JiraTarget | None = None
+        # issue type id -> (start status, {target status lower: transition id}), learned once per pass
+        self._start: dict[str, tuple[str, dict[str, str]]] = {}
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
@@ -191,6 +193,10 @@ class PeopleSoftJiraPass:
     def _advance(self, wm_name: str, until: datetime, since: datetime | None) -> None:
         if self.dry_run:
             return
+        # Results reach the disk before the watermark that covers them; a watermark alone can wait for
+        # the final save (losing it costs a re-read, never a record).
+        if self.state.dirty:
+            self.state.save()
         old = self.state.watermarks.get(wm_name)
         # A --since later than the watermark skips records: then the watermark stays where it was.
         if since is not None and old is not None and since > datetime.fromisoformat(old):
@@ -198,7 +204,6 @@ class PeopleSoftJiraPass:
         if old is None or until > datetime.fromisoformat(old):
             self.state.watermarks[wm_name] = iso(until)
             self.state.dirty = True
-        self.state.save()
 
     def reader(self, kind: str) -> Any:
         return self.readers.get(kind, self.ps)
@@ -287,65 +292,129 @@ class PeopleSoftJiraPass:
                 if entry.get("status") != rec.status_code and rec.target_status:
                     counts.transitioned += 1
             return done
-        for i in range(0, len(creates), self.cfg.jira.bulk_size):
-            chunk = creates[i:i + self.cfg.jira.bulk_size]
-            created = self._create_chunk(kind, chunk)
-            for rec, row in chunk:
-                if rec.key in created:
-                    entry = self.state.entry(kind, rec.key)
-                    assert entry is not None
-                    jobs.append((rec, row, entry))
+        created = self._create_all(kind, creates)
+        for rec, row in creates:
+            entry = self.state.entry(kind, rec.key)
+            if rec.key in created and entry is not None:
+                jobs.append((rec, row, entry))
         done |= self._run_jobs(kind, jobs)
         return done
 
-    def _create_chunk(self, kind: str, chunk: list[tuple[MappedRecord, dict[str, Any]]]) -> set[str]:
-        """Create issues for a chunk; return the keys now having an issue. Failures are queued."""
-        counts = self.result.kind(kind)
-        for rec, _ in chunk:
+    # -- creates (bulk, several chunks in flight) ------------------------------------------------------
+    def _create_all(self, kind: str, creates: list[tuple[MappedRecord, dict[str, Any]]]) -> set[str]:
+        """Create issues for these records; return the keys that now have one. Failures are queued."""
+        if not creates:
+            return set()
+        for rec, _ in creates:
             self.state.set_entry(kind, rec.key, {"pending": True, "label": rec.label, "hash": rec.hash,
                                                  "ts": iso(rec.ts), "status": None, "comments": {}})
-        self.state.save()  # the pending marks must be on disk before Jira can act on the create
-        remaining = list(chunk)
+        self.state.save()  # the pending marks must be on disk before Jira can act on any create
+        size = self.cfg.jira.bulk_size
+        chunks = [creates[i:i + size] for i in range(0, len(creates), size)]
         created: set[str] = set()
-        for attempt in (1, 2):
-            try:
-                ok, errors = self.jira.bulk_create([rec.create_fields for rec, _ in remaining])
-            except AmbiguousWriteError as exc:
-                # The request may have created some or all issues: look before writing again.
-                found = self._adopt_by_label(kind, [rec for rec, _ in remaining])
-                created |= found
-                remaining = [(r, row) for r, row in remaining if r.key not in found]
-                if not remaining:
-                    break
-                if attempt == 2:
-                    for rec, row in remaining:
-                        # Still unknown: keep the pending mark (the next pass looks again) and queue it.
-                        self._fail(kind, rec.key, row, exc, keep_entry=True)
-                    break
-                continue
-            except RemoteError as exc:
-                if isinstance(exc, FATAL):
-                    raise
-                for rec, row in remaining:
-                    self.state.keys[kind].pop(rec.key, None)
-                    self._fail(kind, rec.key, row, exc)
-                break
-            for idx, (rec, row) in enumerate(remaining):
-                if idx in ok:
-                    issue = ok[idx]
-                    self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
-                                                         "hash": rec.hash, "ts": iso(rec.ts), "status": None,
-                                                         "label": rec.label, "comments": {}})
-                    counts.created += 1
-                    created.add(rec.key)
-                    self.audit.write("created", kind, rec.key, issue=issue["key"])
-                else:
-                    self.state.keys[kind].pop(rec.key, None)
-                    err = errors.get(idx) or RemoteError("Jira did not create the issue", system="Jira")
-                    self._fail(kind, rec.key, row, err)
-            break
-        self.state.save()
+        type_id = self.target.issue_type_ids[kind] if self.target else ""
+        try:
+            if type_id not in self._start and any(rec.target_status for rec, _ in creates):
+                # Transition ids are per workflow: learn them from the first issue created, then later
+                # creates carry their transition and land in the right status in one request.
+                created |= self._send_chunks(kind, chunks[:1])
+                first = next((self.state.entry(kind, rec.key) for rec, _ in chunks[0] if rec.key in created), None)
+                if first is not None:
+                    self._start[type_id] = self.jira.current_transitions(first["issue"])
+                chunks = chunks[1:]
+            created |= self._send_chunks(kind, chunks)
+        finally:
+            self.state.save()
         return created
+
+    def _payload(self, kind: str, rec: MappedRecord) -> tuple[dict[str, Any], bool]:
+        payload: dict[str, Any] = {"fields": rec.create_fields}
+        start = self._start.get(self.target.issue_type_ids[kind]) if self.target else None
+        if start and rec.target_status and rec.target_status.lower() != start[0].lower():
+            tid = start[1].get(rec.target_status.lower())
+            if tid:
+                payload["transition"] = {"id": tid}
+                return payload, True
+        return payload, False
+
+    def _send_chunks(self, kind: str, chunks: list[list[tuple[MappedRecord, dict[str, Any]]]]) -> set[str]:
+        if not chunks:
+            return set()
+        prepared = [[(rec, row, *self._payload(kind, rec)) for rec, row in chunk] for chunk in chunks]
+
+        def send(items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]]) -> Any:
+            try:
+                return self.jira.bulk_create([payload for _, _, payload, _ in items])
+            except ConnectorError as exc:
+                return exc
+
+        created: set[str] = set()
+        fatal: Exception | None = None
+        workers = max(1, min(self.cfg.jira.max_workers, len(prepared)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(send, prepared))
+        for items, outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, AmbiguousWriteError):
+                created |= self._after_ambiguous(kind, items, outcome)
+            elif isinstance(outcome, FATAL):
+                fatal = fatal or outcome
+            elif isinstance(outcome, ConnectorError):
+                for rec, row, _, _ in items:
+                    self.state.keys[kind].pop(rec.key, None)
+                    self._fail(kind, rec.key, row, outcome)
+            else:
+                created |= self._apply_created(kind, items, *outcome)
+        if fatal is not None:
+            raise fatal  # the pending marks stay; the next pass resolves them
+        return created
+
+    def _apply_created(self, kind: str, items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]],
+                       ok: dict[int, dict[str, Any]], errors: dict[int, RemoteError]) -> set[str]:
+        counts = self.result.kind(kind)
+        created: set[str] = set()
+        for idx, (rec, row, _payload, folded) in enumerate(items):
+            if idx not in ok:
+                self.state.keys[kind].pop(rec.key, None)
+                self._fail(kind, rec.key, row, errors.get(idx) or RemoteError("Jira did not create the issue",
+                                                                               system="Jira"))
+                continue
+            issue = ok[idx]
+            self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
+                                                 "hash": rec.hash, "ts": iso(rec.ts),
+                                                 "status": rec.status_code if folded else None,
+                                                 "label": rec.label, "comments": {}})
+            counts.created += 1
+            created.add(rec.key)
+            self.audit.write("created", kind, rec.key, issue=issue["key"])
+            if folded:
+                counts.transitioned += 1
+                self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
+        return created
+
+    def _after_ambiguous(self, kind: str, items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]],
+                         exc: AmbiguousWriteError) -> set[str]:
+        """A bulk create may or may not have happened: adopt what Jira has, send the rest once more."""
+        found = self._adopt_by_label(kind, [rec for rec, _, _, _ in items])
+        rest = [it for it in items if it[0].key not in found]
+        if not rest:
+            return found
+        try:
+            ok, errors = self.jira.bulk_create([payload for _, _, payload, _ in rest])
+        except AmbiguousWriteError as again:
+            found2 = self._adopt_by_label(kind, [rec for rec, _, _, _ in rest])
+            for rec, row, _, _ in rest:
+                if rec.key not in found2:
+                    # Still unknown: keep the pending mark (the next pass looks again) and queue the record.
+                    self._fail(kind, rec.key, row, again)
+            return found | found2
+        except FATAL:
+            raise
+        except ConnectorError as err:
+            for rec, row, _, _ in rest:
+                self.state.keys[kind].pop(rec.key, None)
+                self._fail(kind, rec.key, row, err)
+            return found
+        return found | self._apply_created(kind, rest, ok, errors)
 
     def _adopt_by_label(self, kind: str, recs: list[MappedRecord]) -> set[str]:
         """Find issues already carrying these records' labels; record them in the key map."""
@@ -551,8 +620,7 @@ class PeopleSoftJiraPass:
         return done
 
     # -- failures and replay ---------------------------------------------------------------------
-    def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record",
-              keep_entry: bool = False) -> None:
+    def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record") -> None:
         counts = self.result.kind(kind)
         counts.failed += 1
         message = error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)

@@ -587,6 +587,14 @@ class JiraSim:
         if not isinstance(payload, dict):
             raise ApiError(400, ["Request body must be an object with 'fields'."])
         values = self._validate(payload.get("fields"), creating=True)
+        # A create may move the issue straight out of the start status (Jira: "Transitions may be applied").
+        target_status = None
+        transition = payload.get("transition")
+        if transition is not None:
+            tid = transition.get("id") if isinstance(transition, dict) else None
+            target_status = next((sid for t, _, sid in TRANSITIONS if t == str(tid)), None)
+            if target_status is None:
+                raise ApiError(400, [f"Transition id '{tid}' is not valid for this issue."])
         props = payload.get("properties") or []
         if not isinstance(props, list) or any(not isinstance(p, dict) or not p.get("key") for p in props):
             raise ApiError(400, ["Issue properties must be a list of {key, value} objects."])
@@ -600,6 +608,8 @@ class JiraSim:
         issue.properties = {p["key"]: copy.deepcopy(p.get("value")) for p in props}
         self._issues[iid] = issue
         self._by_key[issue.key] = iid
+        if target_status is not None and target_status != issue.status:
+            self._set_status(issue, target_status, author)
         return {"id": iid, "key": issue.key, "self": self._url(req, f"/issue/{iid}")}
 
     def _create(self, req: Request, body: Any) -> Response:

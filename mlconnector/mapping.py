@@ -156,7 +156,7 @@ def _field_value(f: FieldInfo, value: Any) -> Any:
         return {"value": str(value)}
     if f.type == "array" and f.custom.endswith(":labels"):
         return [LABEL_SAFE.sub("_", str(value))]
-    return adf.clean(str(value)).replace("\n", " ")[:255]
+    return adf.one_line(value)[:255]
 
 
 def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
@@ -182,8 +182,8 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
     v_name, v_addr, v_terms = vendor_summary(vendor) if vendor else ("", "", "")
     vendor_display = v_name or (vkey.replace("|", "/") if vkey else "")
 
-    headline = adf.clean(description).replace("\n", " ").strip() or vendor_display or status_text
-    summary = f"{title} {display_key}: {headline}"
+    headline = adf.one_line(description) or adf.one_line(vendor_display) or status_text
+    summary = adf.one_line(f"{title} {display_key}: {headline}")
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1] + "…"
     amount_text = f"{amount:,.2f} {currency}".strip() if amount is not None else ""

@@ -88,8 +88,10 @@ def test_429_waits_at_least_retry_after(server: SandboxServer, app: App, sleeps:
     c = client(server, sleeps)
     resp = c.request("GET", "/thing")
     assert resp.status_code == 200
-    assert len(sleeps.waits) == 1 and sleeps.waits[0] >= 2
+    # The first wait honours Retry-After (the shared pause may add a second fake sleep: no real time passes).
+    assert sleeps.waits and sleeps.waits[0] >= 2
     assert c.rate_limited == 1
+    assert len(server.requests("GET")) == 2
 
 
 def test_503_retry_after_honoured_for_get(server: SandboxServer, app: App, sleeps: Sleeps) -> None:
@@ -155,7 +157,7 @@ def test_post_429_is_retried_because_it_was_refused_before_processing(server: Sa
     assert resp.status_code == 201
     assert app.count("POST") == 1
     assert len(server.requests("POST")) == 2
-    assert len(sleeps.waits) == 1 and sleeps.waits[0] >= 1
+    assert sleeps.waits and sleeps.waits[0] >= 1
 
 
 def test_get_dropped_before_processing_is_retried(server: SandboxServer, app: App, sleeps: Sleeps) -> None:

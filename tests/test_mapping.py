@@ -95,7 +95,7 @@ def assert_jira_acceptable(fields: dict[str, Any]) -> None:
     summary = fields["summary"]
     assert 0 < len(summary) <= 254
     assert "\n" not in summary and "\r" not in summary
-    for fid, value in fields.items():
+    for value in fields.values():
         if isinstance(value, dict) and value.get("type") == "doc":
             assert_valid_adf(value)
     for label in fields.get("labels", []):

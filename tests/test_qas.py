@@ -94,7 +94,8 @@ def read_all(client: QASClient, start: datetime, end: datetime) -> tuple[set[tup
     return seen, marks
 
 
-def source_rows(sim: PeopleSoftSim, lo: datetime, hi: datetime, inclusive_hi: bool = False) -> set[tuple[str, str, str]]:
+def source_rows(sim: PeopleSoftSim, lo: datetime, hi: datetime,
+                inclusive_hi: bool = False) -> set[tuple[str, str, str]]:
     out = set()
     for r in sim.rows("purchase_orders"):
         ts = parse_ps_datetime(r["LAST_DTTM_UPDATE"])

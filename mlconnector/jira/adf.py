@@ -7,11 +7,20 @@ from typing import Any
 
 # Jira's limit for a rich-text field is 32,767 characters of serialised content; stay well inside it.
 MAX_TEXT = 30_000
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+_LINE_BREAKS = re.compile(r"\r\n|[\r\x85\u2028\u2029]")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+# A line break costs a hardBreak node and the next line's text node wrapper, with JSON separators.
+HARD_BREAK_COST = len('{"type": "hardBreak"}, {"type": "text", "text": ""}, ') + 4
 
 
 def clean(text: Any) -> str:
-    return _CONTROL.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", _LINE_BREAKS.sub("\n", str(text)))
+
+
+def one_line(text: Any) -> str:
+    """Text for single-line places (summary, text fields): no line breaks, no control characters."""
+    return " ".join(clean(text).split())
 
 
 def text_nodes(text: str, marks: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -62,8 +71,18 @@ def doc(*blocks: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def truncate(text: str, limit: int = MAX_TEXT) -> str:
-    text = clean(text)
-    return text if len(text) <= limit else text[: limit - 40] + "\n… (truncated; full text in PeopleSoft)"
+    """Cut text so its ADF form stays under ``limit`` serialised characters.
+
+    Each line break becomes a hardBreak node, and a non-ASCII character may be escaped as \\uXXXX, so
+    the budget is counted in serialised characters, not in characters of text.
+    """
+    text = _BLANK_RUNS.sub("\n\n", clean(text))
+    cost = 0
+    for i, ch in enumerate(text):
+        cost += HARD_BREAK_COST if ch == "\n" else (1 if ch < "\x80" else 6)
+        if cost > limit - 60:
+            return text[:i].rstrip() + "\n… (truncated; full text in PeopleSoft)"
+    return text
 
 
 def plain_text(node: Any) -> str:

@@ -185,14 +185,17 @@ class JiraClient:
                 return
 
     # -- search ----------------------------------------------------------------------------------
-    def search(self, jql: str, fields: list[str], page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every issue matching ``jql`` (enhanced search, nextPageToken paging, guarded against loops)."""
+    def search(self, jql: str, fields: list[str], page_size: int = 100, expand: str = "") -> Iterator[dict[str, Any]]:
+        """Every issue matching ``jql`` (enhanced search, nextPageToken paging, guarded against loops).
+        ``expand`` is Jira's comma-separated string (e.g. "changelog": the latest 100 histories per issue)."""
         token: str | None = None
         seen_tokens: set[str] = set()
         for _ in range(MAX_PAGES):
             body: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": page_size}
             if token:
                 body["nextPageToken"] = token
+            if expand:
+                body["expand"] = expand
             # A search changes nothing, so it is safe to retry like a GET.
             page = self.http.request("POST", f"{API}/search/jql", json=body, idempotent=True).json()
             issues = page.get("issues", []) or []

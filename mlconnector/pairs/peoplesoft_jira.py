@@ -113,6 +113,7 @@ class PeopleSoftJiraPass:
         self.target: JiraTarget | None = None
         # issue type id -> (start status, {target status lower: transition id}), learned once per pass
         self._start: dict[str, tuple[str, dict[str, str]]] = {}
+        self._fresh: set[tuple[str, str]] = set()  # (kind, key) of issues this pass created in the start status
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
@@ -328,13 +329,17 @@ class PeopleSoftJiraPass:
         return created
 
     def _payload(self, kind: str, rec: MappedRecord) -> tuple[dict[str, Any], bool]:
+        """The create request, and whether the issue will be in its mapped status once created."""
         payload: dict[str, Any] = {"fields": rec.create_fields}
         start = self._start.get(self.target.issue_type_ids[kind]) if self.target else None
-        if start and rec.target_status and rec.target_status.lower() != start[0].lower():
-            tid = start[1].get(rec.target_status.lower())
-            if tid:
-                payload["transition"] = {"id": tid}
-                return payload, True
+        if start is None or not rec.target_status:
+            return payload, False
+        if rec.target_status.lower() == start[0].lower():
+            return payload, True  # the start status is the mapped one: nothing to move
+        tid = start[1].get(rec.target_status.lower())
+        if tid:
+            payload["transition"] = {"id": tid}
+            return payload, True
         return payload, False
 
     def _send_chunks(self, kind: str, chunks: list[list[tuple[MappedRecord, dict[str, Any]]]]) -> set[str]:
@@ -379,6 +384,8 @@ class PeopleSoftJiraPass:
                                                                                system="Jira"))
                 continue
             issue = ok[idx]
+            if not folded:
+                self._fresh.add((kind, rec.key))
             self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
                                                  "hash": rec.hash, "ts": iso(rec.ts),
                                                  "status": rec.status_code if folded else None,
@@ -386,7 +393,7 @@ class PeopleSoftJiraPass:
             counts.created += 1
             created.add(rec.key)
             self.audit.write("created", kind, rec.key, issue=issue["key"])
-            if folded:
+            if "transition" in _payload:
                 counts.transitioned += 1
                 self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
         return created
@@ -486,7 +493,17 @@ class PeopleSoftJiraPass:
                     self.jira.edit_issue(entry["issue"], rec.edit_fields)
                     edited = True
                 if entry.get("status") != rec.status_code and rec.target_status:
-                    transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
+                    start = self._start.get(self.target.issue_type_ids[kind]) if self.target else None
+                    tid = start[1].get(rec.target_status.lower()) if start else None
+                    fresh = (kind, rec.key) in self._fresh and start is not None
+                    if fresh and start and rec.target_status.lower() == start[0].lower():
+                        pass  # created moments ago, already in the mapped start status
+                    elif fresh and tid:
+                        # Created moments ago in the start status: the transition id is already known.
+                        self.jira.do_transition(entry["issue"], tid)
+                        transitioned = True
+                    else:
+                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
                 return edited, transitioned, None
             except ConnectorError as exc:
                 return edited, transitioned, exc

@@ -144,21 +144,44 @@ class QASClient:
                            maxrows)
 
     # -- windows ---------------------------------------------------------------------------------
+    def _margin(self) -> timedelta:
+        """How much each window is widened when the database time zone is unknown."""
+        if _offset(self.cfg.db_utc_offset) is not None:
+            return timedelta(0)
+        return timedelta(days=1) if self.cfg.prompt_format == "date" else timedelta(hours=14)
+
     def prompt_values(self, start: datetime, end: datetime) -> tuple[str, str]:
         c = self.cfg
-        tz = _offset(c.db_utc_offset)
-        if tz is None:
-            # Unknown database time zone: widen so the window covers any offset; dedupe absorbs it.
-            margin = timedelta(days=1) if c.prompt_format == "date" else timedelta(hours=14)
-            tz = UTC
-        else:
-            margin = timedelta(0)
+        tz = _offset(c.db_utc_offset) or UTC
+        # Unknown database time zone: widen so the window covers any offset; dedupe absorbs the overlap.
+        margin = self._margin()
         lo = (start - margin).astimezone(tz)
         hi = (end + margin).astimezone(tz)
         if c.prompt_format == "date":
             hi_date = hi.date() if hi.time() == datetime.min.time() else hi.date() + timedelta(days=1)
             return lo.date().isoformat(), hi_date.isoformat()
         return lo.strftime("%Y-%m-%dT%H:%M:%S"), (hi + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+
+    def _split_point(self, start: datetime, end: datetime) -> datetime | None:
+        """Where to split a full window so both halves ask for strictly less, or None if it cannot be."""
+        span = end - start
+        # Halving a widened window barely narrows what is asked for: below this, raise maxrows instead.
+        if span <= 2 * self._margin() or span <= timedelta(seconds=2):
+            return None
+        mid = start + span / 2
+        if self.cfg.prompt_format == "date":
+            # Date prompts have day granularity: split on the database-local midnight nearest the middle.
+            tz = _offset(self.cfg.db_utc_offset) or UTC
+            local = mid.astimezone(tz)
+            floor = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            cands = [c.astimezone(UTC) for c in (floor, floor + timedelta(days=1)) if start < c < end]
+            if not cands:
+                return None
+            mid = min(cands, key=lambda c: abs(c - mid))
+        parent = self.prompt_values(start, end)
+        if self.prompt_values(start, mid) == parent or self.prompt_values(mid, end) == parent:
+            return None
+        return mid
 
     def read_window(self, query: str, start: datetime, end: datetime) -> Iterator[tuple[list[dict[str, Any]],
                                                                                       datetime]]:
@@ -172,14 +195,13 @@ class QASClient:
         if not result.truncated:
             yield result.rows, end
             return
-        mid = start + (end - start) / 2
-        if (end - start) > timedelta(seconds=2) and self.prompt_values(start, mid) != prompts \
-                and self.prompt_values(mid, end) != prompts:
+        mid = self._split_point(start, end)
+        if mid is not None:
             yield from self._read(query, start, mid, maxrows)
             yield from self._read(query, mid, end, maxrows)
             return
-        if maxrows * 2 <= self.cfg.max_maxrows:
-            yield from self._read(query, start, end, maxrows * 2)
+        if maxrows < self.cfg.max_maxrows:
+            yield from self._read(query, start, end, min(maxrows * 2, self.cfg.max_maxrows))
             return
         raise RemoteError(
             f"Query {query} returned the maximum of {maxrows} rows for {prompts[0]}..{prompts[1]}, a window that "

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints figures next to its targets. Never run as timed tests."""

@@ -1,0 +1,95 @@
+"""Initial load throughput against a rate-limited, slow Jira sandbox, side by side with a naive script.
+
+    python -m benchmarks.throughput [--records 2000] [--latency 0.05] [--rate 50]
+
+Prints records/s, requests, 429s received, wall time, peak RSS, the share of the rate limit used, and
+the ratio to a naive baseline (one create request per record, serially, on an identical sandbox).
+Comments are left out on both sides so the two do the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime, timedelta
+
+import requests
+
+from benchmarks.common import run_cli, workspace
+from mlconnector.sandbox.run import JIRA_EMAIL, JIRA_TOKEN, PS_PASSWORD, PS_USER, start_sandbox
+
+ONLY_POS = {"vendors": 50, "requisitions": 0, "purchase_orders": 0, "vouchers": 0}
+NO_COMMENTS = ('\n[peoplesoft.records.purchase_orders]\ncomments_query = ""\n'
+               '[peoplesoft.records.requisitions]\nenabled = false\n'
+               '[peoplesoft.records.vouchers]\nenabled = false\n')
+
+
+def _load(box, n: int) -> None:  # noqa: ANN001
+    now = datetime.now(UTC)
+    box.ps.bulk_load("purchase_orders", n, now - timedelta(days=30), now - timedelta(minutes=5))
+
+
+def ours(n: int, latency: float, rate: float) -> dict:
+    with start_sandbox(counts=ONLY_POS, latency=latency, rate_limit=rate) as box:
+        _load(box, n)
+        work = workspace(box, extra_ps=NO_COMMENTS)
+        cfg = work / "config.toml"
+        cfg.write_text(cfg.read_text().replace("maxrows = 100\n", "maxrows = 1000\n"))
+        box.jira_server.clear_log()
+        run = run_cli(box, work)
+        log = box.jira_server.requests()
+        return {"seconds": run.seconds, "exit": run.exit_code, "requests": len(log),
+                "throttled": sum(1 for r in log if r.status == 429), "rss": run.peak_rss_mb,
+                "issues": len(box.jira.all_issues()),
+                "pass_seconds": run.summary.get("seconds", 0.0)}
+
+
+def naive(n: int, latency: float, rate: float) -> dict:
+    """What a short script would do: read everything, then POST /issue once per record, in a loop."""
+    with start_sandbox(counts=ONLY_POS, latency=latency, rate_limit=rate) as box:
+        _load(box, n)
+        t = time.perf_counter()
+        s = requests.Session()
+        url = (f"{box.ps_server.url}/PSIGW/RESTListeningConnector/PSFT_EP/ExecuteQuery.v1/PUBLIC/ML_PO_CHANGED/JSON/"
+               f"NONFILE?isconnectedquery=N&maxrows=0&json_resp=true&prompt_psqueryname=&prompt_uniquepromptname="
+               f"BIND1,BIND2&prompt_fieldvalue=2000-01-01,2100-01-01")
+        rows = s.get(url, auth=(PS_USER, PS_PASSWORD), timeout=60).json()["data"]["query"]["rows"]
+        throttled = 0
+        for row in rows:
+            body = {"fields": {"project": {"key": "PROC"}, "issuetype": {"name": "Purchase Order"},
+                               "summary": f"PO {row['A.BUSINESS_UNIT']}/{row['A.PO_ID']}"}}
+            while True:
+                r = s.post(f"{box.jira_server.url}/rest/api/3/issue", json=body, auth=(JIRA_EMAIL, JIRA_TOKEN),
+                           timeout=60)
+                if r.status_code != 429:
+                    break
+                throttled += 1
+                time.sleep(float(r.headers.get("Retry-After", "1")))
+        return {"seconds": time.perf_counter() - t, "records": len(rows), "issues": len(box.jira.all_issues()),
+                "throttled": throttled}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=2000)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--rate", type=float, default=50.0)
+    a = ap.parse_args()
+    o = ours(a.records, a.latency, a.rate)
+    b = naive(a.records, a.latency, a.rate)
+    rps_ours = a.records / o["seconds"]
+    rps_naive = a.records / b["seconds"]
+    used = o["requests"] / o["seconds"] / a.rate
+    print(f"Initial load of {a.records} purchase orders, sandbox latency {a.latency * 1000:.0f} ms, "
+          f"Jira limit {a.rate:g} requests/s")
+    print(f"  ml-connector : {o['seconds']:.2f} s wall ({o['pass_seconds']:.2f} s in the pass), {rps_ours:.0f} "
+          f"records/s, {o['requests']} Jira requests, {o['throttled']} x 429, peak RSS {o['rss']:.0f} MB, "
+          f"{o['issues']} issues, exit {o['exit']}")
+    print(f"  naive script : {b['seconds']:.2f} s wall, {rps_naive:.1f} records/s, {b['records']} Jira requests "
+          f"+1 read, {b['throttled']} x 429, {b['issues']} issues")
+    print(f"  share of the rate limit used by ml-connector: {used:.2f} (Jira requests/s / limit)")
+    print(f"  ratio to the naive baseline: {rps_ours / rps_naive:.1f}x   (target: >= 10x)")
+
+
+if __name__ == "__main__":
+    main()

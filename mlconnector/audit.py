@@ -25,7 +25,9 @@ class Redactor:
     def add(self, secret: str | None, user: str | None = None) -> None:
         if not secret or len(secret) < 4:
             return
+        # The raw value, its JSON-escaped form (lines are redacted after serialising) and its Basic header.
         self._needles.add(secret)
+        self._needles.add(json.dumps(secret, ensure_ascii=False)[1:-1])
         if user:
             self._needles.add(base64.b64encode(f"{user}:{secret}".encode()).decode())
 
@@ -43,6 +45,14 @@ class Redactor:
         if isinstance(value, list):
             return [self.obj(v) for v in value]
         return value
+
+
+# Every secret loaded in this process, so output paths that know no configuration can still mask them.
+GLOBAL = Redactor()
+
+
+def redact(text: str) -> str:
+    return GLOBAL(text)
 
 
 class RedactingFilter(logging.Filter):
@@ -75,7 +85,7 @@ class Audit:
         line = {"ts": iso(utcnow()), "run": self.run_id, "pair": self.pair, "action": action,
                 "kind": kind, "key": key}
         line.update({k: v for k, v in detail.items() if v not in (None, "")})
-        self._fh.write(json.dumps(self.redactor.obj(line), ensure_ascii=False) + "\n")
+        self._fh.write(self.redactor(json.dumps(line, ensure_ascii=False, default=str)) + "\n")
         self._fh.flush()
 
     def close(self) -> None:

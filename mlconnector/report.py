@@ -116,6 +116,9 @@ def print_queue(items: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def print_item(item: dict[str, Any], as_json: bool) -> None:
+    from mlconnector.audit import redact
+
+    item = {k: redact(v) if isinstance(v, str) else v for k, v in item.items()}
     if as_json:
         typer.echo(json.dumps(item, ensure_ascii=False))
         return

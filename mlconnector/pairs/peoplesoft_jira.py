@@ -159,8 +159,6 @@ class PeopleSoftJiraPass:
             if self.target is None:
                 self.prepare()
             self.resolve_pending()
-            if not self.dry_run:
-                self.auto_replay()
             for kind in selected:
                 self.progress("kind", kind=kind)
                 if kind == "vendors":
@@ -168,8 +166,11 @@ class PeopleSoftJiraPass:
                 else:
                     self.sync_kind(kind, since)
                     self.sync_comments(kind, since)
+            if not self.dry_run:
+                # After the fresh read: a row fixed at the source has already replaced its queued copy.
+                self.auto_replay()
         except FATAL as exc:
-            self.result.fatal = exc.message
+            self.result.fatal = self.audit.redactor(exc.message)
             self.result.exit_code = exc.exit_code
             self.audit.write("pass_aborted", error=exc.message)
         finally:
@@ -296,7 +297,14 @@ class PeopleSoftJiraPass:
         created = self._create_all(kind, creates)
         for rec, row in creates:
             entry = self.state.entry(kind, rec.key)
-            if rec.key in created and entry is not None:
+            if rec.key not in created or entry is None:
+                continue
+            if entry.get("status") == rec.status_code or not rec.target_status:
+                # Created in its mapped status already: nothing left to send for it.
+                entry["status"] = rec.status_code
+                done.add(rec.key)
+                self.state.dequeue(kind, rec.key)
+            else:
                 jobs.append((rec, row, entry))
         done |= self._run_jobs(kind, jobs)
         return done
@@ -640,8 +648,10 @@ class PeopleSoftJiraPass:
     def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record") -> None:
         counts = self.result.kind(kind)
         counts.failed += 1
-        message = error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
-        raw = getattr(exc, "raw", "") or ""
+        # Remote answers can echo credentials (a proxy page quoting the Authorization header, say).
+        redact = self.audit.redactor
+        message = redact(error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc))
+        raw = redact(getattr(exc, "raw", "") or "")
         self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
         self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
         if self.dry_run:
@@ -650,7 +660,10 @@ class PeopleSoftJiraPass:
         counts.queued += 1
 
     def auto_replay(self) -> None:
-        items = [i for i in self.state.replay if i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS]
+        # Items that already failed during this pass are not tried twice in it.
+        started = iso(self.now)
+        items = [i for i in self.state.replay
+                 if i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS and i.get("last_failed", "") < started]
         if items:
             self.replay(items)
 

@@ -1,0 +1,80 @@
+"""The command line itself: version, help, entry points, a light start-up, and `ping`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Env
+
+import mlconnector
+
+COMMANDS = ("sync", "ping", "replay", "secrets", "demo")
+
+
+def py(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_version_comes_from_the_package(sandbox_env: Env) -> None:
+    proc = sandbox_env.cli("--version", config=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"mlconnector {mlconnector.__version__}"
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_help_lists_the_commands(how: str) -> None:
+    if how == "module":
+        proc = py("-m", "mlconnector", "--help")
+    else:
+        script = Path(sys.executable).with_name("mlconnector")
+        exe = str(script) if script.exists() else shutil.which("mlconnector")
+        assert exe, "the mlconnector console script is not installed"
+        proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout, f"{command} missing from --help:\n{proc.stdout}"
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    proc = py("-X", "importtime", "-m", "mlconnector", "--help")
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "typer" in imported  # the measurement itself works
+    assert imported.isdisjoint({"requests", "zeep", "tenacity"}), imported & {"requests", "zeep", "tenacity"}
+
+
+def test_ping_all_ok_then_names_the_failed_query(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ok = env.cli("ping", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True
+    names = {c["name"] for c in report["checks"]}
+    assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
+    assert {"reachable", "query ML_PO_CHANGED", "authentication", "project PROC"} <= names
+    assert env.box.jira.writes == 0  # ping only reads
+
+    env.box.ps.deactivate("ML_PO_CHANGED")
+    bad = env.cli("ping", "--json")
+    assert bad.returncode == 3
+    assert "Traceback" not in bad.stdout + bad.stderr
+    checks = json.loads(bad.stdout)["checks"]
+    failed = [c for c in checks if not c["ok"]]
+    assert [c["name"] for c in failed] == ["query ML_PO_CHANGED"]
+    assert "routing" in failed[0]["detail"] and "activate" in failed[0]["detail"]
+    assert failed[0]["fix"]
+    # The other queries still ran: one inactive service does not hide the state of the rest.
+    assert {"query ML_VOUCHER_CHANGED", "project PROC"} <= {c["name"] for c in checks if c["ok"]}
+
+    text = env.cli("ping")
+    assert text.returncode == 3
+    line = next(ln for ln in text.stdout.splitlines() if "ML_PO_CHANGED" in ln)
+    assert line.startswith("FAILED") and "Fix:" in line

@@ -43,6 +43,7 @@ from mlconnector.mapping import (
     map_comment,
     map_record,
     natural_key,
+    record_label,
     row_ts,
     vendor_from_row,
     vendor_key,
@@ -315,8 +316,8 @@ class PeopleSoftJiraPass:
         if not creates:
             return set()
         for rec, _ in creates:
-            self.state.set_entry(kind, rec.key, {"pending": True, "label": rec.label, "hash": rec.hash,
-                                                 "ts": iso(rec.ts), "status": None, "comments": {}})
+            self.state.set_entry(kind, rec.key, {"pending": True, "hash": rec.hash, "ts": iso(rec.ts),
+                                                 "status": None})
         self.state.save()  # the pending marks must be on disk before Jira can act on any create
         size = self.cfg.jira.bulk_size
         chunks = [creates[i:i + size] for i in range(0, len(creates), size)]
@@ -394,10 +395,8 @@ class PeopleSoftJiraPass:
             issue = ok[idx]
             if not folded:
                 self._fresh.add((kind, rec.key))
-            self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
-                                                 "hash": rec.hash, "ts": iso(rec.ts),
-                                                 "status": rec.status_code if folded else None,
-                                                 "label": rec.label, "comments": {}})
+            self.state.set_entry(kind, rec.key, {"issue": issue["key"], "hash": rec.hash, "ts": iso(rec.ts),
+                                                 "status": rec.status_code if folded else None})
             counts.created += 1
             created.add(rec.key)
             self.audit.write("created", kind, rec.key, issue=issue["key"])
@@ -446,9 +445,8 @@ class PeopleSoftJiraPass:
                         continue
                     entry = self.state.entry(kind, rec.key) or {}
                     self.state.set_entry(kind, rec.key, {
-                        "issue": issue["key"], "id": str(issue.get("id", "")), "hash": entry.get("hash", rec.hash),
-                        "ts": entry.get("ts", iso(rec.ts)), "status": None, "label": rec.label,
-                        "comments": entry.get("comments", {})})
+                        "issue": issue["key"], "hash": entry.get("hash", rec.hash),
+                        "ts": entry.get("ts", iso(rec.ts)), "status": None})
                     found.add(rec.key)
                     self.result.kind(kind).created += 1
                     self.audit.write("created", kind, rec.key, issue=issue["key"], note="found after ambiguous create")
@@ -461,7 +459,7 @@ class PeopleSoftJiraPass:
             if not keys:
                 continue
             entries = {k: self.state.keys[kind][k] for k in keys}
-            labels = {e["label"]: k for k, e in entries.items() if e.get("label")}
+            labels = {record_label(kind, k): k for k in entries}
             found: dict[str, dict[str, Any]] = {}
             names = list(labels)
             for i in range(0, len(names), 50):
@@ -476,7 +474,7 @@ class PeopleSoftJiraPass:
             for key, entry in entries.items():
                 if key in found:
                     issue = found[key]
-                    entry.update(issue=issue["key"], id=str(issue.get("id", "")), pending=False)
+                    entry.update(issue=issue["key"], pending=False)
                     entry.pop("pending", None)
                     self.audit.write("resolved_pending", kind, key, issue=issue["key"])
                 else:

@@ -95,6 +95,8 @@ class RecordSettings:
     comments_query: str | None
     columns: dict[str, str]
     initial_since: datetime
+    transport: str = "qas"  # "qas" (PS Query over REST) | "ci" (Component Interface over SOAP)
+    ci: str = ""  # component interface name when transport is "ci" (service CI_<ci>)
 
 
 @dataclass
@@ -115,6 +117,7 @@ class PeopleSoftConfig:
     prompt_names: tuple[str, str]
     db_utc_offset: str | None  # "+hh:mm"; None = unknown, widen date windows by a day each side
     records: dict[str, RecordSettings]
+    wsdl_max_age_hours: float = 24.0  # cached CI WSDLs older than this are fetched again
 
 
 @dataclass
@@ -284,7 +287,8 @@ HTTP_KEYS = {"verify_tls", "ca_bundle", "connect_timeout", "read_timeout", "max_
 def _peoplesoft(root: _Section) -> PeopleSoftConfig:
     known = HTTP_KEYS | {"base_url", "host", "port", "scheme", "node", "auth", "user", "token_url",
                          "client_id", "scope", "owner_type", "maxrows", "max_maxrows", "overlap_minutes",
-                         "prompt_format", "prompt_names", "db_utc_offset", "records", "initial_since"}
+                         "prompt_format", "prompt_names", "db_utc_offset", "records", "initial_since",
+                         "wsdl_max_age_hours"}
     s = root.table("peoplesoft", known)
     if "base_url" in s.data:
         base_url = _url(s, "base_url")
@@ -314,7 +318,8 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
     records_section = s.table("records", set(KINDS))
     records: dict[str, RecordSettings] = {}
     for kind, spec in KINDS.items():
-        r = records_section.table(kind, {"enabled", "query", "comments_query", "columns", "initial_since"})
+        r = records_section.table(kind, {"enabled", "query", "comments_query", "columns", "initial_since",
+                                         "transport", "ci"})
         cols = dict(spec["columns"])
         col_section = r.table("columns", set(cols))
         for k, v in col_section.data.items():
@@ -324,6 +329,11 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
         cq = r.data.get("comments_query", spec["comments_query"])
         if cq is not None and not isinstance(cq, str):
             raise ConfigError(f"{r.key('comments_query')} must be a query name in quotes, or \"\" for none.")
+        transport = r.str("transport", "qas", choices=("qas", "ci"))
+        ci = r.str("ci", "").strip()
+        if transport == "ci" and not ci:
+            raise ConfigError(f"{r.key('ci')} is missing: with transport = \"ci\" name the component interface to "
+                              f"read, like ci = \"PO_EXPRESS_CI\" (the service is CI_<name>).")
         records[kind] = RecordSettings(
             kind=kind,
             enabled=r.bool("enabled", True),
@@ -331,6 +341,8 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
             comments_query=cq or None,
             columns=cols,
             initial_since=_parse_since(r, "initial_since", "1900-01-01" if kind == "vendors" else default_since),
+            transport=transport,
+            ci=ci,
         )
     return PeopleSoftConfig(
         base_url=base_url,
@@ -349,6 +361,7 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
         prompt_names=(prompt_names[0], prompt_names[1]),
         db_utc_offset=offset,
         records=records,
+        wsdl_max_age_hours=s.num("wsdl_max_age_hours", 24.0, minimum=0),
     )
 
 

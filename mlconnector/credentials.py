@@ -20,6 +20,7 @@ SERVICE = "mlconnector"
 KNOWN_SECRETS = {
     "peoplesoft.password": "PeopleSoft OPRID password (auth = \"basic\")",
     "peoplesoft.client_secret": "OAuth2 client secret for the PeopleSoft identity provider (auth = \"oauth2\")",
+    "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",

@@ -1,0 +1,1 @@
+"""JD Edwards EnterpriseOne (AIS Server) side of the `sync jde-jira` pair."""

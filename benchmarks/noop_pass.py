@@ -42,7 +42,10 @@ def measure(rows: int) -> dict:
         box.ps.bulk_load("purchase_orders", rows, now - timedelta(days=365), now - timedelta(days=1))
         work = workspace(box, extra_ps=PO_ONLY)
         cfg = work / "config.toml"
-        cfg.write_text(cfg.read_text().replace("maxrows = 100\n", "maxrows = 1000\n"))
+        since = (now - timedelta(days=400)).date().isoformat()
+        text = cfg.read_text().replace("maxrows = 100\n", "maxrows = 1000\n")
+        cfg.write_text("\n".join(f'initial_since = "{since}"' if line.startswith("initial_since") else line
+                                 for line in text.splitlines()) + "\n")
         first = run_cli(box, work)
         box.ps_server.clear_log()
         box.jira_server.clear_log()

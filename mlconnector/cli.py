@@ -35,11 +35,16 @@ app.add_typer(replay_app, name="replay")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(auth_app, name="auth")
+webhook_app = typer.Typer(help="Jira webhook receiver for near-real-time back-flow (polling stays the safety net).",
+                          no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: $MLCONNECTOR_CONFIG, "
                                                  "else config.toml in the user config dir).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each HTTP request and record action.")]
+RefreshWsdlOpt = Annotated[bool, typer.Option("--refresh-wsdl", help="Fetch the WSDLs of PeopleSoft CI services again "
+                                              "instead of using the on-disk cache.")]
 
 
 def _version(value: bool) -> None:
@@ -57,12 +62,18 @@ def main_callback(
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlconnector.audit import GLOBAL, RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(GLOBAL))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
 
 
-def _fail(exc: ConnectorError, as_json: bool, redact: Any = None) -> NoReturn:
-    message = redact(exc.message) if redact else exc.message
+def _fail(exc: ConnectorError, as_json: bool) -> NoReturn:
+    from mlconnector.audit import redact
+
+    message = redact(exc.message)
     if as_json:
         typer.echo(json.dumps({"status": "error", "exit_code": exc.exit_code, "error": message}))
     else:
@@ -112,6 +123,7 @@ def sync_peoplesoft_jira(
                                                    "purchase_orders, vouchers (repeatable).")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    refresh_wsdl: RefreshWsdlOpt = False,
 ) -> None:
     """PeopleSoft requisitions, purchase orders and vouchers -> Jira issues (one pass)."""
     _setup_logging(verbose)
@@ -127,7 +139,8 @@ def sync_peoplesoft_jira(
             if k not in KINDS:
                 raise ConfigError(f"--kind {k!r} is not a record kind; use one of: {', '.join(KINDS)}.")
         with report.progress_for(as_json) as progress:
-            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), kinds=kinds, progress=progress)
+            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), kinds=kinds, progress=progress,
+                            refresh_wsdl=refresh_wsdl)
 
     result = _guard(as_json, run)
     report.print_result(result, as_json)
@@ -135,21 +148,61 @@ def sync_peoplesoft_jira(
 
 
 @sync_app.command("jde-jira")
-def sync_jde_jira(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """JD Edwards work orders <-> Jira (not available yet)."""
-    _fail(ConfigError("sync jde-jira is not implemented in this version of ml-connector: only peoplesoft-jira "
-                      "is available. See CHANGELOG.md for what each release supports."), as_json)
+def sync_jde_jira(
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes to Jira or JD Edwards, "
+                                          "no state change.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Re-read work and change orders from this date "
+                                              "(YYYY-MM-DD) instead of the watermark.")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE orchestration (one pass)."""
+    _setup_logging(verbose)
+    from mlconnector import report
+
+    def run() -> Any:
+        from mlconnector.runner import sync_jde_jira as run_pass
+
+        cfg = _load(config)
+        with report.progress_for(as_json) as progress:
+            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), progress=progress)
+
+    result = _guard(as_json, run)
+    report.print_result(result, as_json)
+    posted = getattr(result.counts.get("jira_status"), "posted", 0)
+    if posted and not as_json:  # the shared report has no column for back-flow posts
+        typer.echo(f"{'DRY RUN (nothing written): ' if result.dry_run else ''}jira_status: posted {posted} "
+                   f"status change(s) to JD Edwards")
+    raise typer.Exit(result.exit_code)
+
+
+@webhook_app.command("serve")
+def webhook_serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (put a TLS reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    path: Annotated[str, typer.Option(help="URL path Jira posts to.")] = "/jira/webhook",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Receive Jira webhooks (X-Hub-Signature verified) and queue them for the next sync jde-jira pass."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlconnector.webhook import serve
+
+    _guard(False, lambda: serve(_load(config), host=host, port=port, path=path, echo=typer.echo))
 
 
 # -- ping -----------------------------------------------------------------------------------------
 @app.command()
-def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+         refresh_wsdl: RefreshWsdlOpt = False) -> None:
     """Check each configured system: reachability, credentials, queries, Jira project, fields, statuses."""
     _setup_logging(verbose)
     from mlconnector import report
     from mlconnector.ping import run_ping
 
-    checks = _guard(as_json, lambda: run_ping(_load(config)))
+    checks = _guard(as_json, lambda: run_ping(_load(config), refresh_wsdl=refresh_wsdl))
     report.print_checks(checks, as_json)
     raise typer.Exit(0 if all(c.ok for c in checks) else 3)
 

@@ -19,7 +19,7 @@ class Check:
     fix: str = ""
 
 
-def run_ping(cfg: Config) -> list[Check]:
+def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
     checks: list[Check] = []
     store = SecretStore(cfg.instance)
     for name in required_secrets(cfg):
@@ -42,6 +42,8 @@ def run_ping(cfg: Config) -> list[Check]:
             checks += _peoplesoft(cfg, ps)
         finally:
             ps.close()
+        if any(rs.enabled and rs.transport == "ci" for rs in cfg.ps.records.values()):
+            checks += _peoplesoft_ci(cfg, peoplesoft_auth(cfg, store), refresh_wsdl)
     if cfg.jde is not None:
         from mlconnector.jde.ping import jde_checks  # the JD Edwards pair's own checks
 
@@ -70,7 +72,8 @@ def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
     queries: list[str] = []
     for kind, rs in cfg.peoplesoft.records.items():
         if rs.enabled:
-            queries.append(rs.query)
+            if rs.transport != "ci":  # kinds read through a CI are checked by _peoplesoft_ci
+                queries.append(rs.query)
             if rs.comments_query and kind in ISSUE_KINDS:
                 queries.append(rs.comments_query)
     now = utcnow()
@@ -87,6 +90,56 @@ def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
         except ConnectorError as exc:
             out.append(Check("PeopleSoft", f"query {q}", False, exc.message,
                              "See README 'Troubleshooting PeopleSoft' (service operation, routing, permission list)."))
+    return out
+
+
+def _peoplesoft_ci(cfg: Config, auth: object, refresh_wsdl: bool = False) -> list[Check]:
+    """Per configured CI service: WSDL reachable, Find and Get present, a harmless Find allowed."""
+    from mlconnector.peoplesoft.ci import METHOD_NAMES, CIClient
+    from mlconnector.state import utcnow
+
+    client = CIClient(cfg.peoplesoft, auth, refresh=refresh_wsdl)
+    out: list[Check] = []
+    fix = "Do the admin action the message names, then ping again (add --refresh-wsdl after a WSDL change)."
+    try:
+        for kind, rs in cfg.peoplesoft.records.items():
+            if not (rs.enabled and rs.transport == "ci"):
+                continue
+            name = f"CI_{rs.ci}"
+            try:
+                svc = client.service(rs.ci)
+            except AuthError as exc:
+                out.append(Check("PeopleSoft", f"WSDL {name}", False, exc.message, "Fix the user or secret."))
+                return out
+            except ConnectorError as exc:
+                out.append(Check("PeopleSoft", f"WSDL {name}", False, exc.message, fix))
+                continue
+            out.append(Check("PeopleSoft", f"WSDL {name}", True,
+                             f"{'from the cache' if svc.from_cache else 'fetched'} ({kind}); binding "
+                             f"{svc.binding.rsplit('}', 1)[-1]}"))
+            missing = [METHOD_NAMES[m] for m in ("F", "G") if m not in svc.operations]
+            out.append(Check("PeopleSoft", f"operations {name}", not missing,
+                             ", ".join(svc.operations[m] for m in sorted(svc.operations)) if not missing
+                             else f"missing {', '.join(missing)} (has: {', '.join(svc.all_operations) or 'none'})",
+                             f"Ask the PeopleSoft admin to include the {' and '.join(missing)} method(s) in {name}."))
+            if missing:
+                continue
+            now = utcnow()
+            if svc.date_range:
+                probe = {svc.date_range[0]: now - timedelta(days=1), svc.date_range[1]: now}
+            else:  # Find only reads; a prefix no key has keeps the answer small
+                probe = {(svc.keys or svc.inputs["F"])[0]: "~~NONE~~"}
+            try:
+                found = client.find(rs.ci, probe)
+                out.append(Check("PeopleSoft", f"find {name}", True, f"{svc.operations['F']} allowed "
+                                                                     f"({len(found)} match(es))"))
+            except AuthError as exc:
+                out.append(Check("PeopleSoft", f"find {name}", False, exc.message, "Fix the user or secret."))
+                return out
+            except ConnectorError as exc:
+                out.append(Check("PeopleSoft", f"find {name}", False, exc.message, fix))
+    finally:
+        client.close()
     return out
 
 

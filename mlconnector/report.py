@@ -71,6 +71,8 @@ def print_result(result: Any, as_json: bool) -> None:
             typer.echo(f"{prefix}{kind}: " + ", ".join(f"{col} {c[col]}" for col in COLUMNS if c[col]))
     for f in result.failures[:50]:
         typer.echo(f"failed {f['kind']} {f['key']}: {f['error']}")
+    for e in result.errors[1:]:
+        typer.echo(f"Error ({e['kind']}): {e['error']}", err=True)
     if result.fatal:
         typer.echo(f"Error: {result.fatal}", err=True)
     if result.queue_size:

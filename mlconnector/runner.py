@@ -32,13 +32,15 @@ class Clients:
 
 
 def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
-    r = Redactor()
+    from mlconnector.audit import GLOBAL
     from mlconnector.credentials import KNOWN_SECRETS
 
+    r = Redactor()
     for name in KNOWN_SECRETS:
         value = secrets.find(name)
         user = (cfg.ps.user if cfg.ps else "") if name.startswith("peoplesoft") else cfg.jira.email
         r.add(value, user)
+        GLOBAL.add(value, user)
     return r
 
 
@@ -84,32 +86,93 @@ def session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Clients,
             clients.close()
 
 
+def ci_readers(cfg: Config, auth: Any, *, refresh_wsdl: bool = False) -> tuple[dict[str, Any], Any]:
+    """Readers for the record kinds configured with transport = "ci", and the CI client they share."""
+    wanted = {k: rs for k, rs in cfg.peoplesoft.records.items() if rs.enabled and rs.transport == "ci"}
+    if not wanted:
+        return {}, None
+    from mlconnector.peoplesoft.ci import CIClient, CIReader  # zeep is heavy: import it only when used
+
+    client = CIClient(cfg.peoplesoft, auth, refresh=refresh_wsdl)
+    return {k: CIReader(client, rs.ci) for k, rs in wanted.items()}, client
+
+
 def sync_peoplesoft_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
-                         kinds: list[str] | None = None, progress: Progress = _noop) -> PassResult:
+                         kinds: list[str] | None = None, progress: Progress = _noop,
+                         refresh_wsdl: bool = False) -> PassResult:
     # A dry run writes nothing, so it does not need (or wait for) the lock.
     with session(cfg, lock=not dry_run) as (state, clients, audit, _):
-        p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, dry_run=dry_run, progress=progress)
-        return p.run(kinds, since)
+        # The CI client shares the QAS client's authenticator (one OAuth2 token for both).
+        readers, ci = ci_readers(cfg, clients.ps.http.session.auth, refresh_wsdl=refresh_wsdl)
+        try:
+            p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, dry_run=dry_run, progress=progress,
+                                   readers=readers)
+            return p.run(kinds, since)
+        finally:
+            if ci is not None:
+                ci.close()
 
 
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:
     """Retry queued items (all when ids is None); return (result, succeeded, still failing)."""
     with session(cfg) as (state, clients, audit, _):
         items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
-        p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit)
-        from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, UnreachableError
+        readers, ci = ci_readers(cfg, clients.ps.http.session.auth)
+        p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, readers=readers)
+        from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, RemoteError, UnreachableError
 
         try:
             p.prepare()
+            try:
+                p.refresh_items(list(items))
+            except RemoteError as exc:
+                # PeopleSoft could not be re-read: retry with the rows as they were queued.
+                audit.write("refresh_failed", error=audit.redactor(exc.message))
             ok, bad = p.replay(list(items))
         except (AuthError, UnreachableError) as exc:
-            p.result.fatal = exc.message
+            p.result.fatal = audit.redactor(exc.message)
             p.result.exit_code = exc.exit_code
             ok, bad = 0, len(items)
         finally:
             if state.dirty:
                 state.save()
+            if ci is not None:
+                ci.close()
         p.result.queue_size = len(state.replay)
         if p.result.fatal is None:
             p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
         return p.result, ok, bad
+
+
+def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
+                  progress: Progress = _noop) -> Any:
+    """One `sync jde-jira` pass: own wiring, because the PeopleSoft client in session() is not needed."""
+    from mlconnector.jde.ais import AisClient
+    from mlconnector.pairs.jde_jira import PAIR as JDE_PAIR
+    from mlconnector.pairs.jde_jira import JdeJiraPass
+
+    if cfg.jde is None:
+        from mlconnector.errors import ConfigError
+
+        raise ConfigError(f"{cfg.path} has no [jde] section, which sync jde-jira needs. Copy it from "
+                          f"README.md ('sync jde-jira'); examples/config.toml has the [jira] part.")
+    secrets = SecretStore(cfg.instance)
+    redactor = make_redactor(cfg, secrets)
+    # Secrets are read before any network call, so a missing one is reported first and plainly.
+    password = secrets.get("jde.password")
+    redactor.add(password, cfg.jde.user)  # also masks the Basic-auth form of the JDE credentials
+    ais = AisClient(cfg.jde, password)
+    jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, secrets), cfg.jira.http)
+    try:
+        # A dry run writes nothing, so it does not need (or wait for) the lock.
+        with run_lock(cfg.state_file) if not dry_run else contextlib.nullcontext():
+            state = State.load(cfg.state_file)
+            audit = Audit(cfg.audit_file, redactor, JDE_PAIR)
+            try:
+                p = JdeJiraPass(cfg, state, ais, jira, audit, dry_run=dry_run, progress=progress)
+                return p.run(since)
+            finally:
+                audit.close()
+    finally:
+        ais.close()  # logs the AIS session out: tokens are never kept between runs
+        jira.close()

@@ -78,7 +78,8 @@ class Env:
         from mlconnector.mapping import record_label
 
         labels = set()
-        for kind, keys in (("requisitions", ("BUSINESS_UNIT", "REQ_ID")), ("purchase_orders", ("BUSINESS_UNIT", "PO_ID")),
+        for kind, keys in (("requisitions", ("BUSINESS_UNIT", "REQ_ID")),
+                           ("purchase_orders", ("BUSINESS_UNIT", "PO_ID")),
                            ("vouchers", ("BUSINESS_UNIT", "VOUCHER_ID"))):
             for row in self.box.ps.rows(kind):
                 labels.add(record_label(kind, "|".join(str(row[k]) for k in keys)))

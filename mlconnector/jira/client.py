@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from mlconnector.errors import ConfigError, RemoteError
+from mlconnector.errors import AmbiguousWriteError, ConfigError, RemoteError
 from mlconnector.http import HttpClient, HttpSettings
 
 SYSTEM = "Jira"
@@ -103,6 +103,11 @@ class JiraClient:
         errors: dict[int, RemoteError] = {}
         import json
 
+        if not isinstance(body, dict) or not isinstance(body.get("errors", []), list):
+            # A request-level rejection (an ErrorCollection), not per-element errors: every element failed.
+            err = RemoteError("Jira rejected the bulk create", system=SYSTEM, status=resp.status_code, raw=resp.text)
+            err.message = f"Jira rejected the issue: {error_text(err)}"
+            raise err
         for e in body.get("errors", []) or []:
             idx = int(e.get("failedElementNumber", -1))
             raw = json.dumps(e.get("elementErrors") or {})
@@ -141,12 +146,24 @@ class JiraClient:
         return current, targets
 
     def do_transition(self, key: str, transition_id: str) -> None:
-        # Idempotent in effect: repeating it either fails (already there: no such transition) or is a no-op.
+        # Not retried blindly: a repeat after a lost answer fails with 400 (the issue already moved).
         self.http.request("POST", f"{API}/issue/{quote(key)}/transitions",
-                          json={"transition": {"id": str(transition_id)}}, idempotent=True)
+                          json={"transition": {"id": str(transition_id)}}, idempotent=False)
 
-    def transition_to(self, key: str, status_name: str) -> bool:
-        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there."""
+    def transition_to(self, key: str, status_name: str, known_id: str | None = None) -> bool:
+        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there.
+
+        ``known_id`` skips the lookup when the caller knows the issue's status (it created it moments ago).
+        """
+        if known_id is not None:
+            try:
+                return self._move(key, known_id, status_name)
+            except AmbiguousWriteError:
+                raise
+            except RemoteError as exc:
+                if exc.status != 400:
+                    raise
+                # Someone moved it meanwhile: fall back to looking first.
         current, targets = self.current_transitions(key)
         if current.lower() == status_name.lower():
             return False
@@ -156,7 +173,17 @@ class JiraClient:
                 f"Jira's workflow has no transition from {current or 'the current status'} to {status_name!r} for "
                 f"{key} (reachable: {', '.join(sorted(targets)) or 'none'}). Add the transition in the workflow, or "
                 f"map the PeopleSoft status to a reachable status in [jira.status_map].", system=SYSTEM, status=400)
-        self.do_transition(key, tid)
+        return self._move(key, tid, status_name)
+
+    def _move(self, key: str, tid: str, status_name: str) -> bool:
+        try:
+            self.do_transition(key, tid)
+        except AmbiguousWriteError:
+            # The answer was lost: the status says whether the transition happened.
+            current, _ = self.current_transitions(key)
+            if current.lower() == status_name.lower():
+                return True
+            self.do_transition(key, tid)
         return True
 
     def comments(self, key: str) -> Iterator[dict[str, Any]]:

@@ -77,6 +77,7 @@ class PassResult:
     dry_run: bool = False
     counts: dict[str, Counts] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)  # whole kinds that could not be read or written
     fatal: str | None = None
     exit_code: int = EXIT_OK
     queue_size: int = 0
@@ -89,6 +90,8 @@ class PassResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["status"] = {0: "ok", 1: "records_failed"}.get(self.exit_code, "error")
+        if self.fatal:
+            d["error"] = self.fatal  # same key as a pass that could not start
         return d
 
 
@@ -162,11 +165,23 @@ class PeopleSoftJiraPass:
             self.resolve_pending()
             for kind in selected:
                 self.progress("kind", kind=kind)
-                if kind == "vendors":
-                    self.sync_vendors(since)
-                else:
-                    self.sync_kind(kind, since)
-                    self.sync_comments(kind, since)
+                if kind != "vendors" and any(e["kind"] == "vendors" for e in self.result.errors):
+                    # Without fresh vendor master data the issues would carry stale or missing vendor
+                    # details, and their watermarks would move past them: leave them for the next pass.
+                    self.result.errors.append({"kind": kind, "error": "skipped: vendors could not be read"})
+                    continue
+                try:
+                    if kind == "vendors":
+                        self.sync_vendors(since)
+                    else:
+                        self.sync_kind(kind, since)
+                        self.sync_comments(kind, since)
+                except FATAL:
+                    raise
+                except RemoteError as exc:
+                    # One kind's query failing (inactive routing, denied, garbage) must not stop the others;
+                    # its watermark stays, so its rows are read again once the cause is fixed.
+                    self._kind_error(kind, exc)
             if not self.dry_run:
                 # After the fresh read: a row fixed at the source has already replaced its queued copy.
                 self.auto_replay()
@@ -184,6 +199,14 @@ class PeopleSoftJiraPass:
             failed = any(c.failed for c in self.result.counts.values())
             self.result.exit_code = EXIT_RECORDS_FAILED if failed else EXIT_OK
         return self.result
+
+    def _kind_error(self, kind: str, exc: RemoteError) -> None:
+        message = self.audit.redactor(exc.message)
+        self.audit.write("kind_failed", kind, error=message, raw=exc.raw)
+        self.result.errors.append({"kind": kind, "error": message})
+        if self.result.fatal is None:
+            self.result.fatal = message
+            self.result.exit_code = exc.exit_code
 
     def _window(self, wm_name: str, initial: datetime, since: datetime | None) -> tuple[datetime, datetime]:
         overlap = timedelta(minutes=self.cfg.peoplesoft.overlap_minutes)
@@ -407,28 +430,17 @@ class PeopleSoftJiraPass:
 
     def _after_ambiguous(self, kind: str, items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]],
                          exc: AmbiguousWriteError) -> set[str]:
-        """A bulk create may or may not have happened: adopt what Jira has, send the rest once more."""
+        """A bulk create may or may not have happened: adopt what Jira already shows, never resend now.
+
+        After a timeout Jira may still be working on the request, so a search that finds nothing proves
+        nothing yet. The rest keep their pending marks and are queued; the next pass looks again
+        (resolve_pending) before anything is created.
+        """
         found = self._adopt_by_label(kind, [rec for rec, _, _, _ in items])
-        rest = [it for it in items if it[0].key not in found]
-        if not rest:
-            return found
-        try:
-            ok, errors = self.jira.bulk_create([payload for _, _, payload, _ in rest])
-        except AmbiguousWriteError as again:
-            found2 = self._adopt_by_label(kind, [rec for rec, _, _, _ in rest])
-            for rec, row, _, _ in rest:
-                if rec.key not in found2:
-                    # Still unknown: keep the pending mark (the next pass looks again) and queue the record.
-                    self._fail(kind, rec.key, row, again)
-            return found | found2
-        except FATAL:
-            raise
-        except ConnectorError as err:
-            for rec, row, _, _ in rest:
-                self.state.keys[kind].pop(rec.key, None)
-                self._fail(kind, rec.key, row, err)
-            return found
-        return found | self._apply_created(kind, rest, ok, errors)
+        for rec, row, _, _ in items:
+            if rec.key not in found:
+                self._fail(kind, rec.key, row, exc)
+        return found
 
     def _adopt_by_label(self, kind: str, recs: list[MappedRecord]) -> set[str]:
         """Find issues already carrying these records' labels; record them in the key map."""
@@ -506,8 +518,7 @@ class PeopleSoftJiraPass:
                         pass  # created moments ago, already in the mapped start status
                     elif fresh and tid:
                         # Created moments ago in the start status: the transition id is already known.
-                        self.jira.do_transition(entry["issue"], tid)
-                        transitioned = True
+                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status, known_id=tid)
                     else:
                         transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
                 return edited, transitioned, None
@@ -684,6 +695,45 @@ class PeopleSoftJiraPass:
             else:
                 bad += 1
         return ok, bad
+
+    def refresh_items(self, items: list[dict[str, Any]]) -> int:
+        """Swap queued rows for their current version in PeopleSoft, so a fix made at the source is what a
+        replay sends. Reads each kind's window from the oldest queued row (less the overlap) to now.
+        Returns how many rows were replaced."""
+        overlap = timedelta(minutes=self.cfg.peoplesoft.overlap_minutes)
+        groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        for item in items:
+            groups.setdefault((item["kind"], item.get("what", "record")), {})[item["key"]] = item
+        replaced = 0
+        for (kind, what), wanted in groups.items():
+            rs = self.cfg.peoplesoft.records[kind]
+            query = rs.query if what == "record" else rs.comments_query
+            stamps = []
+            for item in wanted.values():
+                try:
+                    stamps.append(row_ts(kind, item["row"], item["key"]))
+                except RecordError:
+                    continue
+            if not query or not stamps:
+                continue
+            reader = self.reader(kind) if what == "record" else self.ps
+            best: dict[str, tuple[datetime, dict[str, Any]]] = {}
+            for rows, _ in reader.read_window(query, min(stamps) - overlap, self.now):
+                for row in rows:
+                    try:
+                        key = natural_key(kind, row)
+                        if what == "comment":
+                            key = f"{key}#{row.get('COMMENT_ID')}"
+                        ts = row_ts(kind, row, key)
+                    except RecordError:
+                        continue
+                    if key in wanted and (key not in best or ts >= best[key][0]):
+                        best[key] = (ts, row)
+            for key, (_, row) in best.items():
+                if row != wanted[key]["row"]:
+                    wanted[key]["row"] = row
+                    replaced += 1
+        return replaced
 
     def _replay_vendor(self, item: dict[str, Any]) -> None:
         row = item["row"]

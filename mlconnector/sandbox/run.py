@@ -15,6 +15,7 @@ from typing import Any
 
 from mlconnector.sandbox.jira_sim import JiraSim
 from mlconnector.sandbox.peoplesoft_sim import PeopleSoftSim
+from mlconnector.sandbox.peoplesoft_soap import PeopleSoftGateway, PeopleSoftSoap
 from mlconnector.sandbox.server import SandboxServer
 
 PS_USER = "ML_CONNECTOR"
@@ -31,6 +32,7 @@ class Sandbox:
     ps_server: SandboxServer
     jira_server: SandboxServer
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    soap: PeopleSoftSoap | None = None  # CI web services on ps_server, over the same data as ps
 
     def stop(self) -> None:
         self.ps_server.stop()
@@ -78,9 +80,11 @@ def start_sandbox(*, seed: int = 7, counts: dict[str, int] | None = None, latenc
                   request_validator: Callable[[Any], None] | None = None) -> Sandbox:
     ps = PeopleSoftSim(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, counts=counts)
     jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator)
-    ps_server = SandboxServer(ps, "peoplesoft", port=ps_port, latency=latency).start()
+    # QAS REST and CI SOAP share one PeopleSoft web server, as on a real gateway (split by path).
+    soap = PeopleSoftSoap(ps)
+    ps_server = SandboxServer(PeopleSoftGateway(ps, soap), "peoplesoft", port=ps_port, latency=latency).start()
     jira_server = SandboxServer(jira, "jira", port=jira_port, latency=latency, rate_limit=rate_limit).start()
-    return Sandbox(ps, jira, ps_server, jira_server)
+    return Sandbox(ps, jira, ps_server, jira_server, soap=soap)
 
 
 def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: float,
@@ -88,6 +92,8 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     box = start_sandbox(ps_port=ps_port, jira_port=jira_port, latency=latency)
     try:
         echo(f"PeopleSoft (QAS REST) simulator: {box.ps_server.url}  node {NODE}, user {PS_USER}")
+        echo(f"PeopleSoft CI (SOAP) services:   {box.ps_server.url}/PSIGW/PeopleSoftServiceListeningConnector/"
+             f"{NODE}/CI_<name>.1.wsdl  (PO_EXPRESS_CI, REQ_CI, VOUCHER_CI, VENDOR_CI)")
         echo(f"Jira Cloud simulator:           {box.jira_server.url}  {JIRA_EMAIL}, project PROC")
         if write_config:
             write_config.write_text(box.config_text(), encoding="utf-8")

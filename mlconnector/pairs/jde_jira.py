@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,12 +36,9 @@ from mlconnector.errors import (
     EXIT_OK,
     EXIT_RECORDS_FAILED,
     AmbiguousWriteError,
-    AuthError,
     ConfigError,
-    ConnectorError,
     RecordError,
     RemoteError,
-    UnreachableError,
 )
 from mlconnector.jde.ais import AisClient, Condition
 from mlconnector.jde.config import JdeConfig, SourceSettings
@@ -50,7 +46,9 @@ from mlconnector.jde.julian import date_literal, parse_ais_date, to_datetime
 from mlconnector.jira import adf
 from mlconnector.jira.client import FieldInfo, JiraClient, error_text, resolve_field
 from mlconnector.mapping import LABEL_SAFE, SUMMARY_MAX, _field_value, content_hash
-from mlconnector.pairs.peoplesoft_jira import Counts, PassResult, Progress, _noop, _q
+from mlconnector.pairs.issues import FATAL, IssueWriter
+from mlconnector.pairs.issues import jql_quote as _q
+from mlconnector.pairs.peoplesoft_jira import Counts, PassResult, Progress, _noop
 from mlconnector.state import State, iso, utcnow
 
 log = logging.getLogger("mlconnector.jde")
@@ -59,7 +57,6 @@ PAIR = "jde-jira"
 STATUS_KIND = "jira_status"  # counts and replay items of the back-flow
 BACKFLOW_WM = "jde-jira.backflow"
 EXTRA = "jde-jira"  # state.extra[EXTRA]: {"posted": {change_id: {...}}, "webhook_events": [...], "webhook": {...}}
-FATAL = (AuthError, UnreachableError)
 JIRA_TS_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
 
 
@@ -136,6 +133,10 @@ class JdeJiraPass:
         self.book: dict[str, Any] = state.extra.setdefault(EXTRA, {})
         self.book.setdefault("posted", {})
         self.book.setdefault("webhook_events", [])
+        self.writer = IssueWriter(
+            jira, state, audit, counts=self.result.kind, fail=self._fail, project=self.project,
+            issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
+            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run)
 
     # -- setup -----------------------------------------------------------------------------------
     @property
@@ -182,7 +183,7 @@ class JdeJiraPass:
         try:
             if self.target is None:
                 self.prepare()
-            self.resolve_pending()
+            self.writer.resolve_pending(list(self.jde.sources))
             self.resolve_pending_posts()
             if not self.dry_run:
                 self.auto_replay()
@@ -203,7 +204,7 @@ class JdeJiraPass:
                 self.progress("kind", kind=STATUS_KIND)
                 self.backflow()
         except FATAL as exc:
-            self.result.fatal = exc.message
+            self.result.fatal = self.audit.redactor(exc.message)
             self.result.exit_code = exc.exit_code
             self.audit.write("pass_aborted", error=exc.message)
         finally:
@@ -355,7 +356,6 @@ class JdeJiraPass:
     def process_rows(self, src: SourceSettings, rows: list[dict[str, Any]]) -> datetime | None:
         """Map and write one window of rows; return the newest row time read (for the watermark)."""
         kind = src.name
-        counts = self.result.kind(kind)
         mapped: dict[str, tuple[MappedOrder, dict[str, Any]]] = {}
         newest: datetime | None = None
         for row in rows:
@@ -368,185 +368,8 @@ class JdeJiraPass:
             prev = mapped.get(rec.key)
             if prev is None or rec.ts >= prev[0].ts:
                 mapped[rec.key] = (rec, row)
-        creates: list[tuple[MappedOrder, dict[str, Any]]] = []
-        jobs: list[tuple[MappedOrder, dict[str, Any], dict[str, Any]]] = []
-        for rec, row in sorted(mapped.values(), key=lambda p: p[0].ts):
-            entry = self.state.entry(kind, rec.key)
-            if entry is None or not entry.get("issue"):
-                creates.append((rec, row))
-                continue
-            if entry.get("ts") and iso(rec.ts) < entry["ts"]:
-                counts.unchanged += 1  # an older version than the one written (overlap, replay)
-                self.state.dequeue(kind, rec.key)
-                continue
-            needs_edit = entry.get("hash") != rec.hash
-            needs_transition = entry.get("status") != rec.status_code and rec.target_status is not None
-            if not needs_edit and not needs_transition:
-                counts.unchanged += 1
-                if not self.dry_run and (entry.get("ts") != iso(rec.ts) or entry.get("status") != rec.status_code):
-                    entry["ts"], entry["status"] = iso(rec.ts), rec.status_code
-                    self.state.dirty = True
-                self.state.dequeue(kind, rec.key)
-                continue
-            self.audit.write("read", kind, rec.key, ts=iso(rec.ts))
-            jobs.append((rec, row, entry))
-        if self.dry_run:
-            counts.created += len(creates)
-            for rec, _row, entry in jobs:
-                counts.updated += entry.get("hash") != rec.hash
-                counts.transitioned += entry.get("status") != rec.status_code and bool(rec.target_status)
-            return newest
-        for i in range(0, len(creates), self.cfg.jira.bulk_size):
-            chunk = creates[i:i + self.cfg.jira.bulk_size]
-            created = self._create_chunk(kind, chunk)
-            for rec, row in chunk:
-                if rec.key in created:
-                    entry = self.state.entry(kind, rec.key)
-                    assert entry is not None
-                    jobs.append((rec, row, entry))
-        self._run_jobs(kind, jobs)
+        self.writer.write(kind, mapped.values())
         return newest
-
-    def _create_chunk(self, kind: str, chunk: list[tuple[MappedOrder, dict[str, Any]]]) -> set[str]:
-        counts = self.result.kind(kind)
-        for rec, _ in chunk:
-            self.state.set_entry(kind, rec.key, {"pending": True, "label": rec.label, "hash": rec.hash,
-                                                 "ts": iso(rec.ts), "status": None})
-        self.state.save()  # the pending marks must be on disk before Jira can act on the create
-        remaining = list(chunk)
-        created: set[str] = set()
-        for attempt in (1, 2):
-            try:
-                ok, errors = self.jira.bulk_create([{"fields": rec.create_fields} for rec, _ in remaining])
-            except AmbiguousWriteError as exc:
-                found = self._adopt_by_label(kind, [rec for rec, _ in remaining])
-                created |= found
-                remaining = [(r, row) for r, row in remaining if r.key not in found]
-                if not remaining:
-                    break
-                if attempt == 2:
-                    for rec, row in remaining:
-                        self._fail(kind, rec.key, row, exc, keep_entry=True)
-                    break
-                continue
-            except RemoteError as exc:
-                if isinstance(exc, FATAL):
-                    raise
-                for rec, row in remaining:
-                    self.state.keys[kind].pop(rec.key, None)
-                    self._fail(kind, rec.key, row, exc)
-                break
-            for idx, (rec, row) in enumerate(remaining):
-                if idx in ok:
-                    issue = ok[idx]
-                    # status None: the new issue starts in the workflow's first status, so the job that
-                    # follows moves it to the mapped one.
-                    self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
-                                                         "hash": rec.hash, "ts": iso(rec.ts), "status": None,
-                                                         "label": rec.label})
-                    counts.created += 1
-                    created.add(rec.key)
-                    self.audit.write("created", kind, rec.key, issue=issue["key"])
-                else:
-                    self.state.keys[kind].pop(rec.key, None)
-                    self._fail(kind, rec.key, row, errors.get(idx) or RemoteError("Jira did not create the issue",
-                                                                                  system="Jira"))
-            break
-        self.state.save()
-        return created
-
-    def _search_labels(self, labels: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(labels), 50):
-            part = labels[i:i + 50]
-            jql = f"project = {_q(self.project)} AND labels in ({', '.join(_q(x) for x in part)})"
-            for issue in self.jira.search(jql, ["labels"]):
-                for lab in (issue.get("fields") or {}).get("labels", []):
-                    if lab in part and lab not in found:
-                        found[lab] = issue
-        return found
-
-    def _adopt_by_label(self, kind: str, recs: list[MappedOrder]) -> set[str]:
-        found = self._search_labels([r.label for r in recs])
-        adopted: set[str] = set()
-        for rec in recs:
-            issue = found.get(rec.label)
-            if issue is None:
-                continue
-            self.state.set_entry(kind, rec.key, {"issue": issue["key"], "id": str(issue.get("id", "")),
-                                                 "hash": rec.hash, "ts": iso(rec.ts), "status": None,
-                                                 "label": rec.label})
-            adopted.add(rec.key)
-            self.result.kind(kind).created += 1
-            self.audit.write("created", kind, rec.key, issue=issue["key"], note="found after ambiguous create")
-        return adopted
-
-    def resolve_pending(self) -> None:
-        """Settle creates left pending by a killed pass: adopt the issue if Jira has it, else forget the mark."""
-        for src in self.jde.sources.values():
-            kind = src.name
-            keys = self.state.pending(kind)
-            if not keys:
-                continue
-            entries = {k: self.state.keys[kind][k] for k in keys}
-            found = self._search_labels([e["label"] for e in entries.values() if e.get("label")])
-            if self.dry_run:
-                continue
-            for key, entry in entries.items():
-                issue = found.get(entry.get("label", ""))
-                if issue is not None:
-                    entry.update(issue=issue["key"], id=str(issue.get("id", "")))
-                    entry.pop("pending", None)
-                    self.audit.write("resolved_pending", kind, key, issue=issue["key"])
-                else:
-                    del self.state.keys[kind][key]
-                    self.audit.write("resolved_pending", kind, key, note="no issue in Jira; will be created")
-            self.state.dirty = True
-        if self.state.dirty and not self.dry_run:
-            self.state.save()
-
-    def _run_jobs(self, kind: str, jobs: list[tuple[MappedOrder, dict[str, Any], dict[str, Any]]]) -> None:
-        if not jobs:
-            return
-        counts = self.result.kind(kind)
-
-        def work(job: tuple[MappedOrder, dict[str, Any], dict[str, Any]]) -> tuple[bool, bool, Exception | None]:
-            rec, _row, entry = job
-            edited = transitioned = False
-            try:
-                if entry.get("hash") != rec.hash:
-                    self.jira.edit_issue(entry["issue"], rec.edit_fields)
-                    edited = True
-                if entry.get("status") != rec.status_code and rec.target_status:
-                    transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
-                return edited, transitioned, None
-            except ConnectorError as exc:
-                return edited, transitioned, exc
-
-        fatal: Exception | None = None
-        workers = max(1, min(self.cfg.jira.max_workers, len(jobs)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for (rec, row, entry), (edited, transitioned, err) in zip(jobs, pool.map(work, jobs), strict=True):
-                # Results are applied here, on one thread, so the state needs no lock.
-                if edited:
-                    entry["hash"] = rec.hash
-                    counts.updated += 1
-                    self.audit.write("updated", kind, rec.key, issue=entry["issue"])
-                if transitioned:
-                    counts.transitioned += 1
-                    self.audit.write("transitioned", kind, rec.key, issue=entry["issue"], to=rec.target_status)
-                if err is None:
-                    entry["status"] = rec.status_code
-                    entry["ts"] = iso(rec.ts)
-                    self.state.dequeue(kind, rec.key)
-                elif isinstance(err, FATAL):
-                    fatal = fatal or err
-                else:
-                    self._fail(kind, rec.key, row, err)
-                self.state.dirty = True
-        self.state.save()
-        if fatal is not None:
-            raise fatal
 
     # -- back: Jira status -> JDE orchestration --------------------------------------------------
     def _issue_index(self) -> dict[str, tuple[SourceSettings, str, dict[str, Any]]]:
@@ -765,11 +588,13 @@ class JdeJiraPass:
         drain_events(spool_path(self.cfg.state_file), commit)
 
     # -- failures and replay ---------------------------------------------------------------------
-    def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, keep_entry: bool = False) -> None:
+    def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception) -> None:
         counts = self.result.kind(kind)
         counts.failed += 1
-        message = error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
-        raw = getattr(exc, "raw", "") or ""
+        # Remote answers can echo credentials (a proxy page quoting the Authorization header, say).
+        redact = self.audit.redactor
+        message = redact(error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc))
+        raw = redact(getattr(exc, "raw", "") or "")
         what = "status" if kind == STATUS_KIND else "record"
         self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
         self.audit.write("failed", kind, key, what=what, error=message, raw=raw)

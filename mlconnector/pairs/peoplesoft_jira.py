@@ -1,11 +1,6 @@
 """One pass of `sync peoplesoft-jira`: PeopleSoft rows -> mapping -> Jira writes -> state.
 
-Crash safety, in order of the steps of a pass:
-- Before a create, the key-map entry is saved as pending (with the label that names the record);
-  a pending entry is resolved at the start of the next pass by one JQL search per 50 keys, so a
-  pass killed between the create and the save never creates the issue twice.
-- Edits and transitions are idempotent (an edit sets the same fields; a transition checks the
-  current status first), so repeating them after a crash is harmless.
+Crash safety (issue creates, edits and transitions: see pairs/issues.py, shared with other pairs):
 - Comments are marked pending before they are posted and carry a reference marker; a pending
   comment is looked up on the issue before it is posted again.
 - A kind's watermark moves only after every row of a window was written, found unchanged or
@@ -27,12 +22,10 @@ from mlconnector.errors import (
     EXIT_OK,
     EXIT_RECORDS_FAILED,
     AmbiguousWriteError,
-    AuthError,
     ConfigError,
     ConnectorError,
     RecordError,
     RemoteError,
-    UnreachableError,
 )
 from mlconnector.jira import adf
 from mlconnector.jira.client import JiraClient, error_text, resolve_field
@@ -43,17 +36,16 @@ from mlconnector.mapping import (
     map_comment,
     map_record,
     natural_key,
-    record_label,
     row_ts,
     vendor_from_row,
     vendor_key,
 )
+from mlconnector.pairs.issues import FATAL, IssueWriter
 from mlconnector.peoplesoft.qas import QASClient
 from mlconnector.state import State, iso, utcnow
 
 PAIR = "peoplesoft-jira"
 AUTO_REPLAY_ATTEMPTS = 3  # queued items retried automatically by this many passes, then left to `replay`
-FATAL = (AuthError, UnreachableError)
 
 Progress = Callable[..., None]
 
@@ -115,9 +107,10 @@ class PeopleSoftJiraPass:
         self.now = now or utcnow()
         self.result = PassResult(dry_run=dry_run)
         self.target: JiraTarget | None = None
-        # issue type id -> (start status, {target status lower: transition id}), learned once per pass
-        self._start: dict[str, tuple[str, dict[str, str]]] = {}
-        self._fresh: set[tuple[str, str]] = set()  # (kind, key) of issues this pass created in the start status
+        self.writer = IssueWriter(
+            jira, state, audit, counts=self.result.kind, fail=self._fail, project=cfg.jira.project,
+            issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
+            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run)
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
@@ -162,7 +155,7 @@ class PeopleSoftJiraPass:
         try:
             if self.target is None:
                 self.prepare()
-            self.resolve_pending()
+            self.writer.resolve_pending(ISSUE_KINDS)
             for kind in selected:
                 self.progress("kind", kind=kind)
                 if kind != "vendors" and any(e["kind"] == "vendors" for e in self.result.errors):
@@ -273,7 +266,6 @@ class PeopleSoftJiraPass:
     def process_rows(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
         """Map and write a batch of rows of one kind; return the keys that were fully handled."""
         assert self.target is not None
-        counts = self.result.kind(kind)
         mapped: dict[str, tuple[MappedRecord, dict[str, Any]]] = {}
         for row in rows:
             try:
@@ -284,274 +276,7 @@ class PeopleSoftJiraPass:
             prev = mapped.get(rec.key)
             if prev is None or rec.ts >= prev[0].ts:
                 mapped[rec.key] = (rec, row)
-        creates: list[tuple[MappedRecord, dict[str, Any]]] = []
-        jobs: list[tuple[MappedRecord, dict[str, Any], dict[str, Any]]] = []
-        done: set[str] = set()
-        for rec, row in sorted(mapped.values(), key=lambda p: p[0].ts):
-            self.audit.write("read", kind, rec.key, ts=iso(rec.ts))
-            entry = self.state.entry(kind, rec.key)
-            if entry is None or not entry.get("issue"):
-                creates.append((rec, row))
-                continue
-            if entry.get("ts") and iso(rec.ts) < entry["ts"]:
-                # An older version than the one already written (a replayed row, an overlap): skip it.
-                counts.unchanged += 1
-                done.add(rec.key)
-                self.state.dequeue(kind, rec.key)
-                continue
-            needs_edit = entry.get("hash") != rec.hash
-            needs_transition = entry.get("status") != rec.status_code and rec.target_status is not None
-            if not needs_edit and not needs_transition:
-                counts.unchanged += 1
-                if entry.get("ts") != iso(rec.ts) and not self.dry_run:
-                    entry["ts"] = iso(rec.ts)
-                    self.state.dirty = True
-                done.add(rec.key)
-                self.state.dequeue(kind, rec.key)
-                continue
-            jobs.append((rec, row, entry))
-        if self.dry_run:
-            counts.created += len(creates)
-            for rec, _row, entry in jobs:
-                if entry.get("hash") != rec.hash:
-                    counts.updated += 1
-                if entry.get("status") != rec.status_code and rec.target_status:
-                    counts.transitioned += 1
-            return done
-        created = self._create_all(kind, creates)
-        for rec, row in creates:
-            entry = self.state.entry(kind, rec.key)
-            if rec.key not in created or entry is None:
-                continue
-            if entry.get("status") == rec.status_code or not rec.target_status:
-                # Created in its mapped status already: nothing left to send for it.
-                entry["status"] = rec.status_code
-                done.add(rec.key)
-                self.state.dequeue(kind, rec.key)
-            else:
-                jobs.append((rec, row, entry))
-        done |= self._run_jobs(kind, jobs)
-        return done
-
-    # -- creates (bulk, several chunks in flight) ------------------------------------------------------
-    def _create_all(self, kind: str, creates: list[tuple[MappedRecord, dict[str, Any]]]) -> set[str]:
-        """Create issues for these records; return the keys that now have one. Failures are queued."""
-        if not creates:
-            return set()
-        for rec, _ in creates:
-            self.state.set_entry(kind, rec.key, {"pending": True, "hash": rec.hash, "ts": iso(rec.ts),
-                                                 "status": None})
-        self.state.save()  # the pending marks must be on disk before Jira can act on any create
-        size = self.cfg.jira.bulk_size
-        chunks = [creates[i:i + size] for i in range(0, len(creates), size)]
-        created: set[str] = set()
-        type_id = self.target.issue_type_ids[kind] if self.target else ""
-        try:
-            if type_id not in self._start and any(rec.target_status for rec, _ in creates):
-                # Transition ids are per workflow: learn them from the first issue created, then later
-                # creates carry their transition and land in the right status in one request.
-                created |= self._send_chunks(kind, chunks[:1])
-                first = next((self.state.entry(kind, rec.key) for rec, _ in chunks[0] if rec.key in created), None)
-                if first is not None:
-                    self._start[type_id] = self.jira.current_transitions(first["issue"])
-                chunks = chunks[1:]
-            created |= self._send_chunks(kind, chunks)
-        finally:
-            self.state.save()
-        return created
-
-    def _payload(self, kind: str, rec: MappedRecord) -> tuple[dict[str, Any], bool]:
-        """The create request, and whether the issue will be in its mapped status once created."""
-        payload: dict[str, Any] = {"fields": rec.create_fields}
-        start = self._start.get(self.target.issue_type_ids[kind]) if self.target else None
-        if start is None or not rec.target_status:
-            return payload, False
-        if rec.target_status.lower() == start[0].lower():
-            return payload, True  # the start status is the mapped one: nothing to move
-        tid = start[1].get(rec.target_status.lower())
-        if tid:
-            payload["transition"] = {"id": tid}
-            return payload, True
-        return payload, False
-
-    def _send_chunks(self, kind: str, chunks: list[list[tuple[MappedRecord, dict[str, Any]]]]) -> set[str]:
-        if not chunks:
-            return set()
-        prepared = [[(rec, row, *self._payload(kind, rec)) for rec, row in chunk] for chunk in chunks]
-
-        def send(items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]]) -> Any:
-            try:
-                return self.jira.bulk_create([payload for _, _, payload, _ in items])
-            except ConnectorError as exc:
-                return exc
-
-        created: set[str] = set()
-        fatal: Exception | None = None
-        workers = max(1, min(self.cfg.jira.max_workers, len(prepared)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            outcomes = list(pool.map(send, prepared))
-        for items, outcome in zip(prepared, outcomes, strict=True):
-            if isinstance(outcome, AmbiguousWriteError):
-                created |= self._after_ambiguous(kind, items, outcome)
-            elif isinstance(outcome, FATAL):
-                fatal = fatal or outcome
-            elif isinstance(outcome, ConnectorError):
-                for rec, row, _, _ in items:
-                    self.state.keys[kind].pop(rec.key, None)
-                    self._fail(kind, rec.key, row, outcome)
-            else:
-                created |= self._apply_created(kind, items, *outcome)
-        if fatal is not None:
-            raise fatal  # the pending marks stay; the next pass resolves them
-        return created
-
-    def _apply_created(self, kind: str, items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]],
-                       ok: dict[int, dict[str, Any]], errors: dict[int, RemoteError]) -> set[str]:
-        counts = self.result.kind(kind)
-        created: set[str] = set()
-        for idx, (rec, row, _payload, folded) in enumerate(items):
-            if idx not in ok:
-                self.state.keys[kind].pop(rec.key, None)
-                self._fail(kind, rec.key, row, errors.get(idx) or RemoteError("Jira did not create the issue",
-                                                                               system="Jira"))
-                continue
-            issue = ok[idx]
-            if not folded:
-                self._fresh.add((kind, rec.key))
-            self.state.set_entry(kind, rec.key, {"issue": issue["key"], "hash": rec.hash, "ts": iso(rec.ts),
-                                                 "status": rec.status_code if folded else None})
-            counts.created += 1
-            created.add(rec.key)
-            self.audit.write("created", kind, rec.key, issue=issue["key"])
-            if "transition" in _payload:
-                counts.transitioned += 1
-                self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
-        return created
-
-    def _after_ambiguous(self, kind: str, items: list[tuple[MappedRecord, dict[str, Any], dict[str, Any], bool]],
-                         exc: AmbiguousWriteError) -> set[str]:
-        """A bulk create may or may not have happened: adopt what Jira already shows, never resend now.
-
-        After a timeout Jira may still be working on the request, so a search that finds nothing proves
-        nothing yet. The rest keep their pending marks and are queued; the next pass looks again
-        (resolve_pending) before anything is created.
-        """
-        found = self._adopt_by_label(kind, [rec for rec, _, _, _ in items])
-        for rec, row, _, _ in items:
-            if rec.key not in found:
-                self._fail(kind, rec.key, row, exc)
-        return found
-
-    def _adopt_by_label(self, kind: str, recs: list[MappedRecord]) -> set[str]:
-        """Find issues already carrying these records' labels; record them in the key map."""
-        found: set[str] = set()
-        by_label = {r.label: r for r in recs}
-        labels = list(by_label)
-        for i in range(0, len(labels), 50):
-            part = labels[i:i + 50]
-            jql = f"project = {_q(self.cfg.jira.project)} AND labels in ({', '.join(_q(x) for x in part)})"
-            for issue in self.jira.search(jql, ["labels", "status"]):
-                for lab in (issue.get("fields") or {}).get("labels", []):
-                    rec = by_label.get(lab)
-                    if rec is None or rec.key in found:
-                        continue
-                    entry = self.state.entry(kind, rec.key) or {}
-                    self.state.set_entry(kind, rec.key, {
-                        "issue": issue["key"], "hash": entry.get("hash", rec.hash),
-                        "ts": entry.get("ts", iso(rec.ts)), "status": None})
-                    found.add(rec.key)
-                    self.result.kind(kind).created += 1
-                    self.audit.write("created", kind, rec.key, issue=issue["key"], note="found after ambiguous create")
-        return found
-
-    def resolve_pending(self) -> None:
-        """Settle creates left pending by a killed pass: adopt the issue if Jira has it, else forget the mark."""
-        for kind in ISSUE_KINDS:
-            keys = self.state.pending(kind)
-            if not keys:
-                continue
-            entries = {k: self.state.keys[kind][k] for k in keys}
-            labels = {record_label(kind, k): k for k in entries}
-            found: dict[str, dict[str, Any]] = {}
-            names = list(labels)
-            for i in range(0, len(names), 50):
-                part = names[i:i + 50]
-                jql = f"project = {_q(self.cfg.jira.project)} AND labels in ({', '.join(_q(x) for x in part)})"
-                for issue in self.jira.search(jql, ["labels"]):
-                    for lab in (issue.get("fields") or {}).get("labels", []):
-                        if lab in labels and labels[lab] not in found:
-                            found[labels[lab]] = issue
-            if self.dry_run:
-                continue
-            for key, entry in entries.items():
-                if key in found:
-                    issue = found[key]
-                    entry.update(issue=issue["key"], pending=False)
-                    entry.pop("pending", None)
-                    self.audit.write("resolved_pending", kind, key, issue=issue["key"])
-                else:
-                    del self.state.keys[kind][key]
-                    self.audit.write("resolved_pending", kind, key, note="no issue in Jira; will be created")
-            self.state.dirty = True
-        if self.state.dirty and not self.dry_run:
-            self.state.save()
-
-    # -- updates, transitions (bounded concurrency) ------------------------------------------------
-    def _run_jobs(self, kind: str, jobs: list[tuple[MappedRecord, dict[str, Any], dict[str, Any]]]) -> set[str]:
-        if not jobs:
-            return set()
-        counts = self.result.kind(kind)
-        done: set[str] = set()
-
-        def work(job: tuple[MappedRecord, dict[str, Any], dict[str, Any]]) -> tuple[bool, bool, Exception | None]:
-            rec, _row, entry = job
-            edited = transitioned = False
-            try:
-                if entry.get("hash") != rec.hash:
-                    self.jira.edit_issue(entry["issue"], rec.edit_fields)
-                    edited = True
-                if entry.get("status") != rec.status_code and rec.target_status:
-                    start = self._start.get(self.target.issue_type_ids[kind]) if self.target else None
-                    tid = start[1].get(rec.target_status.lower()) if start else None
-                    fresh = (kind, rec.key) in self._fresh and start is not None
-                    if fresh and start and rec.target_status.lower() == start[0].lower():
-                        pass  # created moments ago, already in the mapped start status
-                    elif fresh and tid:
-                        # Created moments ago in the start status: the transition id is already known.
-                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status, known_id=tid)
-                    else:
-                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
-                return edited, transitioned, None
-            except ConnectorError as exc:
-                return edited, transitioned, exc
-
-        workers = max(1, min(self.cfg.jira.max_workers, len(jobs)))
-        fatal: Exception | None = None
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for (rec, row, entry), (edited, transitioned, err) in zip(jobs, pool.map(work, jobs), strict=True):
-                # Results are applied here, on one thread, so the state needs no lock.
-                issue = entry["issue"]
-                if edited:
-                    entry["hash"] = rec.hash
-                    counts.updated += 1
-                    self.audit.write("updated", kind, rec.key, issue=issue)
-                if transitioned:
-                    counts.transitioned += 1
-                    self.audit.write("transitioned", kind, rec.key, issue=issue, to=rec.target_status)
-                if err is None:
-                    entry["status"] = rec.status_code
-                    entry["ts"] = iso(rec.ts)
-                    done.add(rec.key)
-                    self.state.dequeue(kind, rec.key)
-                elif isinstance(err, FATAL):
-                    fatal = fatal or err
-                else:
-                    self._fail(kind, rec.key, row, err)
-                self.state.dirty = True
-        if fatal is not None:
-            self.state.save()
-            raise fatal
-        return done
+        return self.writer.write(kind, mapped.values())
 
     # -- comments --------------------------------------------------------------------------------
     def sync_comments(self, kind: str, since: datetime | None) -> None:
@@ -748,10 +473,6 @@ class PeopleSoftJiraPass:
         self.state.vendors[vk] = {**vendor_from_row(row, self.cfg.peoplesoft.records["vendors"].columns),
                                   "ts": iso(ts)}
         self.state.dequeue("vendors", item["key"])
-
-
-def _q(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _row_id(row: dict[str, Any], kind: str = "vendors") -> str:

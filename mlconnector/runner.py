@@ -115,6 +115,8 @@ def sync_peoplesoft_jira(cfg: Config, *, dry_run: bool = False, since: datetime 
 
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:
     """Retry queued items (all when ids is None); return (result, succeeded, still failing)."""
+    if cfg.ps is None and cfg.jde is not None:
+        return replay_jde_items(cfg, ids)
     with session(cfg) as (state, clients, audit, _):
         items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
         readers, ci = ci_readers(cfg, clients.ps.http.session.auth)
@@ -144,12 +146,10 @@ def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, i
         return p.result, ok, bad
 
 
-def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
-                  progress: Progress = _noop) -> Any:
-    """One `sync jde-jira` pass: own wiring, because the PeopleSoft client in session() is not needed."""
+@contextlib.contextmanager
+def jde_session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Any, JiraClient, Audit]]:
     from mlconnector.jde.ais import AisClient
     from mlconnector.pairs.jde_jira import PAIR as JDE_PAIR
-    from mlconnector.pairs.jde_jira import JdeJiraPass
 
     if cfg.jde is None:
         from mlconnector.errors import ConfigError
@@ -161,18 +161,52 @@ def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None 
     # Secrets are read before any network call, so a missing one is reported first and plainly.
     password = secrets.get("jde.password")
     redactor.add(password, cfg.jde.user)  # also masks the Basic-auth form of the JDE credentials
+    from mlconnector.audit import GLOBAL
+
+    GLOBAL.add(password, cfg.jde.user)
     ais = AisClient(cfg.jde, password)
     jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, secrets), cfg.jira.http)
     try:
-        # A dry run writes nothing, so it does not need (or wait for) the lock.
-        with run_lock(cfg.state_file) if not dry_run else contextlib.nullcontext():
+        with run_lock(cfg.state_file) if lock else contextlib.nullcontext():
             state = State.load(cfg.state_file)
             audit = Audit(cfg.audit_file, redactor, JDE_PAIR)
             try:
-                p = JdeJiraPass(cfg, state, ais, jira, audit, dry_run=dry_run, progress=progress)
-                return p.run(since)
+                yield state, ais, jira, audit
             finally:
                 audit.close()
     finally:
         ais.close()  # logs the AIS session out: tokens are never kept between runs
         jira.close()
+
+
+def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
+                  progress: Progress = _noop) -> Any:
+    """One `sync jde-jira` pass: own wiring, because the PeopleSoft client in session() is not needed."""
+    from mlconnector.pairs.jde_jira import JdeJiraPass
+
+    # A dry run writes nothing, so it does not need (or wait for) the lock.
+    with jde_session(cfg, lock=not dry_run) as (state, ais, jira, audit):
+        return JdeJiraPass(cfg, state, ais, jira, audit, dry_run=dry_run, progress=progress).run(since)
+
+
+def replay_jde_items(cfg: Config, ids: list[str] | None) -> tuple[Any, int, int]:
+    from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, UnreachableError
+    from mlconnector.pairs.jde_jira import JdeJiraPass
+
+    with jde_session(cfg) as (state, ais, jira, audit):
+        items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
+        p = JdeJiraPass(cfg, state, ais, jira, audit)
+        try:
+            p.prepare()
+            ok, bad = p.replay(list(items))
+        except (AuthError, UnreachableError) as exc:
+            p.result.fatal = audit.redactor(exc.message)
+            p.result.exit_code = exc.exit_code
+            ok, bad = 0, len(items)
+        finally:
+            if state.dirty:
+                state.save()
+        p.result.queue_size = len(state.replay)
+        if p.result.fatal is None:
+            p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
+        return p.result, ok, bad

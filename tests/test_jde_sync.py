@@ -370,3 +370,20 @@ def test_basic_auth_mode_sends_credentials_per_request_and_never_drops_rows(jde_
     env.write_config(extra_jde='auth = "basic"\n', page_size=500)
     assert env.sync().exit_code == EXIT_OK
     _assert_one_issue_per_order(env)
+
+
+def test_replay_retry_posts_a_queued_status_change_for_a_jde_only_config(jde_env: JdeEnv) -> None:
+    env = jde_env
+    assert env.sync().exit_code == EXIT_OK
+    wo = env.box.jde.rows(order_type="WO")[3]
+    env.box.jira.transition_as_user(env.issue_for(wo["DOCO"])["key"], "Blocked")
+    env.box.jde.error_orchestration_next = 1
+    assert env.sync().exit_code == EXIT_RECORDS_FAILED
+    queued = _json(env.cli("replay", "list", "--json"))
+    assert len(queued) == 1
+    retried = env.cli("replay", "retry", "--all", "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert _json(retried)["succeeded"] == 1
+    assert _json(env.cli("replay", "list", "--json")) == []
+    assert [c.inputs["NewStatus"] for c in env.box.jde.calls_for(wo["DOCO"])] == ["HD", "HD"]  # 1 failed + 1 ok
+    assert env.sync().counts["jira_status"].posted == 0

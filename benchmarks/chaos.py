@@ -1,0 +1,1283 @@
+"""Chaos harness: prove a pass loses nothing, duplicates nothing and leaks nothing, whatever happens.
+
+    python -m benchmarks.chaos [--trials 50] [--records 1000] [--quick] [--json-out FILE] [--seed N]
+
+Drives the real CLI (``python -m mlconnector``) as subprocesses against the loopback sandbox
+(PeopleSoft + Jira, JD Edwards AIS + Jira; 127.0.0.1 only) through five scenarios, for both pairs:
+
+1. kill at any instant: SIGKILL at random moments of passes over ~1,000 records, one sandbox for all
+   trials so the kills accumulate, source rows mutated between trials, then a completion pass;
+2. fault matrix: 5xx bursts, 429 (Retry-After 0 and 1), resets mid-response, answers slower than
+   read_timeout, expired tokens / 401, IB error bodies, malformed JSON, a Jira 400; then
+   ``replay retry --all`` and a normal pass;
+3. overlapping runs: 2 then 5 passes started together on one config;
+4. a catalogue of bad inputs (configuration, secrets, network, certificates, Jira metadata, rows,
+   state files, webhooks);
+5. a scan of every state file, audit trail, log and captured output for the configured secrets.
+
+Prints a table of figures and a JSON document, then one closing line:
+``lost N, duplicated N, leaked N, tracebacks N``. Exit status 0 only when all four are 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mlconnector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RECORDS_FAILED, EXIT_STATE, EXIT_UNREACHABLE
+from mlconnector.mapping import record_label
+from mlconnector.sandbox.jde_sim import PASSWORD as JDE_PASSWORD
+from mlconnector.sandbox.jde_sim import USER as JDE_USER
+from mlconnector.sandbox.jde_sim import JdeSandbox, start_jde_sandbox
+from mlconnector.sandbox.run import JIRA_EMAIL, JIRA_TOKEN, PS_PASSWORD, PS_USER, Sandbox, start_sandbox
+from mlconnector.state import State
+from mlconnector.webhook import sign
+
+WEBHOOK_SECRET = "sandbox-webhook-secret"
+WRONG_PS_PASSWORD = "wrong-ps-password-4711"
+WRONG_JDE_PASSWORD = "wrong-jde-password-4711"
+SECRET_IN_FILE = "hunter2-in-file-4711"
+NO_KEYRING = "keyring.backends.fail.Keyring"
+
+API = "/rest/api/3"
+BULK = rf"{API}/issue/bulk$"
+ISSUE = rf"{API}/issue/PROC-\d+$"
+TRANSITIONS = rf"{API}/issue/PROC-\d+/transitions$"
+COMMENT = rf"{API}/issue/PROC-\d+/comment$"
+SEARCH = rf"{API}/search/jql$"
+QUERY = r"/ExecuteQuery\.v1/"
+DATASERVICE = r"/jderest/v2/dataservice"
+SMALL = {"vendors": 12, "requisitions": 15, "purchase_orders": 30, "vouchers": 20}
+PS_KINDS = {"requisitions": ("REQ_ID", "psft-req", "req_comments"),
+            "purchase_orders": ("PO_ID", "psft-po", "po_comments"),
+            "vouchers": ("VOUCHER_ID", "psft-voucher", "voucher_comments")}
+PO_STATUS_NAMES = {"A": "Approved", "PA": "Pending Approval"}
+IB_ERROR = ('<?xml version="1.0"?><IBResponse type="error"><DefaultTitle>Integration Broker Response'
+            "</DefaultTitle><StatusCode>20</StatusCode><MessageID>10</MessageID><DefaultMessage><![CDATA["
+            "Integration Gateway: unexpected failure of the query engine. (158,999)]]></DefaultMessage>"
+            "</IBResponse>")
+ERROR_COLLECTION = json.dumps({"errorMessages": [],
+                               "errors": {"customfield_10051": "Operation value must be a number."}})
+
+
+# -- process runner: every CLI run goes through here so outputs are kept for the traceback/secret scans --
+@dataclass
+class Proc:
+    label: str
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def message(self) -> str:
+        """First line of the user-facing message: the "Error:" line, the JSON "error", or stdout."""
+        for line in self.err.splitlines():
+            if line.startswith(("Error:", "Internal error", "Usage:")):
+                return line
+        with contextlib.suppress(ValueError, AttributeError):
+            doc = json.loads(self.out)
+            if isinstance(doc, dict) and doc.get("error"):
+                return "json error: " + str(doc["error"]).splitlines()[0]
+            if isinstance(doc, dict) and doc.get("fatal"):
+                return "json fatal: " + str(doc["fatal"]).splitlines()[0]
+        lines = [x for x in (self.err + "\n" + self.out).splitlines() if x.strip()]
+        return lines[0] if lines else ""
+
+    def json(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.out)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+
+def is_traceback(text: str, rc: int | None = None) -> bool:
+    # The CLI turns an unexpected exception into "Internal error" + exit 70 (traceback kept in a file):
+    # for this harness that is a traceback all the same.
+    return "Traceback (most recent call last)" in text or "Internal error:" in text or rc == 70
+
+
+class Harness:
+    def __init__(self, root: Path, seed: int) -> None:
+        self.root = root
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.outputs: list[tuple[str, str]] = []
+        self.tracebacks: list[str] = []
+        self._n = 0
+        self.started = time.monotonic()
+
+    def workdir(self, name: str) -> Path:
+        self._n += 1
+        d = self.root / f"{self._n:03d}-{name}"
+        d.mkdir(parents=True)
+        return d
+
+    def record(self, label: str, text: str, rc: int | None) -> None:
+        self.outputs.append((label, text))
+        if is_traceback(text, rc):
+            self.tracebacks.append(label)
+
+    def run(self, label: str, args: list[str], env: dict[str, str], timeout: float = 180,
+            stdin: str | None = None) -> Proc:
+        t = time.monotonic()
+        try:
+            cp = subprocess.run([sys.executable, "-m", "mlconnector", *args], capture_output=True, text=True,
+                                env=env, timeout=timeout, input=stdin,
+                                stdin=None if stdin is not None else subprocess.DEVNULL)
+            p = Proc(label, cp.returncode, cp.stdout, cp.stderr, time.monotonic() - t)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            p = Proc(label, -999, out, err + f"\n[harness] timed out after {timeout} s", time.monotonic() - t)
+        self.record(label, p.text, p.rc)
+        return p
+
+    def start(self, label: str, args: list[str], env: dict[str, str], out_file: Path) -> tuple[subprocess.Popen[bytes],
+                                                                                             float]:
+        with out_file.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "mlconnector", *args], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        return proc, time.monotonic()
+
+    def collect(self, label: str, proc: subprocess.Popen[bytes], out_file: Path) -> str:
+        text = out_file.read_text(encoding="utf-8", errors="replace")
+        # A SIGKILLed pass cannot print a traceback; anything else it printed is scanned as usual.
+        self.record(label, text, proc.returncode)
+        return text
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=30)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
+    """A headless cron host: secrets from the environment, no keyring probed, UTF-8 output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")}
+    env.update(extra)
+    env["PYTHON_KEYRING_BACKEND"] = NO_KEYRING
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def set_read_timeout(text: str, section: str, seconds: float) -> str:
+    """read_timeout of one section only: the sandbox config repeats the retry block per section."""
+    start = text.index(f"[{section}]")
+    end = text.find("\n[", start + 1)
+    end = len(text) if end < 0 else end
+    return text[:start] + text[start:end].replace("read_timeout = 10", f"read_timeout = {seconds:g}") + text[end:]
+
+
+# -- PeopleSoft -> Jira: workspaces and accounting ----------------------------------------------------------
+@dataclass
+class PsWs:
+    h: Harness
+    box: Sandbox
+    dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = base_env(self.box.env())
+        self.write_config()
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def write_config(self, text: str | None = None, **kw: Any) -> None:
+        self.config.write_text(text if text is not None else self.box.config_text(self.state_file, **kw),
+                               encoding="utf-8")
+
+    def cli(self, label: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Proc:
+        return self.h.run(label, [*args, "--config", str(self.config)], env or self.env, timeout)
+
+    def sync(self, label: str, *extra: str) -> Proc:
+        return self.cli(label, "sync", "peoplesoft-jira", "--json", *extra)
+
+
+def _key_text(row: dict[str, Any], cols: Iterable[str]) -> str:
+    return "|".join("" if row.get(c) is None else str(row.get(c)) for c in cols)
+
+
+def ps_account(ws: PsWs) -> dict[str, Any]:
+    """Source records vs Jira issues vs the replay queue, comments included (never raises)."""
+    ps, jira = ws.box.ps, ws.box.jira
+    source: dict[str, tuple[str, str]] = {}  # label -> (kind, key)
+    for kind, (id_col, _prefix, _ck) in PS_KINDS.items():
+        for row in ps.rows(kind):
+            key = _key_text(row, ("BUSINESS_UNIT", id_col))
+            source[record_label(kind, key)] = (kind, key)
+    issues = jira.all_issues()
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for issue in issues:
+        for label in issue["fields"].get("labels", []):
+            if label.startswith("psft-") and label.count("-") >= 3:
+                by_label.setdefault(label, []).append(issue)
+    state_ok, queued, pending, queue_len = True, set(), 0, 0
+    watermarks: dict[str, str] = {}
+    queued_comments: set[str] = set()
+    try:
+        state = State.load(ws.state_file)
+        queue_len = len(state.replay)
+        queued = {record_label(i["kind"], i["key"]) for i in state.replay if i.get("what", "record") == "record"
+                  and i["kind"] in PS_KINDS}
+        # A comment queued for retry is accounted for as well.
+        queued_comments = {str(i["key"]) for i in state.replay if i.get("what") == "comment"}
+        pending = sum(len(state.pending(k)) for k in state.keys)
+        watermarks = dict(state.watermarks)
+    except Exception:  # noqa: BLE001 - an unloadable state file is a figure, not a harness crash
+        state_ok, queued_comments = False, set()
+    dup = sum(len(v) - 1 for v in by_label.values() if len(v) > 1)
+    synced = set(by_label) & set(source)
+    missing = set(source) - set(by_label) - queued
+    c_dup = c_missing = c_total = 0
+    for kind, (id_col, prefix, ckind) in PS_KINDS.items():
+        short = prefix[len("psft-"):]
+        for row in ps.rows(ckind):
+            key = _key_text(row, ("BUSINESS_UNIT", id_col))
+            label = record_label(kind, key)
+            c_total += 1
+            ref = f"psft:{short}:{row['BUSINESS_UNIT']}/{row[id_col]}#{row['COMMENT_ID']}"
+            hits = sum(ref in c["text"] for i in by_label.get(label, []) for c in i["comments"])
+            if hits > 1:
+                c_dup += hits - 1
+            elif hits == 0 and label not in queued and f"{key}#{row['COMMENT_ID']}" not in queued_comments:
+                c_missing += 1
+    return {"source": len(source), "issues": len(issues), "synced": len(synced), "queued": len(queued & set(source)),
+            "queue_items": queue_len, "duplicates": dup, "missing": len(missing),
+            "missing_sample": sorted(missing)[:5], "comments": c_total, "comments_duplicated": c_dup,
+            "comments_missing": c_missing, "state_loadable": state_ok, "pending": pending,
+            "watermarks": len(watermarks)}
+
+
+def mutate_ps(box: Sandbox, rng: random.Random, trial: int) -> int:
+    """Edits a buyer would make between two cron runs; returns how many rows changed."""
+    ps = box.ps
+    n = 0
+    for kind, col, values in (("purchase_orders", "PO_STATUS", ("A", "PA", "D", "C")),
+                              ("requisitions", "REQ_STATUS", ("P", "A", "C")),
+                              ("vouchers", "APPR_STATUS", ("P", "A", "D"))):
+        keys = ps.keys(kind)
+        for key in rng.sample(keys, min(len(keys), 4 if kind == "purchase_orders" else 1)):
+            ps.touch(kind, key, **{col: rng.choice(values)})
+            n += 1
+    pos = ps.keys("purchase_orders")
+    ps.touch("purchase_orders", rng.choice(pos), DESCR254=f"Changed in trial {trial} ({rng.random():.5f})")
+    for key in rng.sample(pos, 3):
+        ps.add_comment("purchase_orders", key, f"Trial {trial} note ({rng.random():.6f}).", "CHAOS")
+    if trial % 5 == 0:  # new orders keep arriving
+        now = datetime.now(UTC)
+        ps.bulk_load("purchase_orders", 5, now - timedelta(seconds=2), now)
+        n += 5
+    return n + 4
+
+
+def ps_stale_status(box: Sandbox) -> int:
+    stale = 0
+    for row in box.ps.rows("purchase_orders"):
+        want = PO_STATUS_NAMES.get(row["PO_STATUS"])
+        if want:
+            found = box.jira.find_by_label(record_label("purchase_orders", f"{row['BUSINESS_UNIT']}|{row['PO_ID']}"))
+            if not found or found[0]["fields"]["status"] != want:
+                stale += 1
+    return stale
+
+
+# -- JD Edwards -> Jira ---------------------------------------------------------------------------------------
+@dataclass
+class JdeWs:
+    h: Harness
+    box: JdeSandbox
+    dir: Path
+    page_size: int = 100
+    env: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, int] = field(default_factory=dict)  # change id -> DOCO of a user "Blocked" transition
+
+    def __post_init__(self) -> None:
+        self.env = base_env(self.box.env())
+        self.write_config()
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "jde.toml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def write_config(self, text: str | None = None, **kw: Any) -> None:
+        if text is None:
+            text = self.box.config_text(self.state_file, **kw).replace(
+                "max_page_size = 5\n", f"max_page_size = {self.page_size}\n")
+        self.config.write_text(text, encoding="utf-8")
+
+    def cli(self, label: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Proc:
+        return self.h.run(label, [*args, "--config", str(self.config)], env or self.env, timeout)
+
+    def sync(self, label: str, *extra: str) -> Proc:
+        return self.cli(label, "sync", "jde-jira", "--json", *extra)
+
+
+def jde_label(row: dict[str, Any]) -> str:
+    return f"{'jde-wo' if row['DCTO'] == 'WO' else 'jde-eco'}-{row['DOCO']}-{row['DCTO']}"
+
+
+def jde_account(ws: JdeWs) -> dict[str, Any]:
+    rows = ws.box.jde.rows()
+    source = {jde_label(r) for r in rows}
+    by_label: dict[str, list[str]] = {}
+    issues = ws.box.jira.all_issues()
+    for issue in issues:
+        for label in issue["fields"].get("labels", []):
+            if label.startswith("jde-") and label.count("-") == 3:
+                by_label.setdefault(label, []).append(issue["key"])
+    state_ok, queued, pending, queue_len = True, set(), 0, 0
+    try:
+        state = State.load(ws.state_file)
+        queue_len = len(state.replay)
+        for i in state.replay:
+            if i.get("what", "record") == "record":
+                doco, _, dcto = str(i["key"]).partition("|")
+                queued.add(f"{'jde-wo' if dcto == 'WO' else 'jde-eco'}-{doco}-{dcto}")
+        pending = sum(len(state.pending(k)) for k in state.keys)
+        posted = state.extra.get("jde-jira", {}).get("posted", {})
+        pending += sum(1 for p in posted.values() if p.get("state") == "pending")
+    except Exception:  # noqa: BLE001 - an unloadable state file is a figure
+        state_ok = False
+    calls = Counter(c.inputs.get("JiraChangeId", "") for c in ws.box.jde.calls)
+    back_dup = sum(n - 1 for cid, n in calls.items() if cid and n > 1)
+    back_missing = sum(1 for cid in ws.blocked if calls.get(cid, 0) == 0)
+    wrong_jde = sum(1 for doco in ws.blocked.values() if ws.box.jde.order(doco)["SRST"] != "HD")
+    return {"source": len(source), "issues": len(issues), "synced": len(set(by_label) & source),
+            "queued": len(queued & source), "queue_items": queue_len,
+            "duplicates": sum(len(v) - 1 for v in by_label.values() if len(v) > 1),
+            "missing": len(source - set(by_label) - queued), "missing_sample": sorted(source - set(by_label))[:5],
+            "backflow_changes": len(ws.blocked), "backflow_duplicated": back_dup, "backflow_missing": back_missing,
+            "backflow_wrong_jde_status": wrong_jde, "state_loadable": state_ok, "pending": pending}
+
+
+def mutate_jde(ws: JdeWs, rng: random.Random, trial: int) -> int:
+    jde, jira = ws.box.jde, ws.box.jira
+    frozen = set(ws.blocked.values())
+    candidates = [r for r in jde.rows(order_type="WO") if r["DOCO"] not in frozen]
+    for row in rng.sample(candidates, 4):
+        jde.touch(row["DOCO"], SRST=rng.choice(["10", "40", "45", "90"]), DL01=f"Trial {trial} {rng.random():.4f}")
+    if trial % 5 == 0:
+        jde.add_orders(3)
+    # A planner blocks an order in Jira: the change must reach JDE exactly once. Orders blocked once are
+    # never touched again in JDE, so "one orchestration call per change, order ends HD" is exact.
+    for row in rng.sample(candidates, 8):
+        if row["DOCO"] in frozen or row["SRST"] == "HD":
+            continue
+        found = jira.find_by_label(jde_label(row))
+        if not found or found[0]["fields"]["status"] == "Blocked":
+            continue
+        jira.transition_as_user(found[0]["key"], "Blocked")
+        ws.blocked[str(jira.issue(found[0]["key"])["changelog"][-1]["id"])] = row["DOCO"]
+        break
+    return 4
+
+
+# -- scenario 1: kill at any instant ---------------------------------------------------------------------------
+def kill_trials(h: Harness, ws: PsWs | JdeWs, pair: str, trials: int, mutate: Callable[[int], int],
+                servers: list[Any], latency: float, window: float) -> dict[str, Any]:
+    for s in servers:
+        s.latency = latency  # widens the windows between a write and the state save
+    jira_log = ws.box.jira_server.log
+    killed = finished = unloadable = bad_rc = 0
+    delays: list[float] = []
+    t0 = time.monotonic()
+    for trial in range(trials):
+        if trial:
+            mutate(trial)
+        before = len(jira_log)
+        out = ws.dir / f"kill-{trial}.out"
+        proc, _ = h.start(f"{pair} kill trial {trial}", ["sync", pair, "--config", str(ws.config)], ws.env, out)
+        # Count from the first Jira request so the kill lands inside the pass, not in interpreter start-up.
+        wait_for(lambda b=before, p=proc: len(jira_log) > b or p.poll() is not None, 30)
+        delay = h.rng.uniform(0.0, window)
+        time.sleep(delay)
+        rc = kill(proc)
+        h.collect(f"{pair} kill trial {trial}", proc, out)
+        delays.append(round(delay, 3))
+        if rc == -signal.SIGKILL:
+            killed += 1
+        else:
+            finished += 1
+            if rc not in (EXIT_OK, EXIT_RECORDS_FAILED):
+                bad_rc += 1
+        try:
+            State.load(ws.state_file)
+        except Exception:  # noqa: BLE001
+            unloadable += 1
+    for s in servers:
+        s.latency = 0.0
+    completion = ws.sync(f"{pair} completion pass")
+    writes = ws.box.jira.writes
+    jde_calls = len(ws.box.jde.calls) if isinstance(ws, JdeWs) else 0
+    settle = ws.sync(f"{pair} settling pass")
+    settle_writes = ws.box.jira.writes - writes + ((len(ws.box.jde.calls) - jde_calls) if isinstance(ws, JdeWs)
+                                                   else 0)
+    acc = ps_account(ws) if isinstance(ws, PsWs) else jde_account(ws)
+    out: dict[str, Any] = {
+        "pair": pair, "trials": trials, "killed": killed, "finished_before_kill": finished,
+        "kill_delay_max_s": max(delays, default=0.0), "state_unloadable_after_kill": unloadable,
+        "bad_exit_codes": bad_rc, "completion_exit": completion.rc, "settle_exit": settle.rc,
+        "settle_writes": settle_writes, "queue_after": completion.json().get("queue_size"),
+        "seconds": round(time.monotonic() - t0, 1), **acc}
+    if isinstance(ws, PsWs):
+        out["stale_status"] = ps_stale_status(ws.box)
+    return out
+
+
+def scenario_kill(h: Harness, trials: int, records: int) -> list[dict[str, Any]]:
+    results = []
+    box = start_sandbox(counts={"vendors": 40, "requisitions": 30, "purchase_orders": 0, "vouchers": 30})
+    try:
+        now = datetime.now(UTC)
+        box.ps.bulk_load("purchase_orders", records, now - timedelta(days=30), now - timedelta(minutes=5))
+        rng = random.Random(h.seed)
+        for key in rng.sample(box.ps.keys("purchase_orders"), max(1, records // 10)):
+            box.ps.add_comment("purchase_orders", key, f"Initial note on {key[1]}.", "BUYER1")
+        ws = PsWs(h, box, h.workdir("kill-ps"))
+        results.append(kill_trials(h, ws, "peoplesoft-jira", trials, lambda t: mutate_ps(box, h.rng, t),
+                                   [box.jira_server, box.ps_server], 0.007, 3.0))
+    finally:
+        box.stop()
+    jbox = start_jde_sandbox()
+    try:
+        jbox.jde.add_orders(max(0, records - 16))
+        jws = JdeWs(h, jbox, h.workdir("kill-jde"))
+        results.append(kill_trials(h, jws, "jde-jira", trials, lambda t: mutate_jde(jws, h.rng, t),
+                                   [jbox.jira_server, jbox.jde_server], 0.007, 2.5))
+    finally:
+        jbox.stop()
+    return results
+
+
+# -- scenario 2: fault matrix ----------------------------------------------------------------------------------
+@dataclass
+class FaultCase:
+    name: str
+    pair: str
+    setup: Callable[[Any], None]
+    allowed: tuple[int, ...]  # acceptable exit codes of the faulted pass
+    read_timeout: tuple[str, float] | None = None
+    prepare: bool = False  # run a clean pass first (faults on the second pass, e.g. back-flow)
+
+
+def _jf(ws: Any) -> Any:
+    return ws.box.jira_server.faults
+
+
+def _ps_cases() -> list[FaultCase]:
+    def burst(ws: PsWs) -> None:
+        f = _jf(ws)
+        f.add(kind="status", status=503, path=BULK, method="POST", count=2)
+        f.add(kind="status", status=502, path=SEARCH, method="POST", count=1)
+        f.add(kind="status", status=500, path=ISSUE, method="GET", count=2)
+        f.add(kind="status", status=503, path=TRANSITIONS, method="POST", count=2)
+        f.add(kind="status", status=503, path=COMMENT, method="POST", count=1)
+        ws.box.ps_server.faults.add(kind="status", status=503, path="ML_PO_CHANGED", count=2)
+
+    def long_burst(ws: PsWs) -> None:
+        _jf(ws).add(kind="status", status=503, path=BULK, method="POST", count=8)
+
+    def r429_0(ws: PsWs) -> None:
+        _jf(ws).add(kind="status", status=429, retry_after=0, path=BULK, method="POST", count=3)
+        _jf(ws).add(kind="status", status=429, retry_after=0, path=TRANSITIONS, method="POST", count=2)
+        ws.box.ps_server.faults.add(kind="status", status=429, retry_after=0, path="ML_REQ_CHANGED", count=1)
+
+    def r429_1(ws: PsWs) -> None:
+        _jf(ws).add(kind="status", status=429, retry_after=1, path=BULK, method="POST", count=1)
+        _jf(ws).add(kind="status", status=429, retry_after=1, path=COMMENT, method="GET", count=1)
+
+    def bucket(ws: PsWs) -> None:
+        ws.box.jira_server.set_rate_limit(15)
+
+    def reset_jira(ws: PsWs) -> None:
+        f = _jf(ws)
+        f.add(kind="drop_after", path=BULK, method="POST", count=2)
+        f.add(kind="drop_before", path=SEARCH, method="POST", count=1)
+        f.add(kind="drop_after", path=TRANSITIONS, method="POST", count=2)
+        f.add(kind="drop_before", path=COMMENT, method="POST", count=1)
+        f.add(kind="drop_after", path=COMMENT, method="POST", count=2)
+
+    def reset_ps(ws: PsWs) -> None:
+        pf = ws.box.ps_server.faults
+        pf.add(kind="drop_after", path="ML_PO_CHANGED", count=1)
+        pf.add(kind="drop_after", path="ML_PO_COMMENTS", count=1)
+        pf.add(kind="drop_before", path="ML_REQ_CHANGED", count=1)
+
+    def slow_jira(ws: PsWs) -> None:
+        _jf(ws).add(kind="delay", delay=2, path=BULK, method="POST", count=2)
+        _jf(ws).add(kind="delay", delay=2, path=ISSUE, method="GET", count=2)
+        _jf(ws).add(kind="delay", delay=2, path=COMMENT, method="POST", count=1)
+
+    def slow_ps(ws: PsWs) -> None:
+        ws.box.ps_server.faults.add(kind="delay", delay=2, path=QUERY, count=2)
+
+    def jira_401(ws: PsWs) -> None:
+        _jf(ws).add(kind="status", status=401, path=API, count=6, skip=12,
+                    body=json.dumps({"errorMessages": ["Client must be authenticated"], "errors": {}}))
+
+    def ps_401(ws: PsWs) -> None:
+        ws.box.ps_server.faults.add(kind="status", status=401, path="ML_PO_CHANGED", count=6,
+                                    headers={"WWW-Authenticate": 'Basic realm="PSIGW"'},
+                                    body="<IBResponse type=\"error\"><MessageID>10</MessageID><DefaultMessage>"
+                                         "Invalid user ID or password. (158,10)</DefaultMessage></IBResponse>")
+
+    def ib_body(ws: PsWs) -> None:
+        ws.box.ps_server.faults.add(kind="body", path="ML_PO_CHANGED", method="GET", count=1, body=IB_ERROR,
+                                    headers={"Content-Type": "text/xml"})
+
+    def bad_json(ws: PsWs) -> None:
+        ws.box.ps_server.faults.add(kind="body", path="ML_PO_CHANGED", method="GET", count=1,
+                                    body='{"status": "success", "data": {"query": {"rows": [',
+                                    headers={"Content-Type": "application/json"})
+
+    def jira_400(ws: PsWs) -> None:
+        _jf(ws).add(kind="status", status=400, path=BULK, method="POST", count=1, body=ERROR_COLLECTION)
+
+    ok = (EXIT_OK, EXIT_RECORDS_FAILED)
+    stop = (EXIT_UNREACHABLE,)
+    p = "peoplesoft-jira"
+    return [
+        FaultCase("5xx bursts (within retry budget)", p, burst, ok),
+        FaultCase("5xx burst past the retry budget", p, long_burst, ok),
+        FaultCase("429 Retry-After: 0", p, r429_0, ok),
+        FaultCase("429 Retry-After: 1", p, r429_1, ok),
+        FaultCase("rate limit 15 req/s (token bucket)", p, bucket, ok),
+        FaultCase("Jira resets before/after answering", p, reset_jira, ok),
+        FaultCase("PeopleSoft resets mid-response", p, reset_ps, ok + stop),
+        FaultCase("Jira slower than read_timeout (1 s)", p, slow_jira, ok, ("jira", 1)),
+        FaultCase("PeopleSoft slower than read_timeout (1 s)", p, slow_ps, ok + stop, ("peoplesoft", 1)),
+        FaultCase("Jira 401 burst mid-pass (token revoked)", p, jira_401, stop),
+        FaultCase("PeopleSoft 401 mid-pass", p, ps_401, stop),
+        FaultCase("PeopleSoft HTTP 200 + IB error body", p, ib_body, stop),
+        FaultCase("PeopleSoft malformed JSON", p, bad_json, stop),
+        FaultCase("Jira 400 on one bulk create", p, jira_400, (EXIT_RECORDS_FAILED,)),
+    ]
+
+
+def _jde_cases() -> list[FaultCase]:
+    def token_expiry(ws: JdeWs) -> None:
+        ws.box.jde.expire_tokens_after_requests = 2
+
+    def rs_expiry(ws: JdeWs) -> None:
+        ws.box.jde.expire_result_sets_next = 1
+
+    def ais_burst(ws: JdeWs) -> None:
+        ws.box.jde_server.faults.add(kind="status", status=503, path=DATASERVICE + "$", count=2)
+
+    def ais_reset(ws: JdeWs) -> None:
+        ws.box.jde_server.faults.add(kind="drop_after", path=DATASERVICE + "/next$", count=1)
+
+    def ais_slow(ws: JdeWs) -> None:
+        ws.box.jde_server.faults.add(kind="delay", delay=2, path=DATASERVICE, count=1)
+
+    def orch_fail(ws: JdeWs) -> None:
+        for row in ws.box.jde.rows(order_type="WO")[:3]:
+            [issue] = ws.box.jira.find_by_label(jde_label(row))
+            ws.box.jira.transition_as_user(issue["key"], "Blocked")
+            ws.blocked[str(ws.box.jira.issue(issue["key"])["changelog"][-1]["id"])] = row["DOCO"]
+        ws.box.jde.fail_orchestration_next = 1
+        ws.box.jde.error_orchestration_next = 1
+
+    def orch_hang(ws: JdeWs) -> None:
+        row = ws.box.jde.rows(order_type="WO")[4]
+        [issue] = ws.box.jira.find_by_label(jde_label(row))
+        ws.box.jira.transition_as_user(issue["key"], "Blocked")
+        ws.blocked[str(ws.box.jira.issue(issue["key"])["changelog"][-1]["id"])] = row["DOCO"]
+        ws.box.jde_server.faults.add(kind="hang_after", delay=2, path="/orchestrator/", method="POST", count=1)
+
+    def jira_burst(ws: JdeWs) -> None:
+        _jf(ws).add(kind="status", status=503, path=BULK, method="POST", count=2)
+        _jf(ws).add(kind="status", status=429, retry_after=0, path=BULK, method="POST", count=1)
+
+    def jira_reset(ws: JdeWs) -> None:
+        _jf(ws).add(kind="drop_after", path=BULK, method="POST", count=2)
+
+    def jira_400(ws: JdeWs) -> None:
+        _jf(ws).add(kind="status", status=400, path=BULK, method="POST", count=1, body=ERROR_COLLECTION)
+
+    def jira_401(ws: JdeWs) -> None:
+        _jf(ws).add(kind="status", status=401, path=API, count=6, skip=6,
+                    body=json.dumps({"errorMessages": ["Client must be authenticated"], "errors": {}}))
+
+    ok = (EXIT_OK, EXIT_RECORDS_FAILED)
+    stop = (EXIT_UNREACHABLE,)
+    p = "jde-jira"
+    return [
+        FaultCase("AIS token expiry (444) mid-pass", p, token_expiry, (EXIT_OK,)),
+        FaultCase("AIS result set expired", p, rs_expiry, (EXIT_OK,)),
+        FaultCase("AIS 5xx burst", p, ais_burst, ok + stop),
+        FaultCase("AIS reset mid-response (next page)", p, ais_reset, ok + stop),
+        FaultCase("AIS slower than read_timeout (1 s)", p, ais_slow, ok + stop, ("jde", 1)),
+        FaultCase("orchestration HTTP 500 + jde__status ERROR", p, orch_fail, (EXIT_RECORDS_FAILED,), prepare=True),
+        FaultCase("orchestration answer later than read_timeout", p, orch_hang, ok, ("jde", 1), prepare=True),
+        FaultCase("Jira 5xx + 429 (Retry-After 0)", p, jira_burst, ok),
+        FaultCase("Jira resets after creating", p, jira_reset, ok),
+        FaultCase("Jira 400 on one bulk create", p, jira_400, (EXIT_RECORDS_FAILED,)),
+        FaultCase("Jira 401 burst mid-pass", p, jira_401, stop),
+    ]
+
+
+def run_fault_case(h: Harness, case: FaultCase) -> dict[str, Any]:
+    if case.pair == "peoplesoft-jira":
+        box: Any = start_sandbox(counts=SMALL)
+        ws: Any = PsWs(h, box, h.workdir("fault-ps"))
+        account: Callable[[Any], dict[str, Any]] = ps_account
+    else:
+        box = start_jde_sandbox(work_orders=30, change_orders=6)
+        ws = JdeWs(h, box, h.workdir("fault-jde"), page_size=8)
+        account = jde_account
+    try:
+        if case.read_timeout:
+            section, secs = case.read_timeout
+            ws.write_config(set_read_timeout(ws.config.read_text(), section, secs))
+        if case.prepare:
+            ws.sync(f"fault {case.name}: clean pass")
+        case.setup(ws)
+        t = time.monotonic()
+        first = ws.sync(f"fault {case.name}: faulted pass", "--verbose")
+        seconds = time.monotonic() - t
+        time.sleep(0.5 if case.read_timeout else 0.0)  # requests the client gave up on finish server-side
+        after_fault = account(ws)
+        for srv in (box.jira_server, getattr(box, "ps_server", None), getattr(box, "jde_server", None)):
+            if srv is not None:
+                srv.faults.clear()
+                srv.set_rate_limit(None)
+        if isinstance(ws, JdeWs):
+            box.jde.expire_tokens_after_requests = None
+            box.jde.fail_orchestration_next = box.jde.error_orchestration_next = 0
+        replay = ws.cli(f"fault {case.name}: replay retry", "replay", "retry", "--all", "--json")
+        after_replay = account(ws)
+        final = ws.sync(f"fault {case.name}: normal pass")
+        after_final = account(ws)
+        lost = after_final["missing"] + after_final.get("comments_missing", 0) + after_final.get(
+            "backflow_missing", 0)
+        dup = (after_final["duplicates"] + after_final.get("comments_duplicated", 0)
+               + after_final.get("backflow_duplicated", 0))
+        return {"pair": case.pair, "case": case.name, "exit": first.rc, "exit_ok": first.rc in case.allowed,
+                "seconds": round(seconds, 1), "message": first.message()[:160] if first.rc else "",
+                "synced": after_fault["synced"], "queued": after_fault["queued"],
+                "unaccounted_after_fault": after_fault["missing"], "source": after_fault["source"],
+                "replay_exit": replay.rc, "replay_message": replay.message()[:120] if replay.rc else "",
+                "synced_after_replay": after_replay["synced"], "queued_after_replay": after_replay["queued"],
+                "final_exit": final.rc, "synced_final": after_final["synced"], "queued_final": after_final["queued"],
+                "lost": lost, "duplicated": dup, "state_loadable": after_final["state_loadable"],
+                "pending_final": after_final["pending"]}
+    finally:
+        box.stop()
+
+
+def scenario_faults(h: Harness, quick: bool) -> list[dict[str, Any]]:
+    cases = _ps_cases() + _jde_cases()
+    if quick:
+        keep = {"5xx bursts (within retry budget)", "Jira resets before/after answering", "Jira 400 on one bulk create",
+                "PeopleSoft malformed JSON", "AIS token expiry (444) mid-pass", "Jira resets after creating"}
+        cases = [c for c in cases if c.name in keep]
+    return [run_fault_case(h, c) for c in cases]
+
+
+# -- scenario 3: overlapping runs ------------------------------------------------------------------------------
+def overlap_round(h: Harness, ws: Any, pair: str, n: int) -> dict[str, Any]:
+    procs = []
+    for i in range(n):
+        out = ws.dir / f"overlap-{n}-{i}.out"
+        procs.append((*h.start(f"{pair} overlap {n}#{i}", ["sync", pair, "--config", str(ws.config)], ws.env, out),
+                      out))
+    codes, took = [], []
+    for proc, started, out in procs:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            kill(proc)
+        took.append(time.monotonic() - started)
+        codes.append(proc.returncode)
+        h.collect(f"{pair} overlap {n}#{proc.pid}", proc, out)
+    locked = [t for c, t in zip(codes, took, strict=True) if c == EXIT_LOCKED]
+    worked = [t for c, t in zip(codes, took, strict=True) if c == EXIT_OK]
+    acc = ps_account(ws) if isinstance(ws, PsWs) else jde_account(ws)
+    return {"pair": pair, "runs": n, "exit_codes": sorted(codes), "worked": len(worked), "locked": len(locked),
+            "exactly_one_worked": len(worked) == 1 and len(locked) == n - 1,
+            "locked_max_s": round(max(locked, default=0.0), 2), "worker_s": round(max(worked, default=0.0), 2),
+            "state_loadable": acc["state_loadable"], "duplicates": acc["duplicates"],
+            "missing": acc["missing"]}
+
+
+def scenario_overlap(h: Harness, records: int) -> list[dict[str, Any]]:
+    out = []
+    n_new = max(100, records // 3)
+    box = start_sandbox(counts={"vendors": 20, "requisitions": 10, "purchase_orders": 0, "vouchers": 10},
+                        latency=0.01)
+    try:
+        now = datetime.now(UTC)
+        box.ps.bulk_load("purchase_orders", n_new, now - timedelta(days=20), now - timedelta(minutes=5))
+        ws = PsWs(h, box, h.workdir("overlap-ps"))
+        for n in (2, 5):
+            if n == 5:  # fresh work, so the winner is still busy when the others try the lock
+                box.ps.bulk_load("purchase_orders", n_new, datetime.now(UTC) - timedelta(seconds=3),
+                                 datetime.now(UTC))
+            out.append(overlap_round(h, ws, "peoplesoft-jira", n))
+    finally:
+        box.stop()
+    jbox = start_jde_sandbox(latency=0.01)
+    try:
+        jbox.jde.add_orders(n_new)
+        jws = JdeWs(h, jbox, h.workdir("overlap-jde"), page_size=50)
+        for n in (2, 5):
+            if n == 5:
+                jbox.jde.add_orders(n_new)
+            out.append(overlap_round(h, jws, "jde-jira", n))
+    finally:
+        jbox.stop()
+    return out
+
+
+# -- scenario 4: bad inputs ------------------------------------------------------------------------------------
+@dataclass
+class BadCase:
+    name: str
+    pair: str
+    prep: Callable[[Any], list[str] | None]  # edits the workspace; returns CLI args (None: a default sync)
+    expect: tuple[int, ...]
+
+
+def _replace(ws: Any, old: str, new: str) -> None:
+    text = ws.config.read_text(encoding="utf-8")
+    assert old in text, old
+    ws.config.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _append(ws: Any, extra: str) -> None:
+    ws.config.write_text(ws.config.read_text(encoding="utf-8") + extra, encoding="utf-8")
+
+
+def _po(ws: PsWs, i: int) -> tuple[str, str]:
+    rows = ws.box.ps.rows("purchase_orders")
+    return rows[i]["BUSINESS_UNIT"], rows[i]["PO_ID"]
+
+
+def _bad_cases() -> list[BadCase]:  # noqa: PLR0915 - a catalogue reads best as one list
+    p, j = "peoplesoft-jira", "jde-jira"
+    cases: list[BadCase] = []
+
+    def add(name: str, pair: str, expect: tuple[int, ...]) -> Callable[[Callable[[Any], list[str] | None]], None]:
+        def deco(fn: Callable[[Any], list[str] | None]) -> None:
+            cases.append(BadCase(name, pair, fn, expect))
+        return deco
+
+    @add("broken TOML", p, (EXIT_CONFIG,))
+    def _1(ws: PsWs) -> None:
+        _append(ws, "\n[peoplesoft.records\n")
+
+    @add("incomplete TOML (file cut in half)", p, (EXIT_CONFIG,))
+    def _2(ws: PsWs) -> None:
+        text = ws.config.read_text()
+        ws.config.write_text(text[: text.index("[jira]") + 12])
+
+    @add("empty config file", p, (EXIT_CONFIG,))
+    def _3(ws: PsWs) -> None:
+        ws.config.write_text("")
+
+    @add("missing config file", p, (EXIT_CONFIG,))
+    def _4(ws: PsWs) -> None:
+        ws.config.unlink()
+
+    @add("unknown key (hots)", p, (EXIT_CONFIG,))
+    def _5(ws: PsWs) -> None:
+        _replace(ws, 'node = "PSFT_EP"', 'node = "PSFT_EP"\nhots = "ps.example.com"')
+
+    @add("unknown section [peoplesft]", p, (EXIT_CONFIG,))
+    def _6(ws: PsWs) -> None:
+        _append(ws, '\n[peoplesft]\nnode = "X"\n')
+
+    @add("wrong type (maxrows = \"many\")", p, (EXIT_CONFIG,))
+    def _7(ws: PsWs) -> None:
+        _replace(ws, "maxrows = 100", 'maxrows = "many"')
+
+    @add("wrong type (read_timeout = [1])", p, (EXIT_CONFIG,))
+    def _8(ws: PsWs) -> None:
+        _replace(ws, "read_timeout = 10", "read_timeout = [1]")
+
+    @add("negative number (maxrows = -5)", p, (EXIT_CONFIG,))
+    def _9(ws: PsWs) -> None:
+        _replace(ws, "maxrows = 100", "maxrows = -5")
+
+    @add("secret written in the config file", p, (EXIT_CONFIG,))
+    def _10(ws: PsWs) -> None:
+        _replace(ws, 'node = "PSFT_EP"', f'node = "PSFT_EP"\npassword = "{SECRET_IN_FILE}"')
+
+    @add("[jira] section missing", p, (EXIT_CONFIG,))
+    def _11(ws: PsWs) -> None:
+        text = ws.config.read_text()
+        ws.config.write_text(text[: text.index("[jira]")])
+
+    @add("missing PeopleSoft password", p, (EXIT_CONFIG,))
+    def _12(ws: PsWs) -> None:
+        ws.env.pop("MLCONNECTOR_PEOPLESOFT_PASSWORD")
+
+    @add("missing Jira API token", p, (EXIT_CONFIG,))
+    def _13(ws: PsWs) -> None:
+        ws.env.pop("MLCONNECTOR_JIRA_API_TOKEN")
+
+    @add("wrong PeopleSoft password", p, (EXIT_UNREACHABLE,))
+    def _14(ws: PsWs) -> None:
+        ws.env["MLCONNECTOR_PEOPLESOFT_PASSWORD"] = WRONG_PS_PASSWORD
+
+    @add("base_url not a URL", p, (EXIT_CONFIG,))
+    def _15(ws: PsWs) -> None:
+        _replace(ws, 'base_url = "http://', 'base_url = "htp//')
+
+    @add("unreachable host (closed port)", p, (EXIT_UNREACHABLE,))
+    def _16(ws: PsWs) -> None:
+        _replace(ws, ws.box.ps_server.url, f"http://127.0.0.1:{closed_port()}")
+
+    @add("wrong node", p, (EXIT_UNREACHABLE,))
+    def _17(ws: PsWs) -> None:
+        _replace(ws, 'node = "PSFT_EP"', 'node = "WRONG"')
+
+    @add("https to a plain-HTTP port (TLS handshake fails)", p, (EXIT_UNREACHABLE,))
+    def _18(ws: PsWs) -> None:
+        _replace(ws, f'base_url = "{ws.box.ps_server.url}', f'base_url = "https://127.0.0.1:{ws.box.ps_server.port}')
+
+    @add("ca_bundle is not a PEM file", p, (EXIT_CONFIG, EXIT_UNREACHABLE))
+    def _19(ws: PsWs) -> None:
+        bogus = ws.dir / "corp-ca.pem"
+        bogus.write_bytes(b"\x00\x01 this is not a certificate \xff")
+        _replace(ws, 'node = "PSFT_EP"', f'node = "PSFT_EP"\nca_bundle = "{bogus.as_posix()}"')
+        _replace(ws, f'base_url = "{ws.box.ps_server.url}', f'base_url = "https://127.0.0.1:{ws.box.ps_server.port}')
+
+    @add("ca_bundle file missing", p, (EXIT_CONFIG,))
+    def _20(ws: PsWs) -> None:
+        _replace(ws, 'node = "PSFT_EP"', 'node = "PSFT_EP"\nca_bundle = "/nonexistent/corp-ca.pem"')
+
+    @add("unknown Jira field", p, (EXIT_CONFIG,))
+    def _21(ws: PsWs) -> None:
+        ws.write_config(extra_jira='[jira.fields]\namount = "No Such Field"\n')
+
+    @add("unknown Jira status", p, (EXIT_CONFIG,))
+    def _22(ws: PsWs) -> None:
+        ws.write_config(extra_jira='[jira.status_map.purchase_orders]\nA = "Aproved"\n')
+
+    @add("unknown Jira issue type", p, (EXIT_CONFIG,))
+    def _23(ws: PsWs) -> None:
+        ws.write_config(extra_jira='[jira.issue_types]\npurchase_orders = "Purchase Ordr"\n')
+
+    @add("unknown Jira project", p, (EXIT_CONFIG,))
+    def _24(ws: PsWs) -> None:
+        _replace(ws, 'project = "PROC"', 'project = "NOPE"')
+
+    @add("row with a blank key", p, (EXIT_RECORDS_FAILED,))
+    def _25(ws: PsWs) -> None:
+        row = ws.box.ps.rows("purchase_orders")[2]
+        ws.box.ps.add_raw("purchase_orders", {**{k: v for k, v in row.items() if k != "LAST_DTTM_UPDATE"},
+                                              "PO_ID": ""})
+
+    @add("row without its key column", p, (EXIT_RECORDS_FAILED,))
+    def _26(ws: PsWs) -> None:
+        row = ws.box.ps.rows("purchase_orders")[3]
+        ws.box.ps.add_raw("purchase_orders", {k: v for k, v in row.items()
+                                              if k not in ("LAST_DTTM_UPDATE", "BUSINESS_UNIT")})
+
+    @add("bad date (DUE_DT 2024-13-45)", p, (EXIT_RECORDS_FAILED,))
+    def _27(ws: PsWs) -> None:
+        ws.box.ps.corrupt("purchase_orders", _po(ws, 1), "DUE_DT", "2024-13-45")
+
+    @add("bad timestamp (LAST_DTTM_UPDATE 'yesterday')", p, (EXIT_OK, EXIT_RECORDS_FAILED))
+    def _28(ws: PsWs) -> None:
+        ws.box.ps.corrupt("purchase_orders", _po(ws, 4), "LAST_DTTM_UPDATE", "yesterday")
+
+    @add("bad number (PO_AMT '12,3O0.00')", p, (EXIT_RECORDS_FAILED,))
+    def _29(ws: PsWs) -> None:
+        ws.box.ps.corrupt("purchase_orders", _po(ws, 5), "PO_AMT", "12,3O0.00")
+
+    @add("huge text (100k-char description and comment)", p, (EXIT_OK, EXIT_RECORDS_FAILED))
+    def _30(ws: PsWs) -> None:
+        key = _po(ws, 6)
+        ws.box.ps.corrupt("purchase_orders", key, "DESCR254", "Lorem ipsum dolor sit amet. " * 3572)
+        ws.box.ps.add_comment("purchase_orders", key, "x" * 100_000)
+
+    @add("unicode (emoji, CJK, RTL, combining, NBSP)", p, (EXIT_OK,))
+    def _31(ws: PsWs) -> None:
+        key = _po(ws, 7)
+        ws.box.ps.corrupt("purchase_orders", key, "DESCR254", "Pièces 🚚 配送 שלום e\u0301\u00a0ß ﬁ \u200b end")
+        ws.box.ps.add_comment("purchase_orders", key, "Ünïcödé 💥 — „quotes“ \u202eRTL\u202c 𝔘𝔫𝔦")
+
+    @add("control characters and a lone surrogate", p, (EXIT_OK, EXIT_RECORDS_FAILED))
+    def _32(ws: PsWs) -> None:
+        key = _po(ws, 8)
+        ws.box.ps.corrupt("purchase_orders", key, "DESCR254", "tab\there\x00nul\x1besc \ud800 lone")
+        ws.box.ps.add_comment("purchase_orders", key, "bell\x07 and \ud83d half an emoji")
+
+    @add("corrupt state file", p, (EXIT_STATE,))
+    def _33(ws: PsWs) -> None:
+        ws.state_file.write_bytes(b'{"schema": 1, "keys": {\x00garbage \xff\xfe')
+
+    @add("state file from a future version", p, (EXIT_STATE,))
+    def _34(ws: PsWs) -> None:
+        ws.state_file.write_text(json.dumps({"schema": 99, "keys": {}, "watermarks": {}}))
+
+    @add("state file without schema", p, (EXIT_STATE,))
+    def _35(ws: PsWs) -> None:
+        ws.state_file.write_text("{}")
+
+    @add("state file is a JSON array", p, (EXIT_STATE,))
+    def _36(ws: PsWs) -> None:
+        ws.state_file.write_text("[1, 2, 3]")
+
+    @add("state file with a wrong layout (keys = 5)", p, (EXIT_STATE,))
+    def _37(ws: PsWs) -> None:
+        ws.state_file.write_text(json.dumps({"schema": 1, "keys": 5, "watermarks": []}))
+
+    @add("state path is a directory", p, (EXIT_STATE, EXIT_CONFIG))
+    def _38(ws: PsWs) -> None:
+        ws.state_file.mkdir()
+
+    @add("--since not a date", p, (EXIT_CONFIG,))
+    def _39(ws: PsWs) -> list[str]:
+        return ["sync", "peoplesoft-jira", "--since", "2024-02-30"]
+
+    @add("--kind unknown", p, (EXIT_CONFIG,))
+    def _40(ws: PsWs) -> list[str]:
+        return ["sync", "peoplesoft-jira", "--kind", "invoices"]
+
+    @add("sync jde-jira on a PeopleSoft-only config", p, (EXIT_CONFIG,))
+    def _41(ws: PsWs) -> list[str]:
+        return ["sync", "jde-jira"]
+
+    @add("replay show of an unknown id", p, (EXIT_CONFIG,))
+    def _42(ws: PsWs) -> list[str]:
+        return ["replay", "show", "nosuchid"]
+
+    @add("PeopleSoft service operation inactive (HTML page)", p, (EXIT_UNREACHABLE,))
+    def _43(ws: PsWs) -> None:
+        ws.box.ps.deactivate("ML_PO_CHANGED")
+
+    @add("PeopleSoft user not authorized for a query", p, (EXIT_UNREACHABLE,))
+    def _44(ws: PsWs) -> None:
+        ws.box.ps.deny(PS_USER, "ML_PO_CHANGED")
+
+    @add("JDE: wrong password", j, (EXIT_UNREACHABLE,))
+    def _45(ws: JdeWs) -> None:
+        ws.env["MLCONNECTOR_JDE_PASSWORD"] = WRONG_JDE_PASSWORD
+
+    @add("JDE: missing password", j, (EXIT_CONFIG,))
+    def _46(ws: JdeWs) -> None:
+        ws.env.pop("MLCONNECTOR_JDE_PASSWORD")
+
+    @add("JDE: wrong environment", j, (EXIT_UNREACHABLE, EXIT_CONFIG))
+    def _47(ws: JdeWs) -> None:
+        _replace(ws, 'environment = "JPD920"', 'environment = "JDV999"')
+
+    @add("JDE: unknown column alias", j, (EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_RECORDS_FAILED))
+    def _48(ws: JdeWs) -> None:
+        _append(ws, '\n[jde.work_orders.columns]\ndescription = "XXXX"\n')
+
+    @add("JDE: bad date_literal_format", j, (EXIT_CONFIG,))
+    def _49(ws: JdeWs) -> None:
+        _replace(ws, 'role = "*ALL"', 'role = "*ALL"\ndate_literal_format = "dd.mm"')
+
+    @add("JDE: wrong type (max_page_size = true)", j, (EXIT_CONFIG,))
+    def _50(ws: JdeWs) -> None:
+        _replace(ws, "max_page_size = 100", "max_page_size = true")
+
+    @add("JDE: unreachable AIS server", j, (EXIT_UNREACHABLE,))
+    def _51(ws: JdeWs) -> None:
+        _replace(ws, ws.box.jde_server.url, f"http://127.0.0.1:{closed_port()}")
+
+    @add("JDE: corrupt state file", j, (EXIT_STATE,))
+    def _52(ws: JdeWs) -> None:
+        ws.state_file.write_text('{"schema": 1, "watermarks": {')
+
+    return cases
+
+
+def run_bad_case(h: Harness, case: BadCase) -> dict[str, Any]:
+    if case.pair == "peoplesoft-jira":
+        box: Any = start_sandbox(counts=SMALL)
+        ws: Any = PsWs(h, box, h.workdir("bad-ps"))
+    else:
+        box = start_jde_sandbox()
+        ws = JdeWs(h, box, h.workdir("bad-jde"))
+    try:
+        args = case.prep(ws)
+        before = ws.state_file.read_bytes() if ws.state_file.is_file() else None
+        proc = ws.cli(f"bad input: {case.name}", *(args or ["sync", case.pair]))
+        after = ws.state_file.read_bytes() if ws.state_file.is_file() else None
+        # Lost = a record neither in Jira nor queued although its kind's window was declared done.
+        lost = 0
+        if isinstance(ws, PsWs) and after is not None and before is None:
+            acc = ps_account(ws)
+            lost = acc["missing"] if acc["watermarks"] else 0
+        elif isinstance(ws, JdeWs) and after is not None and before is None:
+            acc = jde_account(ws)
+            lost = acc["missing"] if proc.rc in (EXIT_OK, EXIT_RECORDS_FAILED) else 0
+        return {"pair": case.pair, "case": case.name, "exit": proc.rc, "expected": list(case.expect),
+                "exit_ok": proc.rc in case.expect, "message": proc.message()[:200],
+                "traceback": is_traceback(proc.text, proc.rc), "lost": lost,
+                "state_changed": before is not None and before != after,
+                "jira_writes": box.jira.writes}
+    finally:
+        box.stop()
+
+
+def webhook_cases(h: Harness) -> list[dict[str, Any]]:
+    """The real `mlconnector webhook serve`, hit with bad, missing and good signatures."""
+    box = start_jde_sandbox()
+    ws = JdeWs(h, box, h.workdir("webhook"))
+    port = closed_port()
+    out = ws.dir / "webhook.out"
+    proc, _ = h.start("webhook serve", ["webhook", "serve", "--port", str(port), "--config", str(ws.config)],
+                      ws.env, out)
+    url = f"http://127.0.0.1:{port}/jira/webhook"
+    rows: list[dict[str, Any]] = []
+    try:
+        def up() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+            return proc.poll() is not None
+        wait_for(up, 30)
+        body = json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"id": "10001", "key": "PROC-1"},
+                           "changelog": {"id": "10010", "items": [{"field": "status", "fieldId": "status",
+                                                                   "toString": "Blocked"}]}}).encode()
+        good = sign(WEBHOOK_SECRET, body)
+        probes: list[tuple[str, bytes, dict[str, str], int]] = [
+            ("webhook: unsigned", body, {}, 401),
+            ("webhook: signed with another secret", body, {"X-Hub-Signature": sign("not-the-secret", body)}, 401),
+            ("webhook: sha1 method", body, {"X-Hub-Signature": "sha1=" + good[7:47]}, 401),
+            ("webhook: empty signature", body, {"X-Hub-Signature": "sha256="}, 401),
+            ("webhook: non-hex signature", body, {"X-Hub-Signature": "sha256=zz\u00e9zz"}, 401),
+            ("webhook: tampered body", body + b" ", {"X-Hub-Signature": good}, 401),
+            ("webhook: body over 1 MB", b"x" * 1_100_000, {"X-Hub-Signature": good}, 413),
+            ("webhook: signed but not JSON", b"\xff\xfenot json", {"X-Hub-Signature": sign(WEBHOOK_SECRET,
+                                                                                           b"\xff\xfenot json")}, 400),
+            ("webhook: good signature", body, {"X-Hub-Signature": good, "X-Atlassian-Webhook-Identifier": "d-1"}, 204),
+        ]
+        for name, data, headers, want in probes:
+            try:
+                status = requests.post(url, data=data, headers=headers, timeout=10).status_code
+            except requests.RequestException as exc:
+                status = -1
+                name += f" ({exc.__class__.__name__})"
+            rows.append({"pair": "webhook", "case": name, "exit": status, "expected": [want],
+                         "exit_ok": status == want, "message": f"HTTP {status}", "traceback": False, "lost": 0,
+                         "state_changed": False, "jira_writes": 0})
+        spool = ws.dir / "state.json.webhooks.jsonl"
+        events = spool.read_text().splitlines() if spool.exists() else []
+        # Exactly the one good delivery is queued: nothing lost, nothing forged.
+        rows[-1]["lost"] = 0 if len(events) == 1 else 1
+        if len(events) > 1:
+            rows[-1]["message"] += f"; {len(events)} events spooled"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: the receiver's own clean stop
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                kill(proc)
+        text = h.collect("webhook serve", proc, out)
+        box.stop()
+    if is_traceback(text):
+        for r in rows:
+            r["traceback"] = True
+    return rows
+
+
+def scenario_bad_inputs(h: Harness, quick: bool) -> list[dict[str, Any]]:
+    cases = _bad_cases()
+    if quick:
+        cases = cases[::6]
+    rows = [run_bad_case(h, c) for c in cases]
+    return rows + webhook_cases(h)
+
+
+# -- scenario 5: secrets -----------------------------------------------------------------------------------------
+def b64(user: str, secret: str) -> str:
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def scenario_secrets(h: Harness, crash_file_before: float | None) -> dict[str, Any]:
+    secrets = {PS_PASSWORD: PS_USER, JIRA_TOKEN: JIRA_EMAIL, JDE_PASSWORD: JDE_USER, WEBHOOK_SECRET: "",
+               WRONG_PS_PASSWORD: PS_USER, WRONG_JDE_PASSWORD: JDE_USER, SECRET_IN_FILE: PS_USER}
+    needles = set(secrets)
+    for secret, user in secrets.items():
+        if user:
+            needles.add(b64(user, secret))
+    texts: list[tuple[str, str]] = list(h.outputs)
+    files = 0
+    for path in sorted(h.root.rglob("*")):
+        # Config files are the user's own input (one case writes a secret into one on purpose).
+        if path.is_file() and path.suffix != ".toml":
+            files += 1
+            texts.append((str(path.relative_to(h.root)), path.read_text(encoding="utf-8", errors="replace")))
+    crash = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
+    if crash.exists() and (crash_file_before is None or crash.stat().st_mtime > crash_file_before):
+        texts.append((str(crash), crash.read_text(encoding="utf-8", errors="replace")))
+    leaks = [(where, n[:4] + "...") for where, text in texts for n in needles if n in text]
+    return {"needles": len(needles), "outputs_scanned": len(h.outputs), "files_scanned": files,
+            "leaks": len(leaks), "leak_sample": leaks[:10]}
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
+    print(f"\n{title}")
+    if not rows:
+        print("  (none)")
+        return
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    widths = [min(w, 70) for w in widths]
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def totals(doc: dict[str, Any], h: Harness) -> dict[str, int]:
+    lost = dup = 0
+    problems: list[str] = []
+    for r in doc["kill"]:
+        lost += r["missing"] + r.get("comments_missing", 0) + r.get("backflow_missing", 0)
+        dup += r["duplicates"] + r.get("comments_duplicated", 0) + r.get("backflow_duplicated", 0)
+        if r["completion_exit"] != EXIT_OK or r["settle_writes"] or r["state_unloadable_after_kill"] or \
+                r["pending"] or r["bad_exit_codes"] or r.get("stale_status") or r.get("backflow_wrong_jde_status"):
+            problems.append(f"kill {r['pair']}")
+    for r in doc["faults"]:
+        lost += r["lost"]
+        dup += r["duplicated"]
+        if not r["exit_ok"] or r["final_exit"] != EXIT_OK or not r["state_loadable"] or r["pending_final"]:
+            problems.append(f"fault {r['pair']}: {r['case']}")
+    for r in doc["overlap"]:
+        lost += r["missing"]
+        dup += r["duplicates"]
+        if not r["exactly_one_worked"] or r["locked_max_s"] > 10 or not r["state_loadable"]:
+            problems.append(f"overlap {r['pair']} x{r['runs']}")
+    for r in doc["bad_inputs"]:
+        lost += r["lost"]
+        if not r["exit_ok"]:
+            problems.append(f"bad input {r['pair']}: {r['case']} (exit {r['exit']}, want {r['expected']})")
+    doc["problems"] = problems
+    return {"lost": lost, "duplicated": dup, "leaked": doc["secrets"]["leaks"], "tracebacks": len(h.tracebacks),
+            "other_problems": len(problems)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=None, help="kill trials per pair (default 50; 8 with --quick)")
+    ap.add_argument("--records", type=int, default=None, help="records in the kill scenario (default 1000; "
+                                                                 "300 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="a reduced run of every scenario (a few minutes)")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (printed; reuse it to replay a run)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (state files, audit, outputs)")
+    a = ap.parse_args(argv)
+    trials = a.trials if a.trials is not None else (8 if a.quick else 50)
+    records = a.records if a.records is not None else (300 if a.quick else 1000)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    crash = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
+    crash_before = crash.stat().st_mtime if crash.exists() else None
+    root = Path(tempfile.mkdtemp(prefix="mlconnector-chaos-"))
+    h = Harness(root, seed)
+    t0 = time.monotonic()
+    doc: dict[str, Any] = {"seed": seed, "trials": trials, "records": records, "quick": a.quick}
+    timings: dict[str, float] = {}
+    try:
+        for name, fn in (("kill", lambda: scenario_kill(h, trials, records)),
+                         ("faults", lambda: scenario_faults(h, a.quick)),
+                         ("overlap", lambda: scenario_overlap(h, records)),
+                         ("bad_inputs", lambda: scenario_bad_inputs(h, a.quick))):
+            t = time.monotonic()
+            doc[name] = fn()
+            timings[name] = round(time.monotonic() - t, 1)
+            print(f"[chaos] {name} done in {timings[name]} s", file=sys.stderr, flush=True)
+        doc["secrets"] = scenario_secrets(h, crash_before)
+        doc["tracebacks"] = h.tracebacks
+        doc["seconds"] = {**timings, "total": round(time.monotonic() - t0, 1)}
+        doc["totals"] = totals(doc, h)
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    _table("1. Kill at any instant (SIGKILL at random moments, then a completion pass)", doc["kill"],
+           ["pair", "trials", "killed", "finished_before_kill", "source", "synced", "duplicates", "missing",
+            "comments", "comments_duplicated", "comments_missing", "backflow_changes", "backflow_duplicated",
+            "backflow_missing", "state_unloadable_after_kill", "completion_exit", "settle_writes", "stale_status",
+            "seconds"])
+    _table("2. Fault matrix (faulted pass -> replay retry --all -> normal pass)", doc["faults"],
+           ["pair", "case", "exit", "exit_ok", "synced", "queued", "unaccounted_after_fault", "replay_exit",
+            "synced_after_replay", "queued_after_replay", "final_exit", "synced_final", "lost", "duplicated",
+            "message"])
+    _table("3. Overlapping runs", doc["overlap"],
+           ["pair", "runs", "exit_codes", "exactly_one_worked", "locked_max_s", "worker_s", "state_loadable",
+            "duplicates", "missing"])
+    _table(f"4. Bad input catalogue ({len(doc['bad_inputs'])} cases)", doc["bad_inputs"],
+           ["pair", "case", "exit", "expected", "exit_ok", "traceback", "lost", "message"])
+    s = doc["secrets"]
+    print(f"\n5. Secrets: {s['needles']} needles (secrets + Basic base64) in {s['outputs_scanned']} captured outputs "
+          f"and {s['files_scanned']} files: {s['leaks']} found {s['leak_sample'] or ''}")
+    if doc["problems"]:
+        print("\nOther problems (wrong exit code, unsettled state, lock not exclusive...):")
+        for prob in doc["problems"]:
+            print(f"  - {prob}")
+    if h.tracebacks:
+        print("\nTracebacks / internal errors in: " + "; ".join(h.tracebacks[:20]))
+    print(f"\nseed {seed}; seconds {doc['seconds']}")
+    print("\nJSON:")
+    text = json.dumps(doc, indent=1, default=str)
+    print(text)
+    if a.json_out:
+        a.json_out.write_text(text, encoding="utf-8")
+    t = doc["totals"]
+    print(f"lost {t['lost']}, duplicated {t['duplicated']}, leaked {t['leaked']}, tracebacks {t['tracebacks']}")
+    return 0 if not (t["lost"] or t["duplicated"] or t["leaked"] or t["tracebacks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

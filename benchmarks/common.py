@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,9 +33,11 @@ def workspace(box: Sandbox, extra_ps: str = "", extra_jira: str = "") -> Path:
 def run_cli(box: Sandbox, workdir: Path, *args: str) -> Run:
     """One `mlconnector sync peoplesoft-jira` pass in a child process; its own peak RSS."""
     env = {**os.environ, **box.env()}
-    code = ("import resource, sys, runpy; sys.argv = ['mlconnector'] + sys.argv[1:];\n"
+    # VmHWM, not getrusage: on Linux ru_maxrss survives exec and so includes this (big) parent's pages.
+    code = ("import sys, runpy; sys.argv = ['mlconnector'] + sys.argv[1:];\n"
             "try:\n    runpy.run_module('mlconnector', run_name='__main__')\n"
-            "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "finally:\n    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+            "    print('PEAK_RSS_KB', hwm[0] if hwm else 0, file=sys.stderr)")
     cmd = [sys.executable, "-c", code, "sync", "peoplesoft-jira", "--config", str(workdir / "config.toml"),
            "--json", *args]
     t = time.perf_counter()
@@ -53,5 +54,3 @@ def run_cli(box: Sandbox, workdir: Path, *args: str) -> Run:
     return Run(seconds, proc.returncode, summary, rss)
 
 
-def self_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

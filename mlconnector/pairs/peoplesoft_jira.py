@@ -107,6 +107,7 @@ class PeopleSoftJiraPass:
         self.now = now or utcnow()
         self.result = PassResult(dry_run=dry_run)
         self.target: JiraTarget | None = None
+        self._watermarks_moved = False
         self.writer = IssueWriter(
             jira, state, audit, counts=self.result.kind, fail=self._fail, project=cfg.jira.project,
             issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
@@ -183,7 +184,7 @@ class PeopleSoftJiraPass:
             self.result.exit_code = exc.exit_code
             self.audit.write("pass_aborted", error=exc.message)
         finally:
-            if not self.dry_run and self.state.dirty:
+            if not self.dry_run and (self.state.dirty or self._watermarks_moved):
                 self.state.save()
             self.result.seconds = round(time.monotonic() - started, 3)
             self.result.queue_size = len(self.state.replay)
@@ -221,8 +222,9 @@ class PeopleSoftJiraPass:
         if since is not None and old is not None and since > datetime.fromisoformat(old):
             return
         if old is None or until > datetime.fromisoformat(old):
+            # Not marked dirty: a moved watermark alone is saved once, at the end of the pass.
             self.state.watermarks[wm_name] = iso(until)
-            self.state.dirty = True
+            self._watermarks_moved = True
 
     def reader(self, kind: str) -> Any:
         return self.readers.get(kind, self.ps)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import requests
 
-from mlconnector.errors import AuthError
+from mlconnector.errors import AuthError, TokenError
 from mlconnector.http import HttpClient, HttpSettings, short_body
 
 REFRESH_MARGIN = 60.0  # seconds before expiry at which a token is renewed
@@ -66,7 +66,7 @@ class ClientCredentialsAuth(BearerAuth):
         if resp is None or resp.status_code in (400, 401, 403):
             status = resp.status_code if resp is not None else 401
             text = resp.text if resp is not None else ""
-            raise AuthError(
+            raise TokenError(
                 f"The {self.system} identity provider refused the client credentials (HTTP {status}: "
                 f"{short_body(text, 200)}). Check client_id in the configuration and the client secret "
                 f"(mlconnector secrets set {self.system.lower()}.client_secret)."
@@ -76,7 +76,7 @@ class ClientCredentialsAuth(BearerAuth):
             token = body["access_token"]
             expires_in = float(body.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError):
-            raise AuthError(f"The {self.system} identity provider answered without an access_token. Check "
+            raise TokenError(f"The {self.system} identity provider answered without an access_token. Check "
                             f"token_url points at the OAuth2 token endpoint.") from None
         self._token = token
         self._expires = self.clock() + expires_in

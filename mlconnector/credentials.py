@@ -71,7 +71,7 @@ class SecretStore:
             return keyring.get_password(SERVICE, self._user(name))
         except errors.NoKeyringError:
             return None
-        except errors.KeyringError as exc:
+        except Exception as exc:  # backends raise their own errors (D-Bus, Windows API...), not only KeyringError
             raise ConfigError(
                 f"The OS keyring could not be read ({exc.__class__.__name__}). Unlock it, or set "
                 f"{env_name(name)} in the environment instead."
@@ -88,7 +88,7 @@ class SecretStore:
                 f"environment variable {env_name(name)} for the cron job instead (for example in a file "
                 f"only the service account can read)."
             ) from None
-        except errors.KeyringError as exc:
+        except Exception as exc:  # any backend failure: say what to do instead
             raise ConfigError(f"The OS keyring refused to store {name} ({exc.__class__.__name__}). Unlock "
                               f"it, or use {env_name(name)} instead.") from None
 
@@ -110,7 +110,7 @@ class SecretStore:
         keyring, errors = _keyring()
         try:
             return "keyring" if keyring.get_password(SERVICE, self._user(name)) else "missing"
-        except errors.KeyringError:
+        except Exception:  # noqa: BLE001 - any backend failure means the secret is not available there
             return "missing (no keyring)"
 
 

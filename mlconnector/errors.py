@@ -58,6 +58,10 @@ class AuthError(ConnectorError):
     exit_code = EXIT_UNREACHABLE
 
 
+class TokenError(AuthError):
+    """An OAuth authorization server refused to issue a token (its message names the fix)."""
+
+
 class RemoteError(ConnectorError):
     """A request reached the system and was refused or failed.
 

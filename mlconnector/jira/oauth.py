@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from mlconnector.auth import REFRESH_MARGIN, BearerAuth
 from mlconnector.config import JiraConfig
 from mlconnector.credentials import SecretStore
-from mlconnector.errors import AuthError, ConfigError
+from mlconnector.errors import AuthError, ConfigError, TokenError
 from mlconnector.http import HttpClient, short_body
 
 SCOPES = "read:jira-work write:jira-work read:jira-user offline_access"
@@ -33,7 +33,7 @@ def _token_request(j: JiraConfig, payload: dict[str, str]) -> dict[str, Any]:
     finally:
         http.close()
     if resp.status_code != 200:
-        raise AuthError(
+        raise TokenError(
             f"Jira's authorization server refused the token request (HTTP {resp.status_code}: "
             f"{short_body(resp.text, 200)}). If it says invalid_grant, the refresh token expired or was already "
             f"used: run 'mlconnector auth jira' to consent again. Otherwise check jira.client_id and the secret "

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import requests
 
 from mlconnector.config import PeopleSoftConfig
-from mlconnector.errors import AuthError, RemoteError
+from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 
 SYSTEM = "PeopleSoft"
@@ -99,6 +99,8 @@ class QASClient:
         self.calls += 1
         try:
             resp = self.http.request("GET", f"{self.query_url(query)}?{qs}")
+        except TokenError:
+            raise  # the identity provider's own message says what to fix
         except AuthError:
             raise AuthError(
                 f"PeopleSoft refused the credentials of {c.user or 'the OAuth2 client'} (HTTP 401). Check user in "

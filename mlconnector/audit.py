@@ -16,6 +16,7 @@ from typing import Any
 from mlconnector.state import iso, utcnow
 
 MASK = "***"
+log = logging.getLogger("mlconnector.audit")
 
 
 class Redactor:
@@ -85,7 +86,10 @@ class Audit:
         line = {"ts": iso(utcnow()), "run": self.run_id, "pair": self.pair, "action": action,
                 "kind": kind, "key": key}
         line.update({k: v for k, v in detail.items() if v not in (None, "")})
-        self._fh.write(self.redactor(json.dumps(line, ensure_ascii=False, default=str)) + "\n")
+        text = self.redactor(json.dumps(line, ensure_ascii=False, default=str))
+        self._fh.write(text + "\n")
+        if log.isEnabledFor(logging.DEBUG):  # --verbose shows each record action as it happens
+            log.debug(text)
         self._fh.flush()
 
     def close(self) -> None:

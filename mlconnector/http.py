@@ -223,6 +223,7 @@ class HttpClient:
     ) -> requests.Response:
         status = resp.status_code
         if 200 <= status < 300 or status in allowed:
+            self._note_quota(resp)
             return resp
         body = resp.text[:RAW_LIMIT]
         path = _path_of(url)
@@ -269,6 +270,20 @@ class HttpClient:
             f"{self.system} rejected {method} {path} with HTTP {status}: {short_body(body)}",
             system=self.system, status=status, raw=body,
         )
+
+    def _note_quota(self, resp: requests.Response) -> None:
+        """Slow down before the server has to say 429: when the window's quota is spent, wait for its reset."""
+        remaining = resp.headers.get("X-RateLimit-Remaining")
+        if remaining is None:
+            return
+        try:
+            left = int(remaining)
+        except ValueError:
+            return
+        if left <= 0:
+            wait = _rate_limit_reset_wait(resp.headers)
+            if wait:
+                self.pause(min(wait, self.settings.max_retry_after))
 
     def _unreachable(self, url: str, exc: Exception) -> UnreachableError:
         host = urlsplit(url).netloc

@@ -256,3 +256,21 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(future, now=now) == pytest.approx(30.0)
     assert parse_retry_after(past, now=now) == 0.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 90) == pytest.approx(90.0)
+
+
+def test_spent_quota_pauses_before_the_server_must_refuse() -> None:
+    """X-RateLimit-Remaining: 0 with a reset time: the next request waits for the reset instead of a 429."""
+    from datetime import UTC, datetime, timedelta
+
+    reset = (datetime.now(UTC) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+
+    def app(req: Request) -> Response:
+        return json_response(200, {"ok": True}, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+
+    waits: list[float] = []
+    with SandboxServer(app) as server:
+        client = HttpClient("Jira", server.url, HttpSettings(backoff_initial=0.001), sleep=waits.append)
+        client.request("GET", "/a")
+        assert waits == []
+        client.request("GET", "/b")
+        assert len(waits) == 1 and 25 <= waits[0] <= 30

@@ -315,18 +315,18 @@ def mutate_ps(box: Sandbox, rng: random.Random, trial: int) -> int:
                               ("requisitions", "REQ_STATUS", ("P", "A", "C")),
                               ("vouchers", "APPR_STATUS", ("P", "A", "D"))):
         keys = ps.keys(kind)
-        for key in rng.sample(keys, min(len(keys), 4 if kind == "purchase_orders" else 1)):
+        for key in rng.sample(keys, min(len(keys), 12 if kind == "purchase_orders" else 3)):
             ps.touch(kind, key, **{col: rng.choice(values)})
             n += 1
     pos = ps.keys("purchase_orders")
     ps.touch("purchase_orders", rng.choice(pos), DESCR254=f"Changed in trial {trial} ({rng.random():.5f})")
-    for key in rng.sample(pos, 3):
+    for key in rng.sample(pos, 6):
         ps.add_comment("purchase_orders", key, f"Trial {trial} note ({rng.random():.6f}).", "CHAOS")
-    if trial % 5 == 0:  # new orders keep arriving
+    if trial % 3 == 0:  # new orders keep arriving
         now = datetime.now(UTC)
-        ps.bulk_load("purchase_orders", 5, now - timedelta(seconds=2), now)
-        n += 5
-    return n + 4
+        ps.bulk_load("purchase_orders", 10, now - timedelta(seconds=2), now)
+        n += 10
+    return n + 7
 
 
 def ps_stale_status(box: Sandbox) -> int:
@@ -422,10 +422,10 @@ def mutate_jde(ws: JdeWs, rng: random.Random, trial: int) -> int:
     jde, jira = ws.box.jde, ws.box.jira
     frozen = set(ws.blocked.values())
     candidates = [r for r in jde.rows(order_type="WO") if r["DOCO"] not in frozen]
-    for row in rng.sample(candidates, 4):
+    for row in rng.sample(candidates, 12):
         jde.touch(row["DOCO"], SRST=rng.choice(["10", "40", "45", "90"]), DL01=f"Trial {trial} {rng.random():.4f}")
-    if trial % 5 == 0:
-        jde.add_orders(3)
+    if trial % 3 == 0:
+        jde.add_orders(6)
     # A planner blocks an order in Jira: the change must reach JDE exactly once. Orders blocked once are
     # never touched again in JDE, so "one orchestration call per change, order ends HD" is exact.
     for row in rng.sample(candidates, 8):
@@ -448,6 +448,7 @@ def kill_trials(h: Harness, ws: PsWs | JdeWs, pair: str, trials: int, mutate: Ca
     jira_log = ws.box.jira_server.log
     killed = finished = unloadable = bad_rc = 0
     delays: list[float] = []
+    est = window
     t0 = time.monotonic()
     for trial in range(trials):
         if trial:
@@ -457,8 +458,13 @@ def kill_trials(h: Harness, ws: PsWs | JdeWs, pair: str, trials: int, mutate: Ca
         proc, _ = h.start(f"{pair} kill trial {trial}", ["sync", pair, "--config", str(ws.config)], ws.env, out)
         # Count from the first Jira request so the kill lands inside the pass, not in interpreter start-up.
         wait_for(lambda b=before, p=proc: len(jira_log) > b or p.poll() is not None, 30)
-        delay = h.rng.uniform(0.0, window)
-        time.sleep(delay)
+        # Uniform over the length of the last pass that ran to its end, so kills land inside the pass
+        # (an incremental pass is much shorter than the initial load).
+        delay = h.rng.uniform(0.0, min(window, est))
+        started = time.monotonic()
+        wait_for(lambda p=proc: p.poll() is not None, delay)
+        if proc.poll() is not None:
+            est = max(0.2, time.monotonic() - started)
         rc = kill(proc)
         h.collect(f"{pair} kill trial {trial}", proc, out)
         delays.append(round(delay, 3))
@@ -1197,6 +1203,15 @@ def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
         print("  " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def _vtable(title: str, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    """One column per pair, one line per figure: the kill figures are too many for one line."""
+    print(f"\n{title}")
+    width = max(len(m) for m in metrics)
+    print("  " + "".ljust(width) + "".join(str(r["pair"]).rjust(18) for r in rows))
+    for m in metrics:
+        print("  " + m.ljust(width) + "".join(str(r.get(m, "-")).rjust(18) for r in rows))
+
+
 def totals(doc: dict[str, Any], h: Harness) -> dict[str, int]:
     lost = dup = 0
     problems: list[str] = []
@@ -1262,11 +1277,11 @@ def main(argv: list[str] | None = None) -> int:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    _table("1. Kill at any instant (SIGKILL at random moments, then a completion pass)", doc["kill"],
-           ["pair", "trials", "killed", "finished_before_kill", "source", "synced", "duplicates", "missing",
-            "comments", "comments_duplicated", "comments_missing", "backflow_changes", "backflow_duplicated",
-            "backflow_missing", "backflow_wrong_jde_status", "state_unloadable_after_kill", "completion_exit", "settle_writes", "stale_status",
-            "seconds"])
+    _vtable("1. Kill at any instant (SIGKILL at random moments, then a completion pass)", doc["kill"],
+            ["trials", "killed", "finished_before_kill", "kill_delay_max_s", "source", "issues", "synced",
+             "duplicates", "missing", "comments", "comments_duplicated", "comments_missing", "backflow_changes",
+             "backflow_duplicated", "backflow_missing", "backflow_wrong_jde_status", "state_unloadable_after_kill",
+             "pending", "completion_exit", "settle_exit", "settle_writes", "stale_status", "seconds"])
     _table("2. Fault matrix (faulted pass -> replay retry --all -> normal pass)", doc["faults"],
            ["pair", "case", "exit", "exit_ok", "synced", "queued", "unaccounted_after_fault", "replay_exit",
             "synced_after_replay", "queued_after_replay", "final_exit", "synced_final", "lost", "duplicated",

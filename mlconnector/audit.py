@@ -78,7 +78,7 @@ class Audit:
         self._fh = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("a", encoding="utf-8")
+            self._fh = path.open("a", encoding="utf-8", errors="replace")
 
     def write(self, action: str, kind: str = "", key: str = "", **detail: Any) -> None:
         if self._fh is None:

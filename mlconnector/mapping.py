@@ -102,7 +102,7 @@ def record_label(kind: str, key: str) -> str:
 
 def content_hash(fields: dict[str, Any], status: str) -> str:
     blob = json.dumps({"f": fields, "s": status}, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(blob.encode("utf-8", "replace")).hexdigest()[:20]
 
 
 def _date(kind: str, key: str, column: str, value: Any) -> str | None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
-from mlconnector.config import Config
+from mlconnector.config import ISSUE_KINDS, Config
 from mlconnector.credentials import SecretStore
 from mlconnector.jira.client import JiraClient
 from mlconnector.pairs.peoplesoft_jira import PAIR, PassResult, PeopleSoftJiraPass, Progress, _noop
@@ -125,6 +125,9 @@ def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, i
 
         try:
             p.prepare()
+            # As at the start of a pass: a create left pending (say, answered after the timeout) is looked up
+            # before anything is created again.
+            p.writer.resolve_pending(ISSUE_KINDS)
             try:
                 p.refresh_items(list(items))
             except RemoteError as exc:
@@ -198,6 +201,7 @@ def replay_jde_items(cfg: Config, ids: list[str] | None) -> tuple[Any, int, int]
         p = JdeJiraPass(cfg, state, ais, jira, audit)
         try:
             p.prepare()
+            p.writer.resolve_pending(list(cfg.jde.sources))
             ok, bad = p.replay(list(items))
         except (AuthError, UnreachableError) as exc:
             p.result.fatal = audit.redactor(exc.message)

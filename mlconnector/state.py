@@ -100,8 +100,9 @@ class State:
         }
 
     def save(self) -> None:
+        # "replace": text that cannot be encoded (a lone surrogate) must not make the state unsavable.
         write_atomic(self.path, json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
-                     .encode("utf-8"))
+                     .encode("utf-8", "replace"))
         self.dirty = False
 
     # -- key map ---------------------------------------------------------------------------------

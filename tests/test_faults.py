@@ -270,6 +270,36 @@ def test_answers_slower_than_the_timeout_complete_or_queue_without_duplicates(sa
     assert _queue_in_state(env) == []
 
 
+def test_replay_after_creates_answered_past_the_timeout_duplicates_nothing(sandbox_env: Env) -> None:
+    """`replay retry` right after such a pass looks the pending creates up first, as a sync pass does."""
+    env = sandbox_env
+    box = env.box
+    text = box.config_text(env.state_file)
+    jira_part = text.index("[jira]")
+    env.write_config(text=text[:jira_part] + text[jira_part:].replace("read_timeout = 10", "read_timeout = 1"))
+    box.jira_server.faults.add(kind="delay", delay=2, path=BULK, method="POST", count=2)
+    first = env.cli("sync", "peoplesoft-jira", "--json")
+    assert first.returncode in (EXIT_OK, EXIT_RECORDS_FAILED), first.stdout + first.stderr
+    time.sleep(1.5)  # the requests the client gave up on finish in Jira
+    box.jira_server.faults.clear()
+    replay = env.cli("replay", "retry", "--all", "--json")
+    assert replay.returncode == EXIT_OK, replay.stdout + replay.stderr
+    assert _queue_in_state(env) == []
+    _all_synced_once(env)
+
+
+def test_lone_surrogate_in_source_text_is_shown_not_fatal(sandbox_env: Env) -> None:
+    env = sandbox_env
+    row = env.box.ps.rows("purchase_orders")[0]
+    key = (row["BUSINESS_UNIT"], row["PO_ID"])
+    env.box.ps.touch("purchase_orders", key, DESCR254="tab\there\x00nul\x1besc \ud800 lone")
+    out = env.cli("sync", "peoplesoft-jira", "--json")
+    assert out.returncode == EXIT_OK, out.stdout + out.stderr
+    [issue] = env.box.jira.find_by_label(record_label("purchase_orders", "|".join(key)))
+    assert "\ufffd lone" in issue["fields"]["summary"]
+    assert State.load(env.state_file).entry("purchase_orders", "|".join(key))["issue"] == issue["key"]
+
+
 # -- 5. PeopleSoft answers 200 with an error page or broken JSON -----------------------------------------
 IB_ERROR = ("<?xml version=\"1.0\"?><IBResponse type=\"error\"><DefaultTitle>Integration Broker Response"
             "</DefaultTitle><StatusCode>20</StatusCode><MessageID>10</MessageID><DefaultMessage><![CDATA["

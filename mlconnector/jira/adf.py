@@ -14,8 +14,16 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 HARD_BREAK_COST = len('{"type": "hardBreak"}, {"type": "text", "text": ""}, ') + 4
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def scrub(text: str) -> str:
+    """Lone surrogates (a JSON "\\ud800" from a source system) cannot be encoded: show them as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def clean(text: Any) -> str:
-    return _CONTROL.sub("", _LINE_BREAKS.sub("\n", str(text)))
+    return _CONTROL.sub("", _LINE_BREAKS.sub("\n", scrub(str(text))))
 
 
 def one_line(text: Any) -> str:

@@ -21,6 +21,7 @@ import requests
 from mlconnector.config import PeopleSoftConfig
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
+from mlconnector.jira.adf import scrub
 
 SYSTEM = "PeopleSoft"
 ADMIN_PATH = "PeopleTools > Integration Broker > Integration Setup > Service Operations"
@@ -220,7 +221,7 @@ def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
             continue
         bare = k.split(".", 1)[1] if "." in k else k
         # Two records may both have, say, DESCR: keep the first bare, the others prefixed.
-        out[k if bare in out else bare] = v
+        out[k if bare in out else bare] = scrub(v) if isinstance(v, str) else v
     return out
 
 

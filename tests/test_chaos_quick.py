@@ -1,0 +1,29 @@
+"""The chaos harness (benchmarks/chaos.py) in its reduced form: every scenario, few trials, small data.
+
+The full run (python -m benchmarks.chaos) takes minutes; this keeps its machinery honest in CI and
+asserts the promise it measures: nothing lost, nothing duplicated, no secret leaked, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_chaos_run_loses_duplicates_and_leaks_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--quick", "--trials", "2", "--records", "150",
+                           "--seed", "1234", "--json-out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    closing = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert closing == "lost 0, duplicated 0, leaked 0, tracebacks 0", proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert {r["pair"] for r in doc["kill"]} == {"peoplesoft-jira", "jde-jira"}
+    assert all(r["exactly_one_worked"] for r in doc["overlap"]), doc["overlap"]
+    assert doc["secrets"]["leaks"] == 0 and doc["secrets"]["outputs_scanned"] > 20
+    assert doc["problems"] == [], doc["problems"]

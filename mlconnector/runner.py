@@ -15,6 +15,7 @@ from typing import Any
 from mlconnector.audit import Audit, Redactor
 from mlconnector.config import ISSUE_KINDS, Config
 from mlconnector.credentials import SecretStore
+from mlconnector.errors import ConfigError
 from mlconnector.jira.client import JiraClient
 from mlconnector.pairs.peoplesoft_jira import PAIR, PassResult, PeopleSoftJiraPass, Progress, _noop
 from mlconnector.peoplesoft.qas import QASClient
@@ -37,7 +38,10 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
 
     r = Redactor()
     for name in KNOWN_SECRETS:
-        value = secrets.find(name)
+        try:
+            value = secrets.find(name)
+        except ConfigError:
+            continue  # an unreadable keyring only matters for the secrets this command needs (read later)
         user = (cfg.ps.user if cfg.ps else "") if name.startswith("peoplesoft") else cfg.jira.email
         r.add(value, user)
         GLOBAL.add(value, user)
@@ -155,8 +159,6 @@ def jde_session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Any,
     from mlconnector.pairs.jde_jira import PAIR as JDE_PAIR
 
     if cfg.jde is None:
-        from mlconnector.errors import ConfigError
-
         raise ConfigError(f"{cfg.path} has no [jde] section, which sync jde-jira needs. Copy it from "
                           f"README.md ('sync jde-jira'); examples/config.toml has the [jira] part.")
     secrets = SecretStore(cfg.instance)

@@ -82,6 +82,8 @@ def test_changed_po_updates_approval_transitions_comment_lands_once(sandbox_env:
     assert after["fields"]["customfield_10051"] == 12345.5
     texts = [c["text"] for c in after["comments"]]
     assert sum("Approved by finance." in t for t in texts) == 1
+    # A comment is looked up on the issue only when an earlier pass may have posted it (crash recovery).
+    assert env.box.jira.calls["GET /rest/api/3/issue/{issueIdOrKey}/comment"] == 0
 
     # Rerun, and rerun with a re-read from long ago: the comment is not posted again.
     assert env.cli("sync", "peoplesoft-jira").returncode == 0

@@ -295,6 +295,7 @@ class PeopleSoftJiraPass:
         counts = self.result.kind(kind)
         todo: list[tuple[MappedComment, dict[str, Any], dict[str, Any]]] = []
         done: set[str] = set()
+        was_pending: set[str] = set()
         for row in rows:
             try:
                 c = map_comment(kind, row)
@@ -316,6 +317,9 @@ class PeopleSoftJiraPass:
                 done.add(ckey)
                 self.state.dequeue(kind, ckey, what="comment")
                 continue
+            if posted == "pending":
+                # An earlier pass may have posted it before dying: look on the issue before posting.
+                was_pending.add(ckey)
             todo.append((c, row, entry))
         if self.dry_run:
             counts.commented += len(todo)
@@ -330,7 +334,7 @@ class PeopleSoftJiraPass:
         def work(item: tuple[MappedComment, dict[str, Any], dict[str, Any]]) -> tuple[str | None, Exception | None]:
             c, _row, entry = item
             try:
-                if entry["comments"].get(c.comment_id) == "pending":
+                if f"{c.parent_key}#{c.comment_id}" in was_pending:
                     for existing in self.jira.comments(entry["issue"]):
                         if c.ref in adf.plain_text(existing.get("body")):
                             return str(existing.get("id")), None

@@ -35,9 +35,13 @@ def _env(values: dict[str, str]) -> Any:
 
 
 def _line(result: Any) -> str:
-    total = {c: sum(getattr(k, c) for k in result.counts.values())
+    # Vendors are context for the issues, not issues: count them apart so "updated" means Jira updates.
+    issues = [c for kind, c in result.counts.items() if kind != "vendors"]
+    total = {c: sum(getattr(k, c) for k in issues)
              for c in ("read", "created", "updated", "unchanged", "transitioned", "commented", "failed")}
-    return ", ".join(f"{k} {v}" for k, v in total.items())
+    vendors = result.counts.get("vendors")
+    extra = f"; vendor master rows refreshed {vendors.updated}" if vendors and vendors.updated else ""
+    return ", ".join(f"{k} {v}" for k, v in total.items()) + extra
 
 
 def run_demo(*, as_json: bool = False, echo: Callable[[str], None] = print) -> int:

@@ -117,40 +117,53 @@ def sync_peoplesoft_jira(cfg: Config, *, dry_run: bool = False, since: datetime 
                 ci.close()
 
 
+def _replay(p: Any, state: State, audit: Audit, items: list[dict[str, Any]], steps: Any) -> tuple[Any, int, int]:
+    """Run ``steps()`` (-> succeeded, still failing) for a pass object; settle its result and the state."""
+    from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, UnreachableError
+
+    try:
+        p.prepare()
+        ok, bad = steps()
+    except (AuthError, UnreachableError) as exc:
+        p.result.fatal = audit.redactor(exc.message)
+        p.result.exit_code = exc.exit_code
+        ok, bad = 0, len(items)
+    finally:
+        if state.dirty:
+            state.save()
+    p.result.queue_size = len(state.replay)
+    if p.result.fatal is None:
+        p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
+    return p.result, ok, bad
+
+
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:
     """Retry queued items (all when ids is None); return (result, succeeded, still failing)."""
     if cfg.ps is None and cfg.jde is not None:
         return replay_jde_items(cfg, ids)
+    from mlconnector.errors import RemoteError
+
     with session(cfg) as (state, clients, audit, _):
         items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
         readers, ci = ci_readers(cfg, clients.ps.http.session.auth)
         p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, readers=readers)
-        from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, RemoteError, UnreachableError
 
-        try:
-            p.prepare()
-            # As at the start of a pass: a create left pending (say, answered after the timeout) is looked up
-            # before anything is created again.
+        def steps() -> tuple[int, int]:
+            # As at the start of a pass: a create left pending (say, answered after the timeout) is looked
+            # up before anything is created again.
             p.writer.resolve_pending(ISSUE_KINDS)
             try:
                 p.refresh_items(list(items))
             except RemoteError as exc:
                 # PeopleSoft could not be re-read: retry with the rows as they were queued.
                 audit.write("refresh_failed", error=audit.redactor(exc.message))
-            ok, bad = p.replay(list(items))
-        except (AuthError, UnreachableError) as exc:
-            p.result.fatal = audit.redactor(exc.message)
-            p.result.exit_code = exc.exit_code
-            ok, bad = 0, len(items)
+            return p.replay(list(items))
+
+        try:
+            return _replay(p, state, audit, items, steps)
         finally:
-            if state.dirty:
-                state.save()
             if ci is not None:
                 ci.close()
-        p.result.queue_size = len(state.replay)
-        if p.result.fatal is None:
-            p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
-        return p.result, ok, bad
 
 
 @contextlib.contextmanager
@@ -195,24 +208,15 @@ def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None 
 
 
 def replay_jde_items(cfg: Config, ids: list[str] | None) -> tuple[Any, int, int]:
-    from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, UnreachableError
     from mlconnector.pairs.jde_jira import JdeJiraPass
 
+    assert cfg.jde is not None
     with jde_session(cfg) as (state, ais, jira, audit):
         items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
         p = JdeJiraPass(cfg, state, ais, jira, audit)
-        try:
-            p.prepare()
+
+        def steps() -> tuple[int, int]:
             p.writer.resolve_pending(list(cfg.jde.sources))
-            ok, bad = p.replay(list(items))
-        except (AuthError, UnreachableError) as exc:
-            p.result.fatal = audit.redactor(exc.message)
-            p.result.exit_code = exc.exit_code
-            ok, bad = 0, len(items)
-        finally:
-            if state.dirty:
-                state.save()
-        p.result.queue_size = len(state.replay)
-        if p.result.fatal is None:
-            p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
-        return p.result, ok, bad
+            return p.replay(list(items))
+
+        return _replay(p, state, audit, items, steps)

@@ -27,6 +27,7 @@ vouchers (also ``_UP``), VENDOR_CI -> vendors (no date-range find keys, ``_UP`` 
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import xml.etree.ElementTree as ET
@@ -318,7 +319,9 @@ class PeopleSoftSoap:
         with self.ps._lock:
             if lo_text or hi_text:
                 lo = self._epoch(lo_text) if lo_text else 0
-                hi = self._epoch(hi_text) if hi_text else 2**40
+                # Stored stamps are whole seconds: round the upper bound up, or a row changed earlier in
+                # the same second as the bound would fall outside the window.
+                hi = self._epoch(hi_text, ceil=True) if hi_text else 2**40
                 found = [table.keys[rid] for rid in table.window(lo, hi)]
             else:
                 found = [table.keys[e[2]] for e in table.index]
@@ -339,9 +342,10 @@ class PeopleSoftSoap:
         content = "".join(_field(c, self._wire(c, row.get(c))) for c in COLUMNS[kind])
         return self._response(element, content)
 
-    def _epoch(self, text: str) -> int:
+    def _epoch(self, text: str, *, ceil: bool = False) -> int:
         d = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        return int((d if d.tzinfo else d.replace(tzinfo=self.ps.tz)).timestamp())
+        ts = (d if d.tzinfo else d.replace(tzinfo=self.ps.tz)).timestamp()
+        return math.ceil(ts) if ceil else int(ts)
 
     def _wire(self, col: str, value: Any) -> Any:
         if col == STAMP and isinstance(value, str) and len(value) == 24:

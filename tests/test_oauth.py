@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import pytest
@@ -58,64 +59,57 @@ def test_peoplesoft_oauth2_client_credentials_token_is_fetched_once_and_used(
         assert "Traceback" not in bad.stderr
 
 
-def _jira_oauth_config(env: Env, idp_url: str) -> None:
-    text = env.config.read_text().replace(
-        'email = "sync-bot@example.com"',
-        f'auth = "oauth2"\nclient_id = "jira-app"\napi_base = "{env.box.jira_server.url}"\n'
-        f'auth_url = "{idp_url}/authorize"\ntoken_url = "{idp_url}/oauth/token"\nredirect_port = 0')
-    env.config.write_text(text)
-
-
-def test_jira_consent_then_rotating_refresh_tokens_survive_across_passes(
-        sandbox_env: Env, fake_keyring: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def jira_oauth(sandbox_env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Env, OAuthSim, Any, SecretStore]]:
+    """The sandbox configured for Jira OAuth 2.0 (3LO) against a loopback authorization server."""
     env = sandbox_env
     idp = OAuthSim("jira-app", "jira-app-secret", accepted=env.box.jira.bearer_tokens)
     with SandboxServer(idp, "atlassian-auth") as server:
-        _jira_oauth_config(env, server.url)
+        text = env.config.read_text().replace(
+            'email = "sync-bot@example.com"',
+            f'auth = "oauth2"\nclient_id = "jira-app"\napi_base = "{env.box.jira_server.url}"\n'
+            f'auth_url = "{server.url}/authorize"\ntoken_url = "{server.url}/oauth/token"\nredirect_port = 0')
+        env.config.write_text(text)
         monkeypatch.delenv("MLCONNECTOR_JIRA_API_TOKEN")
         cfg = config_mod.load(env.config)
         store = SecretStore(cfg.instance)
         store.set("jira.client_secret", "jira-app-secret")
-
-        with pytest.raises(ConnectorError, match="jira.refresh_token"):
-            sync_peoplesoft_jira(cfg)  # no consent yet: the error names the missing secret
-
-        def browser(text: str) -> None:
-            url = text.splitlines()[-1]
-            # What the user's browser does: open the consent page, follow the redirect to 127.0.0.1.
-            threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 10}, daemon=True).start()
-
-        scopes = consent(cfg.jira, store, open_browser=False, timeout=20, echo=browser)
-        assert "offline_access" in scopes
-        first_refresh = store.find("jira.refresh_token")
-        assert first_refresh and first_refresh.startswith("rt-")
-
-        result = sync_peoplesoft_jira(cfg)
-        assert result.exit_code == EXIT_OK, result.fatal
-        assert len(env.box.jira.all_issues()) == sum(SMALL[k] for k in ISSUE_KINDS)
-        second_refresh = store.find("jira.refresh_token")
-        # The refresh rotated the token and the new one reached the keyring at once.
-        assert second_refresh != first_refresh and first_refresh in idp.used_refresh_tokens
-
-        again = sync_peoplesoft_jira(cfg)  # works only if the rotated token was kept
-        assert again.exit_code == EXIT_OK, again.fatal
-        assert store.find("jira.refresh_token") not in (first_refresh, second_refresh)
-        assert [r["grant_type"] for r in idp.token_requests] == ["authorization_code", "refresh_token",
-                                                                  "refresh_token"]
+        yield env, idp, cfg, store
 
 
-def test_jira_refresh_token_rejected_says_to_consent_again(
-        sandbox_env: Env, fake_keyring: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = sandbox_env
-    idp = OAuthSim("jira-app", "jira-app-secret", accepted=env.box.jira.bearer_tokens)
-    with SandboxServer(idp, "atlassian-auth") as server:
-        _jira_oauth_config(env, server.url)
-        monkeypatch.delenv("MLCONNECTOR_JIRA_API_TOKEN")
-        cfg = config_mod.load(env.config)
-        store = SecretStore(cfg.instance)
-        store.set("jira.client_secret", "jira-app-secret")
-        store.set("jira.refresh_token", "rt-revoked")
-        result = sync_peoplesoft_jira(cfg)
-        assert result.exit_code == EXIT_UNREACHABLE
-        assert "mlconnector auth jira" in (result.fatal or "")
-        assert env.box.jira.all_issues() == []
+def test_jira_consent_then_rotating_refresh_tokens_survive_across_passes(jira_oauth: Any) -> None:
+    env, idp, cfg, store = jira_oauth
+    with pytest.raises(ConnectorError, match="jira.refresh_token"):
+        sync_peoplesoft_jira(cfg)  # no consent yet: the error names the missing secret
+
+    def browser(text: str) -> None:
+        url = text.splitlines()[-1]
+        # What the user's browser does: open the consent page, follow the redirect to 127.0.0.1.
+        threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 10}, daemon=True).start()
+
+    scopes = consent(cfg.jira, store, open_browser=False, timeout=20, echo=browser)
+    assert "offline_access" in scopes
+    first_refresh = store.find("jira.refresh_token")
+    assert first_refresh and first_refresh.startswith("rt-")
+
+    result = sync_peoplesoft_jira(cfg)
+    assert result.exit_code == EXIT_OK, result.fatal
+    assert len(env.box.jira.all_issues()) == sum(SMALL[k] for k in ISSUE_KINDS)
+    second_refresh = store.find("jira.refresh_token")
+    # The refresh rotated the token and the new one reached the keyring at once.
+    assert second_refresh != first_refresh and first_refresh in idp.used_refresh_tokens
+
+    again = sync_peoplesoft_jira(cfg)  # works only if the rotated token was kept
+    assert again.exit_code == EXIT_OK, again.fatal
+    assert store.find("jira.refresh_token") not in (first_refresh, second_refresh)
+    assert [r["grant_type"] for r in idp.token_requests] == ["authorization_code", "refresh_token",
+                                                              "refresh_token"]
+
+
+def test_jira_refresh_token_rejected_says_to_consent_again(jira_oauth: Any) -> None:
+    env, _idp, cfg, store = jira_oauth
+    store.set("jira.refresh_token", "rt-revoked")
+    result = sync_peoplesoft_jira(cfg)
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "mlconnector auth jira" in (result.fatal or "")
+    assert env.box.jira.all_issues() == []

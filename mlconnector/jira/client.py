@@ -186,30 +186,25 @@ class JiraClient:
             self.do_transition(key, tid)
         return True
 
-    def comments(self, key: str) -> Iterator[dict[str, Any]]:
+    def _paged(self, path: str, items: str) -> Iterator[dict[str, Any]]:
+        """startAt/maxResults paging, ended by an empty page, `total` or `isLast`, whichever the endpoint gives."""
         start = 0
         while True:
-            body = self.http.request("GET", f"{API}/issue/{quote(key)}/comment",
-                                     params={"startAt": start, "maxResults": 100}).json()
-            page = body.get("comments", [])
+            body = self.http.request("GET", path, params={"startAt": start, "maxResults": 100}).json()
+            page = body.get(items, []) or []
             yield from page
             start += len(page)
-            if not page or start >= int(body.get("total", start)):
+            if not page or body.get("isLast") is True or start >= int(body.get("total", start + 1)):
                 return
+
+    def comments(self, key: str) -> Iterator[dict[str, Any]]:
+        return self._paged(f"{API}/issue/{quote(key)}/comment", "comments")
 
     def add_comment(self, key: str, adf_body: dict[str, Any]) -> dict[str, Any]:
         return self.http.request("POST", f"{API}/issue/{quote(key)}/comment", json={"body": adf_body}).json()
 
     def changelog(self, key: str) -> Iterator[dict[str, Any]]:
-        start = 0
-        while True:
-            body = self.http.request("GET", f"{API}/issue/{quote(key)}/changelog",
-                                     params={"startAt": start, "maxResults": 100}).json()
-            page = body.get("values", [])
-            yield from page
-            start += len(page)
-            if not page or body.get("isLast", True):
-                return
+        return self._paged(f"{API}/issue/{quote(key)}/changelog", "values")
 
     # -- search ----------------------------------------------------------------------------------
     def search(self, jql: str, fields: list[str], page_size: int = 100, expand: str = "") -> Iterator[dict[str, Any]]:

@@ -288,7 +288,7 @@ def ps_account(ws: PsWs) -> dict[str, Any]:
                 invalid[i["kind"]] -= 1
         # A comment queued for retry is accounted for as well.
         queued_comments = {str(i["key"]) for i in state.replay if i.get("what") == "comment"}
-        pending = sum(len(state.pending(k)) for k in state.keys)
+        pending = sum(len(state.pending(k)) for k in state.kinds())
         watermarks = dict(state.watermarks)
     except Exception:  # noqa: BLE001 - an unloadable state file is a figure, not a harness crash
         state_ok, queued_comments = False, set()
@@ -419,7 +419,7 @@ def jde_account(ws: JdeWs) -> dict[str, Any]:
             if i.get("what", "record") == "record":
                 doco, _, dcto = str(i["key"]).partition("|")
                 queued.add(f"{'jde-wo' if dcto == 'WO' else 'jde-eco'}-{doco}-{dcto}")
-        pending = sum(len(state.pending(k)) for k in state.keys)
+        pending = sum(len(state.pending(k)) for k in state.kinds())
         wms = set(state.watermarks)
         posted = state.extra.get("jde-jira", {}).get("posted", {})
         pending += sum(1 for p in posted.values() if p.get("state") == "pending")

@@ -14,13 +14,14 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlconnector.errors import LockedError, StateError
+from mlconnector.keymap import KEYS_OPEN, KeyMap
 
 SCHEMA_VERSION = 1
 
@@ -37,14 +38,14 @@ def iso(dt: datetime) -> str:
 class State:
     path: Path
     watermarks: dict[str, str] = field(default_factory=dict)
-    # keys[kind][natural_key] = {"issue": "PROC-1", "id": "10000", "hash": "...", "status": "A",
-    #   "ts": "<source last update, UTC>", "pending": true while a create is in flight,
-    #   "comments": {comment_id: jira_comment_id or "pending"}}
-    keys: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     vendors: dict[str, dict[str, Any]] = field(default_factory=dict)
     replay: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # per-pair bookkeeping (back-flow, webhooks)
     dirty: bool = False
+    # The key map, kind -> natural key -> {"issue": "PROC-1", "id": "10000", "hash": "...", "status": "A",
+    #   "ts": "<source last update, UTC>", "pending": true while a create is in flight,
+    #   "comments": {comment_id: jira_comment_id or "pending"}}; mostly on disk (see keymap.py).
+    keymap: KeyMap = field(default_factory=KeyMap)
 
     # -- load / save -----------------------------------------------------------------------------
     @classmethod
@@ -52,20 +53,34 @@ class State:
         if not path.exists():
             return cls(path=path)
         try:
-            raw = path.read_bytes()
+            raw = path.read_bytes()  # one exact allocation: the key map stays in it, unparsed
         except OSError as exc:
             raise StateError(f"Cannot read the state file {path}: {exc.strerror}. Check its permissions; "
                              f"the file is needed to avoid duplicate issues.") from None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
-            raise StateError(
-                f"The state file {path} is corrupt (not valid JSON). It was not changed. Restore it from "
-                f"backup, or move it aside and run 'mlconnector sync ... --since <date>' to rebuild it: issues "
-                f"already in Jira are found by their ERP key, not created again."
-            ) from None
+        data: Any = None
+        keymap: KeyMap | None = None
+        start = raw.find(b"\n") + 1
+        if start and raw.endswith(KEYS_OPEN, 0, start):
+            # The layout this version writes: the header line, then the key map section, read lazily.
+            try:
+                data = json.loads(raw[:start - len(KEYS_OPEN)] + b"}")
+            except (ValueError, UnicodeDecodeError):
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("pending", {}), dict):
+                keymap = KeyMap.from_section(raw, start, data.get("pending", {}))
+        if keymap is None:
+            # Any other JSON of the right shape (an older version's file, a hand-edited one): read it whole.
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+            except (ValueError, UnicodeDecodeError):
+                raise StateError(
+                    f"The state file {path} is corrupt (not valid JSON). It was not changed. Restore it from "
+                    f"backup, or move it aside and run 'mlconnector sync ... --since <date>' to rebuild it: "
+                    f"issues already in Jira are found by their ERP key, not created again."
+                ) from None
+        del raw  # kept by the key map when it is in this layout
         version = data.get("schema")
         if not isinstance(version, int):
             raise StateError(f"The state file {path} has no schema version, so it was not written by "
@@ -76,45 +91,81 @@ class State:
                 f"reads up to {SCHEMA_VERSION}). Upgrade ml-connector on this host; the file was not changed."
             )
         try:
+            if keymap is None:
+                keys = data.get("keys", {})
+                if not isinstance(keys, dict) or not all(
+                        isinstance(v, dict) and all(isinstance(e, dict) for e in v.values()) for v in keys.values()):
+                    raise ValueError("keys")
+                keymap = KeyMap.from_entries(keys)
             return cls(
                 path=path,
                 watermarks=dict(data.get("watermarks", {})),
-                keys={k: dict(v) for k, v in data.get("keys", {}).items()},
                 vendors=dict(data.get("vendors", {})),
                 replay=list(data.get("replay", [])),
                 extra=dict(data.get("extra", {})),
+                keymap=keymap,
             )
         except (TypeError, ValueError, AttributeError):
             raise StateError(f"The state file {path} has an unexpected layout and was not changed. Restore "
                              f"it from backup or move it aside (see README, 'State file').") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA_VERSION,
-            "saved_at": iso(utcnow()),
-            "watermarks": self.watermarks,
-            "keys": self.keys,
-            "vendors": self.vendors,
-            "replay": self.replay,
-            "extra": self.extra,
-        }
-
     def save(self) -> None:
-        # "replace": text that cannot be encoded (a lone surrogate) must not make the state unsavable.
-        write_atomic(self.path, json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
-                     .encode("utf-8", "replace"))
+        pending = self.keymap.pending_map()
+        header = {"schema": SCHEMA_VERSION, "saved_at": iso(utcnow()), "watermarks": self.watermarks,
+                  "vendors": self.vendors, "replay": self.replay, "extra": self.extra}
+        # "replace": text that cannot be encoded (a lone surrogate) must not make the state unsavable. Keys
+        # are escaped instead, as in the key map, so that they still match their entries.
+        head = (json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")[:-1]
+                + b',"pending":' + json.dumps(pending, separators=(",", ":")).encode("ascii") + KEYS_OPEN)
+
+        def write(f: BinaryIO) -> None:
+            f.write(head)
+            self.keymap.write(f)
+
+        write_atomic(self.path, write)
+        try:
+            self.keymap.reload(self.path, len(head), pending)
+        except (OSError, ValueError) as exc:
+            raise StateError(f"The state file {self.path} was saved but could not be read back ({exc}); this "
+                             f"run stopped so that nothing is looked up in a half-loaded key map. Run the pass "
+                             f"again; nothing was lost.") from None
         self.dirty = False
 
     # -- key map ---------------------------------------------------------------------------------
     def entry(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self.keys.get(kind, {}).get(key)
+        """The entry of a key; a live object until ``release``: change it in place, then mark dirty."""
+        return self.keymap.get(kind, key)
 
     def set_entry(self, kind: str, key: str, entry: dict[str, Any]) -> None:
-        self.keys.setdefault(kind, {})[key] = entry
+        self.keymap.set(kind, key, entry)
+        self.dirty = True
+
+    def drop_entry(self, kind: str, key: str) -> None:
+        self.keymap.drop(kind, key)
         self.dirty = True
 
     def pending(self, kind: str) -> list[str]:
-        return [k for k, e in self.keys.get(kind, {}).items() if e.get("pending")]
+        return self.keymap.pending(kind)
+
+    def kinds(self) -> list[str]:
+        """The kinds with at least one key-map entry."""
+        return self.keymap.kinds()
+
+    def entries(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every entry of a kind, parsed (costs memory in proportion: for reports and tests, not passes)."""
+        return dict(self.keymap.items(kind))
+
+    def find_issues(self, kinds: list[str], issues: set[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        return self.keymap.find_issues(kinds, issues)
+
+    def release(self, can_save: bool = True) -> None:
+        """Drop the parsed entries handed out so far, saving first if any changed. Call it between batches,
+        when no caller still holds an entry: it keeps a pass over many records flat in memory."""
+        if self.keymap.changed():
+            if not can_save:
+                return
+            self.save()
+        self.keymap.release()
 
     # -- replay queue ----------------------------------------------------------------------------
     def enqueue(self, kind: str, key: str, row: dict[str, Any], error: str, raw: str = "",
@@ -143,12 +194,16 @@ class State:
         return next((i for i in self.replay if i["id"] == item_id), None)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or a function writing them to the open file) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

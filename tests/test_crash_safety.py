@@ -71,7 +71,7 @@ def _assert_one_issue_per_record(env: Env) -> None:
 
 def _assert_state_clean(env: Env) -> State:
     state = State.load(env.state_file)
-    pending = {kind: state.pending(kind) for kind in state.keys if state.pending(kind)}
+    pending = {kind: state.pending(kind) for kind in state.kinds() if state.pending(kind)}
     assert pending == {}, f"creates still marked pending: {pending}"
     return state
 
@@ -110,7 +110,7 @@ def test_kill_after_bulk_create_before_answer_creates_no_duplicates(sandbox_env:
 
     # The pending marks were on disk before the create was sent.
     state = State.load(env.state_file)
-    assert sum(len(state.pending(k)) for k in state.keys) >= created_before_kill
+    assert sum(len(state.pending(k)) for k in state.kinds()) >= created_before_kill
 
     rerun = env.cli("sync", "peoplesoft-jira", "--json")
     assert rerun.returncode == EXIT_OK, rerun.stderr

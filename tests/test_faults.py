@@ -152,7 +152,7 @@ def test_bursts_rate_limits_and_resets_lose_and_duplicate_nothing(sandbox_env: E
         assert issue["fields"]["status"] == "Approved"
         assert issue["fields"]["summary"].endswith("Changed after the first pass")
     state = State.load(env.state_file)
-    assert all(not state.pending(kind) for kind in state.keys)
+    assert all(not state.pending(kind) for kind in state.kinds())
 
 
 def test_reset_after_a_transition_took_effect_is_not_a_failure(sandbox_env: Env) -> None:

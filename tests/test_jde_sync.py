@@ -309,12 +309,12 @@ def test_killed_during_issue_create_rerun_creates_no_duplicates(jde_env: JdeEnv)
         _kill(proc)
     env.box.jira_server.faults.clear()
     state = State.load(env.state_file)
-    assert sum(len(state.pending(k)) for k in state.keys) > 0  # pending marks were saved before the create
+    assert sum(len(state.pending(k)) for k in state.kinds()) > 0  # pending marks were saved before the create
     rerun = env.cli("sync", "jde-jira", "--json")
     assert rerun.returncode == EXIT_OK, rerun.stderr
     _assert_one_issue_per_order(env)
     state = State.load(env.state_file)
-    assert all(not state.pending(k) for k in state.keys)
+    assert all(not state.pending(k) for k in state.kinds())
 
 
 # -- configuration and CLI --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from mlconnector.state import SCHEMA_VERSION, State, run_lock, write_atomic
 
 def test_missing_file_loads_empty_state(tmp_path: Path) -> None:
     st = State.load(tmp_path / "none.json")
-    assert st.keys == {} and st.replay == [] and st.watermarks == {}
+    assert st.kinds() == [] and st.replay == [] and st.watermarks == {}
     assert not (tmp_path / "none.json").exists()
 
 
@@ -35,7 +35,7 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     assert not st.dirty
     again = State.load(path)
     assert again.watermarks == st.watermarks
-    assert again.keys == st.keys
+    assert again.entries("purchase_orders") == st.entries("purchase_orders")
     assert again.vendors == st.vendors
     assert again.replay == st.replay
     assert again.extra == st.extra

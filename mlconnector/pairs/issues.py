@@ -67,6 +67,8 @@ class IssueWriter:
     # -- entry point -------------------------------------------------------------------------------
     def write(self, kind: str, items: Iterable[Item]) -> set[str]:
         """Create, update or transition the issues of these records; return the keys fully handled."""
+        # Entries of earlier batches are on disk and nobody holds them any more: memory stays flat.
+        self.state.release(can_save=not self.dry_run)
         counts = self.counts(kind)
         creates: list[Item] = []
         jobs: list[Job] = []
@@ -178,7 +180,7 @@ class IssueWriter:
                 fatal = fatal or outcome
             elif isinstance(outcome, ConnectorError):
                 for rec, row, _, _ in items:
-                    self.state.keys[kind].pop(rec.key, None)
+                    self.state.drop_entry(kind, rec.key)
                     self.fail(kind, rec.key, row, outcome)
             else:
                 created |= self._apply_created(kind, items, *outcome)
@@ -192,7 +194,7 @@ class IssueWriter:
         created: set[str] = set()
         for idx, (rec, row, payload, in_status) in enumerate(items):
             if idx not in ok:
-                self.state.keys[kind].pop(rec.key, None)
+                self.state.drop_entry(kind, rec.key)
                 self.fail(kind, rec.key, row, errors.get(idx) or RemoteError("Jira did not create the issue",
                                                                               system="Jira"))
                 continue
@@ -261,7 +263,7 @@ class IssueWriter:
             keys = self.state.pending(kind)
             if not keys:
                 continue
-            entries = {k: self.state.keys[kind][k] for k in keys}
+            entries = {k: e for k in keys if (e := self.state.entry(kind, k)) is not None and e.get("pending")}
             found = self.search_labels([e["label"] for e in entries.values() if e.get("label")])
             if self.dry_run:
                 continue
@@ -272,7 +274,7 @@ class IssueWriter:
                                                      "ts": entry.get("ts"), "status": None})
                     self.audit.write("resolved_pending", kind, key, issue=issue["key"])
                 else:
-                    del self.state.keys[kind][key]
+                    self.state.drop_entry(kind, key)
                     self.audit.write("resolved_pending", kind, key, note="no issue in Jira; will be created")
             self.state.dirty = True
         if self.state.dirty and not self.dry_run:

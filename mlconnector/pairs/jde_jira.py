@@ -372,13 +372,11 @@ class JdeJiraPass:
         return newest
 
     # -- back: Jira status -> JDE orchestration --------------------------------------------------
-    def _issue_index(self) -> dict[str, tuple[SourceSettings, str, dict[str, Any]]]:
-        out = {}
-        for src in self.jde.sources.values():
-            for key, entry in self.state.keys.get(src.name, {}).items():
-                if entry.get("issue"):
-                    out[entry["issue"]] = (src, key, entry)
-        return out
+    def _issue_index(self, issues: set[str]) -> dict[str, tuple[SourceSettings, str, dict[str, Any]]]:
+        """Jira issue key -> (source, order key, entry) for those of ``issues`` this connector created."""
+        sources = {s.name: s for s in self.jde.sources.values()}
+        found = self.state.find_issues(list(sources), issues)
+        return {issue: (sources[kind], key, entry) for issue, (kind, key, entry) in found.items()}
 
     def _code_for(self, jira_status: str) -> str | None:
         for name, code in self.jde.status_to_jde.items():
@@ -395,7 +393,6 @@ class JdeJiraPass:
         wm = self.state.watermarks.get(BACKFLOW_WM)
         start = (datetime.fromisoformat(wm) if wm else self.now) - overlap
         start_ms = int(start.timestamp() * 1000)
-        index = self._issue_index()
         labels = [s.label for s in self.jde.enabled_sources()]
         jql = (f"project = {_q(self.project)} AND labels in ({', '.join(_q(x) for x in labels)}) "
                f"AND updated >= {start_ms} ORDER BY updated ASC, key ASC")
@@ -416,6 +413,7 @@ class JdeJiraPass:
         signalled: dict[str, set[str]] = {}
         for ev in self.book["webhook_events"]:
             signalled.setdefault(str(ev.get("issue")), set()).add(str(ev.get("changelog_id") or ""))
+        index = self._issue_index(set(histories) | set(signalled))
         for key in signalled:
             if key not in histories and key in index:
                 histories[key] = list(self.jira.changelog(key))

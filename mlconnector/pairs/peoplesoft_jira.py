@@ -292,6 +292,7 @@ class PeopleSoftJiraPass:
             self._advance(wm_name, until, since)
 
     def process_comments(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
+        self.state.release(can_save=not self.dry_run)
         counts = self.result.kind(kind)
         todo: list[tuple[MappedComment, dict[str, Any], dict[str, Any]]] = []
         done: set[str] = set()

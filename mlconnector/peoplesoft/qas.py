@@ -198,6 +198,7 @@ class QASClient:
         if not result.truncated:
             yield result.rows, end
             return
+        del result  # a truncated page is not used: kept through the recursion, it would cost a page per level
         mid = self._split_point(start, end)
         if mid is not None:
             yield from self._read(query, start, mid, maxrows)

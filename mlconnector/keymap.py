@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ TRAILER = b'\n},"keys_sha256":"'  # after the key map section: its digest, then 
 _ISSUE = re.compile(rb'"issue":"([^"\\]*)"')
 
 Entry = dict[str, Any]
+Buffer = bytes | mmap.mmap  # mmap has find/rfind/slicing but not startswith/index/count: see _at, _eol
 
 
 # ensure_ascii: no raw newline in a line, and any text (lone surrogates included) encodes.
@@ -48,7 +51,7 @@ def enc_entry(entry: Entry) -> bytes:
     return _encode(entry).encode("ascii")
 
 
-def seek(buf: bytes, lo: int, hi: int, target: bytes) -> int:
+def seek(buf: Buffer, lo: int, hi: int, target: bytes) -> int:
     """Start of the first line in buf[lo:hi] (lo and hi at line starts) not below ``target``, or hi."""
     while lo < hi:
         mid = (lo + hi) // 2
@@ -63,6 +66,42 @@ def seek(buf: bytes, lo: int, hi: int, target: bytes) -> int:
     return lo
 
 
+def read_buffer(path: Path) -> Buffer:
+    """The file's bytes in an anonymous memory map of their own.
+
+    Not ``read_bytes``: glibc serves a large allocation freed once from its heap afterwards, so each
+    save's fresh buffer (a little bigger each time) would strand the last one there and RSS would creep
+    up by the key map's size per few batches. A map of our own is returned whole when dropped."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        buf = mmap.mmap(-1, size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        view.release()
+        if got < size:
+            raise OSError(f"{path} shrank while being read")
+        return buf
+
+
+def _at(buf: Buffer, pos: int, text: bytes) -> bool:
+    return buf[pos:pos + len(text)] == text
+
+
+def _eol(buf: Buffer, pos: int, end: int) -> int:
+    """Index of the newline ending the line at ``pos`` (a line in this section always has one)."""
+    nl = buf.find(b"\n", pos, end)
+    if nl < 0:
+        raise ValueError("unterminated line")
+    return nl
+
+
 def _value(line: bytes, key_len: int) -> bytes:
     return line[key_len:].rstrip(b",")
 
@@ -72,14 +111,14 @@ def _parse_line(line: bytes) -> tuple[str, Entry]:
     return key, entry
 
 
-def parse_sections(buf: bytes, start: int, end: int) -> dict[str, tuple[int, int]]:
+def parse_sections(buf: Buffer, start: int, end: int) -> dict[str, tuple[int, int]]:
     """kind -> (first line, end of last line) within buf[start:end], the key map section."""
     ranges: dict[str, tuple[int, int]] = {}
     pos = start
     while pos < end:
-        if buf.startswith(b",\n", pos):
+        if _at(buf, pos, b",\n"):
             pos += 2
-        nl = buf.index(b"\n", pos, end)
+        nl = _eol(buf, pos, end)
         head = buf[pos:nl]
         if not head.endswith(b":{"):
             raise ValueError("not a kind header")
@@ -127,14 +166,14 @@ class KeyMap:
     """
 
     def __init__(self) -> None:
-        self._buf: bytes | None = b""
+        self._buf: Buffer | None = b""
         self._ranges: dict[str, tuple[int, int]] = {}
         self._pending: dict[str, set[str]] = {}  # keys whose saved entry is a pending mark
         self._touched: dict[str, dict[str, Entry | None]] = {}  # None: dropped
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
-    def from_section(cls, buf: bytes, start: int, pending: dict[str, list[str]]) -> KeyMap | None:
+    def from_section(cls, buf: Buffer, start: int, pending: dict[str, list[str]]) -> KeyMap | None:
         """A key map over the section written by ``write`` at buf[start:] (the file's end), or None when
         the section is not exactly that (then the caller parses the whole file).
 
@@ -175,11 +214,11 @@ class KeyMap:
             return None
         t = enc_key(key)
         p = seek(buf, r[0], r[1], t)
-        if p < r[1] and buf.startswith(t, p):
-            return _value(buf[p:buf.index(b"\n", p)], len(t))
+        if p < r[1] and _at(buf, p, t):
+            return _value(buf[p:_eol(buf, p, r[1])], len(t))
         return None
 
-    def _live(self) -> bytes:
+    def _live(self) -> Buffer:
         if self._buf is None:
             raise StateError("The state file could not be read back after it was saved, so this run stopped "
                              "before it could look up a key it had lost. The file on disk is complete; run "
@@ -215,7 +254,11 @@ class KeyMap:
 
     def count(self, kind: str) -> int:
         lo, hi = self._ranges.get(kind, (0, 0))
-        n = self._live().count(b"\n", lo, hi)
+        buf = self._live()
+        n = 0
+        while lo < hi:
+            lo = _eol(buf, lo, hi) + 1
+            n += 1
         for key, entry in self._touched.get(kind, {}).items():
             n += (entry is not None) - (self._base(kind, key) is not None)
         return n
@@ -232,7 +275,7 @@ class KeyMap:
         buf = self._live()
         lo, hi = self._ranges.get(kind, (0, 0))
         while lo < hi:
-            nl = buf.index(b"\n", lo, hi)
+            nl = _eol(buf, lo, hi)
             key, entry = _parse_line(buf[lo:nl])
             if key not in touched:
                 yield key, entry
@@ -259,7 +302,7 @@ class KeyMap:
                 if issue not in issues or issue in found:
                     continue
                 start = buf.rfind(b"\n", lo, m.start()) + 1 or lo
-                key, entry = _parse_line(buf[start:buf.index(b"\n", m.end() - 1, hi)])
+                key, entry = _parse_line(buf[start:_eol(buf, m.end() - 1, hi)])
                 if key in touched or entry.get("issue") != issue:
                     continue
                 self._touched.setdefault(kind, {})[key] = entry
@@ -297,8 +340,8 @@ class KeyMap:
             p = seek(buf, pos, hi, t)
             if p > pos:
                 pieces.append(run(pos, p))
-            if p < hi and buf.startswith(t, p):
-                p = buf.index(b"\n", p) + 1
+            if p < hi and _at(buf, p, t):
+                p = _eol(buf, p, hi) + 1
             if entry is not None:
                 pieces.append(t + enc_entry(entry))
             pos = p
@@ -330,7 +373,7 @@ class KeyMap:
 
         The old buffer goes first, so a save never holds two copies of the key map."""
         self._buf = None
-        buf = path.read_bytes()
+        buf = read_buffer(path)
         self._ranges = parse_sections(buf, start, buf.rfind(TRAILER))
         self._buf = buf
         self._pending = {k: set(v) for k, v in pending.items()}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mlconnector.errors import LockedError, StateError
-from mlconnector.keymap import KEYS_OPEN, KeyMap
+from mlconnector.keymap import KEYS_OPEN, KeyMap, read_buffer
 
 SCHEMA_VERSION = 1
 
@@ -53,14 +53,14 @@ class State:
         if not path.exists():
             return cls(path=path)
         try:
-            raw = path.read_bytes()  # one exact allocation: the key map stays in it, unparsed
+            raw = read_buffer(path)  # the key map stays in it, unparsed
         except OSError as exc:
-            raise StateError(f"Cannot read the state file {path}: {exc.strerror}. Check its permissions; "
+            raise StateError(f"Cannot read the state file {path}: {exc.strerror or exc}. Check its permissions; "
                              f"the file is needed to avoid duplicate issues.") from None
         data: Any = None
         keymap: KeyMap | None = None
         start = raw.find(b"\n") + 1
-        if start and raw.endswith(KEYS_OPEN, 0, start):
+        if start and raw[start - len(KEYS_OPEN):start] == KEYS_OPEN:
             # The layout this version writes: the header line, then the key map section, read lazily.
             try:
                 data = json.loads(raw[:start - len(KEYS_OPEN)] + b"}")
@@ -71,7 +71,7 @@ class State:
         if keymap is None:
             # Any other JSON of the right shape (an older version's file, a hand-edited one): read it whole.
             try:
-                data = json.loads(raw)
+                data = json.loads(raw[:])
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except (ValueError, UnicodeDecodeError):

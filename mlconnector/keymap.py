@@ -190,7 +190,8 @@ class KeyMap:
         except ValueError:
             return None
         km._buf = buf
-        km._pending = {k: set(v) for k, v in pending.items() if isinstance(v, list)}
+        # The header is outside the digest: keep only what can be a key (pending() checks each one).
+        km._pending = {k: {x for x in v if isinstance(x, str)} for k, v in pending.items() if isinstance(v, list)}
         return km
 
     @classmethod
@@ -349,13 +350,16 @@ class KeyMap:
             pieces.append(run(pos, hi))
         return pieces
 
-    def write(self, f: BinaryIO | io.BytesIO) -> None:
-        """Write the merged key map section and its trailer (the file's closing bytes)."""
+    def write(self, f: BinaryIO | io.BytesIO) -> bytes:
+        """Write the merged key map section and its trailer (the file's closing bytes); return the trailer."""
         digest = hashlib.sha256()
+        size = 0
 
         def out(b: bytes | memoryview) -> None:
+            nonlocal size
             f.write(b)
             digest.update(b)
+            size += len(b)
 
         first = True
         for kind in sorted(set(self._ranges) | set(self._touched)):
@@ -366,14 +370,21 @@ class KeyMap:
             first = False
             _write_lines(out, pieces)
             out(b"\n}")
-        f.write(TRAILER + digest.hexdigest().encode() + b'"}\n')
+        trailer = TRAILER + digest.hexdigest().encode() + b'"}\n'
+        f.write(trailer)
+        return trailer
 
-    def reload(self, path: Path, start: int, pending: dict[str, list[str]]) -> None:
-        """Take the file just saved (its key map section at ``start``) as the new saved lines.
+    def reload(self, path: Path, start: int, trailer: bytes, pending: dict[str, list[str]]) -> None:
+        """Take the file just saved (its key map section at ``start``, ending with ``trailer``) as the new
+        saved lines. Anything else read back (a short read, another writer) raises ValueError: a key map
+        that answered "not found" for keys it has would create duplicates.
 
         The old buffer goes first, so a save never holds two copies of the key map."""
         self._buf = None
         buf = read_buffer(path)
-        self._ranges = parse_sections(buf, start, buf.rfind(TRAILER))
+        end = len(buf) - len(trailer)
+        if end < start or buf[end:] != trailer:
+            raise ValueError("the file read back is not the one just written")
+        self._ranges = parse_sections(buf, start, end)
         self._buf = buf
         self._pending = {k: set(v) for k, v in pending.items()}

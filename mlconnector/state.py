@@ -71,7 +71,7 @@ class State:
         if keymap is None:
             # Any other JSON of the right shape (an older version's file, a hand-edited one): read it whole.
             try:
-                data = json.loads(raw[:])
+                data = json.loads(raw[:])  # a copy, once: this layout is rewritten by the next save
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except (ValueError, UnicodeDecodeError):
@@ -118,13 +118,16 @@ class State:
         head = (json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")[:-1]
                 + b',"pending":' + json.dumps(pending, separators=(",", ":")).encode("ascii") + KEYS_OPEN)
 
+        trailer = b""
+
         def write(f: BinaryIO) -> None:
+            nonlocal trailer
             f.write(head)
-            self.keymap.write(f)
+            trailer = self.keymap.write(f)
 
         write_atomic(self.path, write)
         try:
-            self.keymap.reload(self.path, len(head), pending)
+            self.keymap.reload(self.path, len(head), trailer, pending)
         except (OSError, ValueError) as exc:
             raise StateError(f"The state file {self.path} was saved but could not be read back ({exc}); this "
                              f"run stopped so that nothing is looked up in a half-loaded key map. Run the pass "

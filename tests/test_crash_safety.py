@@ -123,6 +123,40 @@ def test_kill_after_bulk_create_before_answer_creates_no_duplicates(sandbox_env:
     assert len(adopted) == created_before_kill
 
 
+# -- 1b. killed after Jira moved an issue, before the state save ------------------------------------
+def test_kill_after_a_transition_then_the_source_moves_back_still_moves_the_issue_back(sandbox_env: Env) -> None:
+    from mlconnector.mapping import record_label
+
+    env = sandbox_env
+    box = env.box
+    assert env.cli("sync", "peoplesoft-jira").returncode == EXIT_OK
+    row = next(r for r in box.ps.rows("purchase_orders") if r["PO_STATUS"] == "A")
+    key = (row["BUSINESS_UNIT"], row["PO_ID"])
+    label = record_label("purchase_orders", "|".join(key))
+
+    def jira_status() -> str:
+        issue = next(i for i in box.jira.all_issues() if label in i["fields"].get("labels", []))
+        return str(issue["fields"]["status"])
+
+    assert jira_status() == "Approved"
+    box.ps.touch("purchase_orders", key, PO_STATUS="PA")
+    # Jira moves the issue, then sits on the answer: the pass dies before it can record the move.
+    box.jira_server.faults.add(kind="hang_after", path=r"/issue/PROC-\d+/transitions$", method="POST", count=1,
+                               delay=30)
+    proc = _start(env, "sync", "peoplesoft-jira")
+    try:
+        _wait_for(lambda: jira_status() == "Pending Approval", 20, "Jira to move the issue", proc)
+        assert _kill(proc) == -signal.SIGKILL
+    finally:
+        _kill(proc)
+    box.jira_server.faults.clear()
+    # The buyer undoes the change: PeopleSoft is back where the last saved state said it was.
+    box.ps.touch("purchase_orders", key, PO_STATUS="A")
+    rerun = env.cli("sync", "peoplesoft-jira", "--json")
+    assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert jira_status() == "Approved"
+
+
 # -- 2. killed at random instants -----------------------------------------------------------------
 def _make_work(env: Env, rng: random.Random, trial: int) -> None:
     ps = env.box.ps

@@ -178,3 +178,32 @@ def test_a_pending_hint_in_the_header_never_drops_a_real_entry(tmp_path: Path) -
     # The header is outside the digest: an edit naming a synced record must not make it look pending.
     path.write_text(text.replace('["US009|1"]', '["US009|1","US001|0000000003"]'), encoding="utf-8")
     assert State.load(path).pending("purchase_orders") == ["US009|1"]
+
+
+def test_a_save_read_back_that_is_not_the_file_written_stops_instead_of_forgetting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlconnector import keymap
+    from mlconnector.errors import StateError
+
+    other = tmp_path / "other.json"
+    _big_state(other, 3)
+    state = _big_state(tmp_path / "state.json", 10)
+    state.set_entry("purchase_orders", "US002|1", _entry(1))
+    real = keymap.read_buffer
+    monkeypatch.setattr(keymap, "read_buffer", lambda path: real(other))  # e.g. a stale network file system
+    with pytest.raises(StateError, match="could not be read back"):
+        state.save()
+    with pytest.raises(StateError):  # never a silent "not found", which would create a duplicate issue
+        state.entry("purchase_orders", "US001|0000000001")
+    monkeypatch.undo()
+    assert State.load(tmp_path / "state.json").entry("purchase_orders", "US002|1") == _entry(1)
+
+
+def test_a_malformed_pending_hint_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    _big_state(path, 5)
+    text = path.read_text(encoding="utf-8")
+    assert '"pending":{}' in text
+    text = text.replace('"pending":{}', '"pending":{"purchase_orders":[5,["x"]]}')
+    path.write_text(text, encoding="utf-8")
+    assert State.load(path).pending("purchase_orders") == []

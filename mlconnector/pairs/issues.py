@@ -287,6 +287,15 @@ class IssueWriter:
         counts = self.counts(kind)
         done: set[str] = set()
         start = self._start.get(self.issue_type_id(kind))
+        moving = [entry for rec, _row, entry in jobs if self._needs_transition(entry, rec)]
+        if any(entry.get("status") is not None for entry in moving):
+            # Until Jira answers, the status is unknown. Left as it was, a pass killed after Jira moved the
+            # issue would keep the old status on disk; were the source to return to it, nothing would move
+            # the issue back. Unknown (None) makes the next pass look at Jira's status first.
+            for entry in moving:
+                entry["status"] = None
+            self.state.dirty = True
+            self.state.save()
 
         def work(job: Job) -> tuple[bool, bool, Exception | None]:
             rec, _row, entry = job

@@ -313,7 +313,7 @@ class PeopleSoftJiraPass:
                     f"Comment {c.comment_id} waits for {KINDS[kind]['title'].lower()} {c.parent_key} to reach Jira "
                     f"(it is not synced yet); it is posted once the record is."), what="comment")
                 continue
-            posted = entry.setdefault("comments", {}).get(c.comment_id)
+            posted = (entry.get("comments") or {}).get(c.comment_id)  # read only: a dry run changes nothing
             if posted and posted != "pending":
                 done.add(ckey)
                 self.state.dequeue(kind, ckey, what="comment")
@@ -328,7 +328,7 @@ class PeopleSoftJiraPass:
         if not todo:
             return done
         for c, _row, entry in todo:
-            entry["comments"].setdefault(c.comment_id, "pending")
+            entry.setdefault("comments", {}).setdefault(c.comment_id, "pending")
         self.state.dirty = True
         self.state.save()
 

@@ -3,7 +3,7 @@
 Most cron passes look up a handful of keys, and a year of records is 100,000 of them: parsing every
 entry into a dict would cost about 1 KB of memory per entry on every run. So the key map section of
 the state file is written one entry per line, sorted by encoded key within each kind, and held as
-one bytes buffer that lookups bisect; only the entries a pass touches are parsed. The file is still
+one unparsed buffer (see read_buffer) that lookups bisect; only the entries a pass touches are parsed. The file is still
 plain JSON with the same shape (``"keys": {kind: {key: entry}}``).
 
 A SHA-256 of that section, written after it, proves the section is exactly as this module wrote it
@@ -100,10 +100,6 @@ def _eol(buf: Buffer, pos: int, end: int) -> int:
     if nl < 0:
         raise ValueError("unterminated line")
     return nl
-
-
-def _value(line: bytes, key_len: int) -> bytes:
-    return line[key_len:].rstrip(b",")
 
 
 def _parse_line(line: bytes) -> tuple[str, Entry]:
@@ -216,7 +212,7 @@ class KeyMap:
         t = enc_key(key)
         p = seek(buf, r[0], r[1], t)
         if p < r[1] and _at(buf, p, t):
-            return _value(buf[p:_eol(buf, p, r[1])], len(t))
+            return buf[p + len(t):_eol(buf, p, r[1])].rstrip(b",")
         return None
 
     def _live(self) -> Buffer:
@@ -302,7 +298,7 @@ class KeyMap:
                 issue = m.group(1).decode("ascii", "replace")
                 if issue not in issues or issue in found:
                     continue
-                start = buf.rfind(b"\n", lo, m.start()) + 1 or lo
+                start = max(lo, buf.rfind(b"\n", lo, m.start()) + 1)
                 key, entry = _parse_line(buf[start:_eol(buf, m.end() - 1, hi)])
                 if key in touched or entry.get("issue") != issue:
                     continue

@@ -18,6 +18,7 @@ from mlconnector.errors import RecordError
 from mlconnector.jira import adf
 from mlconnector.jira.client import FieldInfo
 from mlconnector.peoplesoft.qas import parse_ps_datetime
+from mlconnector.sync.keys import decode_key, display_key, encode_key, handle
 
 STATUS_TEXT: dict[str, dict[str, str]] = {
     "requisitions": {"P": "Pending approval", "A": "Approved", "D": "Denied", "C": "Complete", "X": "Canceled",
@@ -84,7 +85,7 @@ def natural_key(kind: str, row: dict[str, Any]) -> str:
                               f"it cannot be matched to an issue. Fix the row or the query's column list in "
                               f"PeopleSoft.")
         parts.append(str(v))
-    return "|".join(parts)
+    return encode_key(parts)
 
 
 def row_ts(kind: str, row: dict[str, Any], key: str) -> datetime:
@@ -97,7 +98,8 @@ def row_ts(kind: str, row: dict[str, Any], key: str) -> datetime:
 
 
 def record_label(kind: str, key: str) -> str:
-    return LABEL_SAFE.sub("_", f"{KINDS[kind]['label']}-{key.replace('|', '-')}")[:255]
+    """The record's handle on the Jira issue (a label): injective, see sync/keys.py."""
+    return handle(KINDS[kind]["label"], decode_key(key))
 
 
 def content_hash(fields: dict[str, Any], status: str) -> str:
@@ -132,7 +134,7 @@ def _amount(kind: str, key: str, column: str, value: Any) -> float | None:
 def vendor_key(setid: Any, vendor_id: Any) -> str | None:
     if not vendor_id:
         return None
-    return f"{setid or ''}|{vendor_id}"
+    return encode_key((str(setid or ""), str(vendor_id)))
 
 
 def vendor_summary(v: dict[str, Any]) -> tuple[str, str, str]:
@@ -166,7 +168,7 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
     key = natural_key(kind, row)
     ts = row_ts(kind, row, key)
     title = spec["title"]
-    display_key = key.replace("|", "/")
+    shown = display_key(key)
 
     status_code = str(_cell(row, cols["status"]) or "")
     status_text = STATUS_TEXT.get(kind, {}).get(status_code, status_code or "unknown")
@@ -180,18 +182,18 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
     vkey = vendor_key(_cell(row, cols["vendor_setid"]), _cell(row, cols["vendor_id"]))
     vendor = vendors.get(vkey or "") if vkey else None
     v_name, v_addr, v_terms = vendor_summary(vendor) if vendor else ("", "", "")
-    vendor_display = v_name or (vkey.replace("|", "/") if vkey else "")
+    vendor_display = v_name or (display_key(vkey) if vkey else "")
 
     headline = adf.one_line(description) or adf.one_line(vendor_display) or status_text
-    summary = adf.one_line(f"{title} {display_key}: {headline}")
+    summary = adf.one_line(f"{title} {shown}: {headline}")
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1] + "…"
     amount_text = f"{amount:,.2f} {currency}".strip() if amount is not None else ""
-    vendor_facts = [("Vendor", f"{v_name} ({vkey.replace('|', '/')})" if v_name and vkey else vendor_display),
+    vendor_facts = [("Vendor", f"{v_name} ({display_key(vkey)})" if v_name and vkey else vendor_display),
                     ("Vendor address", v_addr), ("Payment terms", v_terms)]
     vendor_doc = adf.doc(adf.facts(vendor_facts)) if vendor_display else None
     body = adf.doc(
-        adf.heading(f"{title} {display_key}"),
+        adf.heading(f"{title} {shown}"),
         adf.paragraph(adf.truncate(description)) if description else None,
         adf.facts([("Approval status", f"{status_text} ({status_code})" if status_code else ""),
                    ("Amount", amount_text), ("Invoice number", invoice), ("Date", doc_date or ""),
@@ -218,7 +220,7 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
         fields["priority"] = {"name": priority}
     if target.key_field is not None:
         fields[target.key_field.id] = _field_value(target.key_field, f"PSFT-{spec['label'][5:].upper()}-"
-                                                                    f"{key.replace('|', '-')}")
+                                                                    f"{'-'.join(decode_key(key))}")
     label = record_label(kind, key)
     create = {"project": {"key": target.project}, "issuetype": {"id": target.issue_type_ids[kind]},
               **fields, "labels": sorted({*target.labels, spec["label"], label})}
@@ -242,12 +244,12 @@ def map_comment(kind: str, row: dict[str, Any]) -> MappedComment:
     parent = natural_key(kind, row)
     cid = _cell(row, "COMMENT_ID")
     if cid in (None, ""):
-        raise RecordError(f"Comment row for {KINDS[kind]['title']} {parent.replace('|', '/')} has no COMMENT_ID, "
+        raise RecordError(f"Comment row for {KINDS[kind]['title']} {display_key(parent)} has no COMMENT_ID, "
                           f"so it cannot be posted exactly once. Add COMMENT_ID to the comments query.")
     ts = row_ts(kind, row, parent)
     text = str(_cell(row, "COMMENTS") or "")
     author = str(_cell(row, "OPRID") or "PeopleSoft")
-    ref = f"psft:{KINDS[kind]['label'][5:]}:{parent.replace('|', '/')}#{cid}"
+    ref = f"psft:{KINDS[kind]['label'][5:]}:{display_key(parent)}#{cid}"
     body = adf.doc(adf.paragraph(adf.truncate(text) or "(empty comment)"),
                    adf.paragraph(f"— {author} in PeopleSoft, {ts:%Y-%m-%d %H:%M} UTC [{ref}]"))
     return MappedComment(kind=kind, parent_key=parent, comment_id=str(cid), ts=ts, ref=ref, body=body)

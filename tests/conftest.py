@@ -82,7 +82,9 @@ class Env:
                            ("purchase_orders", ("BUSINESS_UNIT", "PO_ID")),
                            ("vouchers", ("BUSINESS_UNIT", "VOUCHER_ID"))):
             for row in self.box.ps.rows(kind):
-                labels.add(record_label(kind, "|".join(str(row[k]) for k in keys)))
+                parts = [str(row.get(k) or "").strip() for k in keys]
+                if all(parts):  # a row with a blank key part is refused by the mapping: it has no issue
+                    labels.add(record_label(kind, "|".join(parts)))
         return labels
 
 

@@ -45,11 +45,12 @@ from mlconnector.jde.config import JdeConfig, SourceSettings
 from mlconnector.jde.julian import date_literal, parse_ais_date, to_datetime
 from mlconnector.jira import adf
 from mlconnector.jira.client import FieldInfo, JiraClient, error_text, resolve_field
-from mlconnector.mapping import LABEL_SAFE, SUMMARY_MAX, _field_value, content_hash
+from mlconnector.mapping import SUMMARY_MAX, _field_value, content_hash
 from mlconnector.pairs.issues import FATAL, IssueWriter
 from mlconnector.pairs.issues import jql_quote as _q
 from mlconnector.pairs.peoplesoft_jira import Counts, PassResult, Progress, _noop
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.keys import decode_key, encode_key, handle
 
 log = logging.getLogger("mlconnector.jde")
 
@@ -110,7 +111,8 @@ def parse_jira_ts(value: str) -> datetime:
 
 
 def order_label(src: SourceSettings, order_number: str, order_type: str) -> str:
-    return LABEL_SAFE.sub("_", f"{src.label}-{order_number}-{order_type}")[:255]
+    """The order's handle on its Jira issue (a label): injective, see sync/keys.py."""
+    return handle(src.label, (order_number, order_type))
 
 
 class JdeJiraPass:
@@ -279,7 +281,7 @@ class JdeJiraPass:
                               f"to an issue. Check [jde.{src.name}.columns] order_number.")
         number = str(int(number)) if isinstance(number, float) and number.is_integer() else str(number)
         otype = str(cell("order_type") or (src.order_types[0] if src.order_types else ""))
-        key = f"{number}|{otype}"
+        key = encode_key((number, otype))
         shown = f"{number} ({otype})" if otype else number
         try:
             updated = parse_ais_date(cell("updated_date"))
@@ -440,7 +442,7 @@ class JdeJiraPass:
                     if author and author == self.target.me:
                         continue  # written by the connector itself (forward flow): never echo it back
                     code = self._code_for(to)
-                    order_number, order_type = okey.split("|", 1)
+                    order_number, order_type = decode_key(okey)
                     change = {"change_id": cid, "issue": key, "source": src.name, "order": okey,
                               "order_number": order_number, "order_type": order_type, "from": frm, "to": to,
                               "code": code, "author": author, "created_ms": created_ms}
@@ -643,6 +645,6 @@ def _row_id(src: SourceSettings, row: dict[str, Any]) -> str:
 
     number = row.get(src.alias("order_number"))
     if number not in (None, ""):
-        return f"{number}|{row.get(src.alias('order_type')) or ''}"
+        return encode_key((str(number), str(row.get(src.alias("order_type")) or "")))
     blob = json.dumps(row, sort_keys=True, default=str)
     return "invalid-row-" + hashlib.sha256(blob.encode()).hexdigest()[:10]

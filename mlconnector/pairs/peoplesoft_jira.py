@@ -43,6 +43,7 @@ from mlconnector.mapping import (
 from mlconnector.pairs.issues import FATAL, IssueWriter
 from mlconnector.peoplesoft.qas import QASClient
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.keys import decode_key
 
 PAIR = "peoplesoft-jira"
 AUTO_REPLAY_ATTEMPTS = 3  # queued items retried automatically by this many passes, then left to `replay`
@@ -243,7 +244,7 @@ class PeopleSoftJiraPass:
                 except RecordError as exc:
                     self._fail("vendors", _row_id(row), row, exc)
                     continue
-                vk = vendor_key(*key.split("|", 1))
+                vk = vendor_key(*decode_key(key))
                 assert vk is not None
                 cached = self.state.vendors.get(vk)
                 if cached and cached.get("ts", "") >= iso(ts):
@@ -475,7 +476,7 @@ class PeopleSoftJiraPass:
         except RecordError as exc:
             self._fail("vendors", item["key"], row, exc)
             return
-        vk = vendor_key(*key.split("|", 1))
+        vk = vendor_key(*decode_key(key))
         assert vk is not None
         self.state.vendors[vk] = {**vendor_from_row(row, self.cfg.peoplesoft.records["vendors"].columns),
                                   "ts": iso(ts)}

@@ -141,6 +141,9 @@ class JiraConfig:
     http: HttpSettings
     max_workers: int
     bulk_size: int
+    # Jira's search lags its writes: a create left unanswered counts as absent only when a search issued
+    # this long after it finds nothing (see sync/links.py).
+    settle_seconds: float = 15.0
 
 
 @dataclass
@@ -369,7 +372,7 @@ def _jira(root: _Section) -> JiraConfig:
     known = HTTP_KEYS | {"site", "api_base", "auth", "email", "client_id", "auth_url", "token_url",
                          "redirect_port", "project", "issue_types", "fields", "key_field", "labels",
                          "status_map", "priority_by_amount", "default_priority", "max_workers", "bulk_size",
-                         "cloud_id"}
+                         "cloud_id", "settle_seconds"}
     s = root.table("jira", known)
     if not s.data:
         raise ConfigError("The [jira] section is missing. Copy it from examples/config.toml and fill in your "
@@ -434,6 +437,7 @@ def _jira(root: _Section) -> JiraConfig:
         http=_http_settings(s),
         max_workers=s.num("max_workers", 4, minimum=1, integer=True),
         bulk_size=min(50, s.num("bulk_size", 50, minimum=1, integer=True)),
+        settle_seconds=s.num("settle_seconds", 15.0, minimum=0),
     )
 
 

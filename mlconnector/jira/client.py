@@ -207,9 +207,12 @@ class JiraClient:
         return self._paged(f"{API}/issue/{quote(key)}/changelog", "values")
 
     # -- search ----------------------------------------------------------------------------------
-    def search(self, jql: str, fields: list[str], page_size: int = 100, expand: str = "") -> Iterator[dict[str, Any]]:
+    def search(self, jql: str, fields: list[str], page_size: int = 100, expand: str = "",
+               properties: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every issue matching ``jql`` (enhanced search, nextPageToken paging, guarded against loops).
-        ``expand`` is Jira's comma-separated string (e.g. "changelog": the latest 100 histories per issue)."""
+        ``expand`` is Jira's comma-separated string (e.g. "changelog": the latest 100 histories per issue);
+        ``properties`` names issue properties to return (at most 5). Eventually consistent: an issue written
+        moments ago may be missing."""
         token: str | None = None
         seen_tokens: set[str] = set()
         for _ in range(MAX_PAGES):
@@ -218,6 +221,8 @@ class JiraClient:
                 body["nextPageToken"] = token
             if expand:
                 body["expand"] = expand
+            if properties:
+                body["properties"] = properties
             # A search changes nothing, so it is safe to retry like a GET.
             page = self.http.request("POST", f"{API}/search/jql", json=body, idempotent=True).json()
             issues = page.get("issues", []) or []

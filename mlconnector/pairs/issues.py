@@ -1,18 +1,25 @@
 """Writing mapped ERP records to Jira issues, idempotently. Shared by every pair that creates issues.
 
-Crash safety lives here:
-- Before a create, the key-map entry is saved as pending, with the label that names the record; a
-  pending entry is resolved at the start of the next pass by one JQL search per 50 labels, so a pass
-  killed between the create and the save never creates the issue twice.
+Crash safety lives here (the rules are in sync/links.py):
+- Every create is preceded by a lookup of the record's handle (its label; one JQL search per 50
+  labels): a lost, old or copied state file leads to adoption, never to a second issue. An issue found
+  by label is adopted only when its ``mlconnector.key`` property (written at create) names the same
+  record; otherwise the record is queued as a conflict and the issue is left alone.
+- Before a create, the key-map entry is saved as pending, with the label and the time of the mark. A
+  pending entry is resolved at the start of the next pass by a label search; because Jira's search
+  lags its writes, an absence counts only when the search was issued ``settle_seconds`` after the
+  mark (the pass waits out the rest), so a pass killed between the create and the save, and rerun at
+  once, never creates the issue twice.
 - After a create whose answer was lost (reset, timeout, 5xx), issues Jira already shows are adopted
-  and the rest stay pending and queued: Jira may still be working on the request, so nothing is sent
-  again in the same pass.
+  and the rest stay pending (the mark renewed) and queued: Jira may still be working on the request,
+  so nothing is sent again in the same pass.
 - Edits and transitions are idempotent in effect (an edit sets the same fields; a transition checks
   the current status when its answer was lost), so repeating them after a crash is harmless.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,12 +27,22 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mlconnector.audit import Audit
-from mlconnector.errors import AmbiguousWriteError, AuthError, ConnectorError, RemoteError, UnreachableError
+from mlconnector.errors import (
+    AmbiguousWriteError,
+    AuthError,
+    ConnectorError,
+    RecordError,
+    RemoteError,
+    UnreachableError,
+)
 from mlconnector.jira.client import JiraClient
-from mlconnector.state import State, iso
+from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.keys import decode_key, display_key
+from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
 FATAL = (AuthError, UnreachableError)
 LABELS_PER_SEARCH = 50
+KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"entity": kind, "key": [parts]}
 
 
 class MappedIssue(Protocol):
@@ -60,6 +77,9 @@ class IssueWriter:
     bulk_size: int = 50
     max_workers: int = 4
     dry_run: bool = False
+    settle_seconds: float = 15.0
+    clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
     _start: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     _fresh: set[tuple[str, str]] = field(default_factory=set)  # created this pass, still in the start status
@@ -94,6 +114,7 @@ class IssueWriter:
                 self.state.dequeue(kind, rec.key)
                 continue
             jobs.append((rec, row, entry))
+        creates = self._adopt_existing(kind, creates, jobs, done)
         if self.dry_run:
             counts.created += len(creates)
             for rec, _row, entry in jobs:
@@ -123,9 +144,10 @@ class IssueWriter:
         """Create issues for these records; return the keys that now have one. Failures are queued."""
         if not creates:
             return set()
+        now = self.clock()
         for rec, _ in creates:
-            self.state.set_entry(kind, rec.key, {"pending": True, "label": rec.label, "hash": rec.hash,
-                                                 "ts": iso(rec.ts), "status": None})
+            self.state.set_entry(kind, rec.key, mark_pending({"label": rec.label, "hash": rec.hash,
+                                                              "ts": iso(rec.ts), "status": None}, now))
         self.state.save()  # the pending marks must be on disk before Jira can act on any create
         chunks = [creates[i:i + self.bulk_size] for i in range(0, len(creates), self.bulk_size)]
         created: set[str] = set()
@@ -146,7 +168,12 @@ class IssueWriter:
 
     def _payload(self, kind: str, rec: Any) -> tuple[dict[str, Any], bool]:
         """The create request, and whether the issue will be in its mapped status once created."""
-        payload: dict[str, Any] = {"fields": rec.create_fields}
+        payload: dict[str, Any] = {
+            "fields": rec.create_fields,
+            # The record's full key, so that an issue found by its label can be told apart from one that only
+            # carries the same label (copied by hand, or another configuration's).
+            "properties": [{"key": KEY_PROPERTY, "value": {"entity": kind, "key": list(decode_key(rec.key))}}],
+        }
         start = self._start.get(self.issue_type_id(kind))
         if start is None or not rec.target_status:
             return payload, False
@@ -220,31 +247,111 @@ class IssueWriter:
         (resolve_pending) before anything is created.
         """
         found = self.adopt_by_label(kind, [rec for rec, _, _, _ in items])
+        now = self.clock()
         for rec, row, _, _ in items:
             if rec.key not in found:
+                entry = self.state.entry(kind, rec.key)
+                if entry is not None and entry.get("pending"):
+                    # Jira may act on the request until now: the settle time counts from here.
+                    mark_pending(entry, now)
+                    self.state.dirty = True
                 self.fail(kind, rec.key, row, exc)
         return found
 
     # -- finding issues by label -------------------------------------------------------------------
-    def search_labels(self, labels: list[str]) -> dict[str, dict[str, Any]]:
-        """label -> issue carrying it, for the labels Jira knows (one search per 50 labels)."""
-        found: dict[str, dict[str, Any]] = {}
+    def search_labels(self, labels: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """label -> the issues carrying it, oldest first, for the labels Jira knows (one search per 50 labels).
+        The search may lag Jira's writes: an absence here proves nothing on its own (see sync/links.py)."""
+        found: dict[str, list[dict[str, Any]]] = {}
         for i in range(0, len(labels), LABELS_PER_SEARCH):
             part = labels[i:i + LABELS_PER_SEARCH]
             wanted = set(part)
             jql = f"project = {jql_quote(self.project)} AND labels in ({', '.join(jql_quote(x) for x in part)})"
-            for issue in self.jira.search(jql, ["labels"]):
+            for issue in self.jira.search(jql, ["labels"], properties=[KEY_PROPERTY]):
                 for lab in (issue.get("fields") or {}).get("labels", []):
-                    if lab in wanted and lab not in found:
-                        found[lab] = issue
+                    if lab in wanted and all(x.get("id") != issue.get("id") for x in found.get(lab, [])):
+                        found.setdefault(lab, []).append(issue)
+        for issues in found.values():
+            issues.sort(key=lambda x: (len(str(x.get("id"))), str(x.get("id"))))
         return found
 
+    def lookup(self, kind: str, labels: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """Find the issues of these records (key -> label): (key -> the issue to adopt, key -> issue keys that
+        carry the label but name another record). Where two issues of ours carry one label (made by an
+        earlier version), the oldest is adopted and the others are reported in the audit trail."""
+        found = self.search_labels(sorted(set(labels.values())))
+        ours: dict[str, dict[str, Any]] = {}
+        foreign: dict[str, list[str]] = {}
+        for key, label in labels.items():
+            parts = decode_key(key)
+            candidates = found.get(label, [])
+            mine = [i for i in candidates if not conflicts_with((i.get("properties") or {}).get(KEY_PROPERTY),
+                                                                kind, parts)]
+            if mine:
+                ours[key] = mine[0]
+                if len(mine) > 1:
+                    self.audit.write("duplicate_issues", kind, key, issue=mine[0]["key"],
+                                     others=[str(i.get("key")) for i in mine[1:]])
+            elif candidates:
+                foreign[key] = [str(i.get("key")) for i in candidates]
+        return ours, foreign
+
+    def _conflict(self, kind: str, rec: Any, row: dict[str, Any], issues: list[str]) -> None:
+        self.fail(kind, rec.key, row, RecordError(
+            f"Jira issue {', '.join(issues)} carries the label {rec.label} of {display_key(rec.key)} but its "
+            f"'{KEY_PROPERTY}' property names another record, so it was neither adopted nor changed, and no "
+            f"issue was created. Remove the label from that issue (it was copied by hand, or another "
+            f"configuration writes to project {self.project}), then run 'mlconnector replay retry'."))
+
+    def _adopt_existing(self, kind: str, creates: list[Item], jobs: list[Job], done: set[str]) -> list[Item]:
+        """Look the records about to be created up by label; adopt the issues found (their edits and transitions
+        join ``jobs``), queue conflicts, and return the records still to be created."""
+        if not creates:
+            return creates
+        by_key = {rec.key: (rec, row) for rec, row in creates}
+        labels = {rec.key: rec.label for rec, _ in creates}
+        marks = {rec.key: pending_since(e) for rec, _ in creates
+                 if (e := self.state.entry(kind, rec.key)) is not None and e.get("pending")}
+        settler = Settler(self.settle_seconds, clock=self.clock, sleep=self.sleep)
+        searched_at = self.clock()
+        ours, foreign = self.lookup(kind, labels)
+        waiting = settler.unsettled({k: v for k, v in marks.items() if k not in ours and k not in foreign},
+                                    searched_at)
+        if waiting and not self.dry_run:
+            self.sleep(max(waiting.values()))
+            more, more_foreign = self.lookup(kind, {k: labels[k] for k in waiting})
+            ours.update(more)
+            foreign.update(more_foreign)
+        rest: list[Item] = []
+        for key, (rec, row) in by_key.items():
+            if key in foreign:
+                if not self.dry_run:
+                    self._conflict(kind, rec, row, foreign[key])
+                continue
+            issue = ours.get(key)
+            if issue is None:
+                rest.append((rec, row))
+                continue
+            self.counts(kind).adopted += 1
+            if self.dry_run:
+                done.add(key)
+                continue
+            old = self.state.entry(kind, key) or {}
+            # Content unknown unless this very record's create was in flight: an edit makes it current.
+            entry = {"issue": issue["key"], "hash": old.get("hash") if old.get("pending") else None,
+                     "ts": old.get("ts"), "status": None, "adopted": True}
+            self.state.set_entry(kind, key, entry)
+            self.audit.write("adopted", kind, key, issue=issue["key"], label=rec.label)
+            jobs.append((rec, row, self.state.entry(kind, key) or entry))
+        return rest
+
     def adopt_by_label(self, kind: str, recs: list[Any]) -> set[str]:
-        """Record in the key map the issues that already carry these records' labels."""
-        found = self.search_labels([r.label for r in recs])
+        """Record in the key map the issues that already carry these records' labels (after an unanswered
+        create: the content is what was just sent)."""
+        ours, _ = self.lookup(kind, {r.key: r.label for r in recs})
         adopted: set[str] = set()
         for rec in recs:
-            issue = found.get(rec.label)
+            issue = ours.get(rec.key)
             if issue is None:
                 continue
             entry = self.state.entry(kind, rec.key) or {}
@@ -258,17 +365,24 @@ class IssueWriter:
 
     def resolve_pending(self, kinds: Iterable[str]) -> None:
         """Settle creates left pending by an earlier pass: adopt the issue if Jira has it, else forget the mark
-        (the record is still below its watermark, or in the replay queue, so it is created later)."""
+        (the record is still below its watermark, or in the replay queue, so it is created later). Jira's
+        search lags: an absence counts only once the mark is ``settle_seconds`` old (the pass waits)."""
         for kind in kinds:
             keys = self.state.pending(kind)
             if not keys:
                 continue
             entries = {k: e for k in keys if (e := self.state.entry(kind, k)) is not None and e.get("pending")}
-            found = self.search_labels([e["label"] for e in entries.values() if e.get("label")])
+            labels = {k: e["label"] for k, e in entries.items() if e.get("label")}
             if self.dry_run:
                 continue
+            settler = Settler(self.settle_seconds, clock=self.clock, sleep=self.sleep)
+
+            def find(ks: Any, labels: dict[str, str] = labels, kind: str = kind) -> dict[str, Any]:
+                return self.lookup(kind, {k: labels[k] for k in ks})[0]
+
+            found = settler.settle({k: pending_since(entries[k]) for k in labels}, find)
             for key, entry in entries.items():
-                issue = found.get(entry.get("label", ""))
+                issue = found.get(key)
                 if issue is not None:
                     self.state.set_entry(kind, key, {"issue": issue["key"], "hash": entry.get("hash"),
                                                      "ts": entry.get("ts"), "status": None})

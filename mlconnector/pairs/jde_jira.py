@@ -138,7 +138,8 @@ class JdeJiraPass:
         self.writer = IssueWriter(
             jira, state, audit, counts=self.result.kind, fail=self._fail, project=self.project,
             issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
-            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run)
+            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run,
+            settle_seconds=cfg.jira.settle_seconds)
 
     # -- setup -----------------------------------------------------------------------------------
     @property

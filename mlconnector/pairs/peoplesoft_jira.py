@@ -55,6 +55,7 @@ Progress = Callable[..., None]
 class Counts:
     read: int = 0
     created: int = 0
+    adopted: int = 0  # found on the target by handle (no link in the state) and linked, not created
     updated: int = 0
     unchanged: int = 0
     transitioned: int = 0
@@ -112,7 +113,8 @@ class PeopleSoftJiraPass:
         self.writer = IssueWriter(
             jira, state, audit, counts=self.result.kind, fail=self._fail, project=cfg.jira.project,
             issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
-            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run)
+            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run,
+            settle_seconds=cfg.jira.settle_seconds)
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
@@ -319,8 +321,9 @@ class PeopleSoftJiraPass:
                 done.add(ckey)
                 self.state.dequeue(kind, ckey, what="comment")
                 continue
-            if posted == "pending":
-                # An earlier pass may have posted it before dying: look on the issue before posting.
+            if posted == "pending" or (not posted and entry.get("adopted")):
+                # An earlier pass may have posted it before dying (or, for an issue adopted after a state loss,
+                # long ago): look on the issue before posting.
                 was_pending.add(ckey)
             todo.append((c, row, entry))
         if self.dry_run:
@@ -338,7 +341,8 @@ class PeopleSoftJiraPass:
             try:
                 if f"{c.parent_key}#{c.comment_id}" in was_pending:
                     for existing in self.jira.comments(entry["issue"]):
-                        if c.ref in adf.plain_text(existing.get("body")):
+                        # The whole bracketed marker: "#1" must not match inside "#10".
+                        if f"[{c.ref}]" in adf.plain_text(existing.get("body")):
                             return str(existing.get("id")), None
                 return str(self.jira.add_comment(entry["issue"], c.body).get("id")), None
             except ConnectorError as exc:

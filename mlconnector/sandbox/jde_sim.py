@@ -452,6 +452,7 @@ class JdeSandbox:
     jira: Any  # JiraSim
     jde_server: Any  # SandboxServer
     jira_server: Any
+    search_lag: float = 0.0  # seconds Jira's search trails its writes (see JiraSim)
 
     def stop(self) -> None:
         self.jde_server.stop()
@@ -472,7 +473,7 @@ class JdeSandbox:
 
     def config_text(self, state_file: Any = None, *, extra_jde: str = "", extra_jira: str = "",
                     fast_retries: bool = True) -> str:
-        from mlconnector.sandbox.run import JIRA_EMAIL
+        from mlconnector.sandbox.run import JIRA_EMAIL, settle_for
 
         retry = ("max_attempts = 3\nbackoff_initial = 0.02\nbackoff_max = 0.2\nread_timeout = 10\n"
                  if fast_retries else "")
@@ -503,18 +504,21 @@ initial_since = "{since}"
 site = "{self.jira_server.url}"
 email = "{JIRA_EMAIL}"
 project = "PROC"
+settle_seconds = {settle_for(self.search_lag)}
 {retry}{extra_jira}
 """
 
 
 def start_jde_sandbox(*, seed: int = 11, work_orders: int = 12, change_orders: int = 4, latency: float = 0.0,
-                      request_validator: Callable[[Any], None] | None = None) -> JdeSandbox:
+                      request_validator: Callable[[Any], None] | None = None,
+                      search_lag: float = 0.0) -> JdeSandbox:
     from mlconnector.sandbox.jira_sim import JiraSim
     from mlconnector.sandbox.run import JIRA_EMAIL, JIRA_TOKEN
     from mlconnector.sandbox.server import SandboxServer
 
     jde = JdeSim(seed=seed, work_orders=work_orders, change_orders=change_orders)
-    jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator)
+    jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator,
+                   search_lag=search_lag)
     jde_server = SandboxServer(jde, "jde", latency=latency).start()
     jira_server = SandboxServer(jira, "jira", latency=latency).start()
-    return JdeSandbox(jde, jira, jde_server, jira_server)
+    return JdeSandbox(jde, jira, jde_server, jira_server, search_lag=search_lag)

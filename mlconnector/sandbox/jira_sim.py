@@ -191,13 +191,16 @@ class JiraSim:
                  project_key: str = "PROC", bearer_tokens: set[str] | None = None,
                  request_validator: Callable[[Request], None] | None = None,
                  duplicate_field_name: str | None = None, time_zone: str = "Europe/Berlin",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, search_lag: float = 0.0) -> None:
         self.email, self.api_token, self.project_key = email, api_token, project_key
         self.bearer_tokens = set(bearer_tokens or ())
         self.request_validator = request_validator
         self.tz = ZoneInfo(time_zone)
         self.time_zone = time_zone
         self.clock = clock
+        # Jira's search index is eventually consistent: an issue created less than this many seconds ago
+        # is not yet found by /search/jql (GET /issue/{key} sees it at once).
+        self.search_lag = search_lag
         self.project = {"id": "10000", "key": project_key, "name": "Procurement"}
         self.fields: dict[str, _Field] = {f[0]: _Field(f[0], f[1], f[2], False, f[3]) for f in SYSTEM_FIELDS}
         customs = list(CUSTOM_FIELDS)
@@ -791,10 +794,14 @@ class JiraSim:
             if not isinstance(p.get("expand", ""), str):
                 raise ApiError(400, ["'expand' must be a comma-separated string."])
             jql, size, token, expand = p.get("jql"), p.get("maxResults", 50), p.get("nextPageToken"), p.get("expand")
+            props = p.get("properties") or []
+            if not (isinstance(props, list) and len(props) <= 5 and all(isinstance(x, str) for x in props)):
+                raise ApiError(400, ["'properties' must be a list of at most 5 property keys."])
         else:
             fields = [f for v in req.query.get("fields", []) for f in v.split(",") if f] or None
             jql, token, expand = req.arg("jql"), req.arg("nextPageToken"), req.arg("expand")
             size = req.arg("maxResults", "50")
+            props = [x for v in req.query.get("properties", []) for x in v.split(",") if x]
         try:
             size = min(max(int(size), 1), 100)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
@@ -809,9 +816,14 @@ class JiraSim:
         else:
             # The result list is frozen on page one so that edits made while paging (including
             # the caller's own writes bumping `updated`) cannot skip or repeat issues.
-            ids, offset = [i.id for i in JqlQuery(self, jql).run(list(self._issues.values()))], 0
+            visible = list(self._issues.values())
+            if self.search_lag:
+                indexed_until = int((self.clock() - self.search_lag) * 1000)
+                visible = [i for i in visible if i.created <= indexed_until]
+            ids, offset = [i.id for i in JqlQuery(self, jql).run(visible)], 0
         page = [self._issues[i] for i in ids[offset:offset + size]]
-        out: dict[str, Any] = {"issues": [self._issue_json(req, i, fields, expand or "") for i in page]}
+        out: dict[str, Any] = {"issues": [self._issue_json(req, i, fields, expand or "", ",".join(props))
+                                          for i in page]}
         if not fields:
             out["issues"] = [{"id": i["id"], "key": i["key"]} for i in out["issues"]]
         if offset + size < len(ids):

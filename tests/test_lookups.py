@@ -1,0 +1,137 @@
+"""Creates that can never duplicate: lookups before every create, settle time under search lag, state loss.
+
+The promises (sync/links.py, pairs/issues.py): a pass killed after Jira created issues and rerun at once,
+while Jira's search still lags, creates nothing twice; a lost, deleted or older state file leads to
+adoption of the issues already in Jira, never to second issues; an issue that carries a record's label
+but names another record in its key property is a conflict, left alone and queued.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+
+import pytest
+from conftest import Env
+from test_crash_safety import (
+    BULK,
+    _assert_each_comment_once,
+    _assert_one_issue_per_record,
+    _assert_state_clean,
+    _issue_count,
+    _kill,
+    _start,
+    _wait_for,
+)
+
+from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED
+from mlconnector.pairs.issues import KEY_PROPERTY
+
+SYNC = ("sync", "peoplesoft-jira")
+
+
+def _lagging(env: Env, lag: float) -> None:
+    """Make the sandbox's Jira search trail its writes by ``lag`` seconds; the config's settle time follows."""
+    env.box.jira.search_lag = lag
+    env.box.search_lag = lag
+    env.write_config()
+
+
+def _audit(env: Env) -> list[dict]:
+    return [json.loads(x) for x in env.audit_file.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("lag", [2.0, 5.0])
+def test_killed_after_jira_created_then_rerun_at_once_under_search_lag_duplicates_nothing(
+        sandbox_env: Env, lag: float) -> None:
+    env = sandbox_env
+    _lagging(env, lag)
+    # Jira creates the issues, then sits on the answer: the client never learns the new keys.
+    env.box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
+    proc = _start(env, *SYNC)
+    try:
+        _wait_for(lambda: _issue_count(env) > 0, 20, "Jira to have the created issues", proc)
+        created_before_kill = _issue_count(env)
+        assert _kill(proc) == -signal.SIGKILL
+    finally:
+        _kill(proc)
+    env.box.jira_server.faults.clear()
+
+    # At once, while the search does not show those issues yet.
+    assert env.box.jira_server.requests  # (the sandbox is up)
+    rerun = env.cli(*SYNC, "--json")
+    assert rerun.returncode == EXIT_OK, rerun.stdout + rerun.stderr
+    assert json.loads(rerun.stdout)["queue_size"] == 0
+    _assert_one_issue_per_record(env)
+    _assert_state_clean(env)
+    adopted = [x for x in _audit(env) if x["action"] == "resolved_pending" and x.get("issue")]
+    assert len(adopted) == created_before_kill
+
+
+def test_deleted_state_adopts_every_issue_and_duplicates_nothing(sandbox_env: Env) -> None:
+    env = sandbox_env
+    first = env.cli(*SYNC, "--json")
+    assert first.returncode == EXIT_OK, first.stderr
+    issues = _issue_count(env)
+    env.state_file.unlink()
+
+    again = env.cli(*SYNC, "--json")
+    assert again.returncode == EXIT_OK, again.stdout + again.stderr
+    counts = json.loads(again.stdout)["counts"]
+    assert sum(c["created"] for c in counts.values()) == 0
+    assert sum(c["adopted"] for c in counts.values()) == issues
+    assert _issue_count(env) == issues
+    _assert_one_issue_per_record(env)
+    _assert_each_comment_once(env)  # comments of adopted issues are looked up, not posted again
+
+    writes = env.box.jira.writes
+    quiet = env.cli(*SYNC, "--json")
+    assert quiet.returncode == EXIT_OK and env.box.jira.writes == writes
+
+
+def test_state_restored_from_an_older_copy_duplicates_nothing_and_catches_up(sandbox_env: Env) -> None:
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    backup = env.dir / "state-backup.json"
+    shutil.copy(env.state_file, backup)
+
+    ps = env.box.ps
+    bu = ps.keys("purchase_orders")[0][0]
+    ps.add("purchase_orders", {"BUSINESS_UNIT": bu, "PO_ID": "9000000001", "PO_STATUS": "A", "PO_AMT": "10.00",
+                               "CURRENCY_CD": "USD", "DESCR254": "Ordered after the backup"})
+    changed = ps.keys("purchase_orders")[1]
+    ps.touch("purchase_orders", changed, DESCR254="Changed after the backup")
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    issues = _issue_count(env)
+
+    shutil.copy(backup, env.state_file)  # the restore: the new PO's link and the change are unknown to it
+    ps.touch("purchase_orders", changed, DESCR254="Changed once more after the restore")
+    restored = env.cli(*SYNC, "--json")
+    assert restored.returncode == EXIT_OK, restored.stdout + restored.stderr
+    assert _issue_count(env) == issues
+    _assert_one_issue_per_record(env)
+    [issue] = env.box.jira.find_by_label(f"psft-po-{changed[0]}-{changed[1]}")
+    assert "Changed once more after the restore" in json.dumps(issue["fields"]["summary"])
+
+
+def test_an_issue_carrying_our_label_for_another_record_is_left_alone_and_queued(sandbox_env: Env) -> None:
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    bu, po = env.box.ps.keys("purchase_orders")[0]
+    [issue] = env.box.jira.find_by_label(f"psft-po-{bu}-{po}")
+    # As if the label had been copied by hand onto an issue that names another record.
+    env.box.jira._find(issue["key"]).properties[KEY_PROPERTY] = {"entity": "purchase_orders",
+                                                                  "key": [bu, "SOMETHING-ELSE"]}
+    before = env.box.jira.issue(issue["key"])
+    env.state_file.unlink()
+
+    run = env.cli(*SYNC, "--json")
+    assert run.returncode == EXIT_RECORDS_FAILED, run.stdout + run.stderr
+    failures = json.loads(run.stdout)["failures"]
+    [conflict] = [f for f in failures if f["key"] == f"{bu}|{po}" and f["what"] == "record"]
+    assert issue["key"] in conflict["error"] and KEY_PROPERTY in conflict["error"]
+    assert len(env.box.jira.find_by_label(f"psft-po-{bu}-{po}")) == 1  # no second issue
+    assert env.box.jira.issue(issue["key"])["fields"] == before["fields"]  # and that one untouched
+    queue = json.loads(env.cli("replay", "list", "--json").stdout)
+    assert any(i["key"] == f"{bu}|{po}" for i in queue)

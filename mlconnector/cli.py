@@ -209,10 +209,10 @@ def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt
 
 # -- replay ---------------------------------------------------------------------------------------
 def _state(config: Path | None) -> Any:
-    from mlconnector.state import State
+    from mlconnector.runner import open_state
 
     cfg = _load(config)
-    return cfg, State.load(cfg.state_file)
+    return cfg, open_state(cfg, locked=False)
 
 
 @replay_app.command("list")
@@ -268,11 +268,12 @@ def replay_drop(item_ids: Annotated[list[str] | None, typer.Argument(help="Item 
 
     def run() -> int:
         from mlconnector.audit import Audit, Redactor
-        from mlconnector.state import State, run_lock
+        from mlconnector.runner import open_state
+        from mlconnector.state import run_lock
 
         cfg = _load(config)
         with run_lock(cfg.state_file):
-            state = State.load(cfg.state_file)
+            state = open_state(cfg, locked=True)
             keep, dropped = [], []
             for item in state.replay:
                 (dropped if all_ or item["id"] in (item_ids or []) else keep).append(item)
@@ -289,6 +290,41 @@ def replay_drop(item_ids: Annotated[list[str] | None, typer.Argument(help="Item 
 
     n = _guard(as_json, run)
     typer.echo(json.dumps({"status": "ok", "dropped": n}) if as_json else f"Dropped {n} queued item(s).")
+
+
+# -- state ----------------------------------------------------------------------------------------
+state_app = typer.Typer(help="Where the state lives, and binding it to its sites.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("path")
+def state_path(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Print where the state file and the audit trail of this configuration are."""
+    cfg = _guard(as_json, _load, config)
+    paths = {"state_file": str(cfg.state_file), "audit_file": str(cfg.audit_file), "instance": cfg.instance}
+    typer.echo(json.dumps(paths) if as_json else "\n".join(f"{k}: {v}" for k, v in paths.items()))
+
+
+@state_app.command("rebind")
+def state_rebind(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Bind the state to the sites this configuration names now (after a deliberate move of a site's URL)."""
+
+    def run() -> dict[str, str]:
+        from mlconnector.runner import open_state
+        from mlconnector.state import State, run_lock
+
+        cfg = _load(config)
+        with run_lock(cfg.state_file):
+            old = dict(State.load(cfg.state_file).sites) if cfg.state_file.exists() else {}
+            state = open_state(cfg, locked=True, rebind=True)
+            state.save()
+            return {k: f"{old.get(k, '(none)')} -> {v}" for k, v in state.sites.items() if old.get(k) != v}
+
+    moved = _guard(as_json, run)
+    if as_json:
+        typer.echo(json.dumps({"status": "ok", "rebound": moved}))
+    else:
+        typer.echo("\n".join(f"{k}: {v}" for k, v in moved.items()) or "The state already names these sites.")
 
 
 # -- secrets --------------------------------------------------------------------------------------

@@ -156,6 +156,16 @@ class Config:
     jira: JiraConfig
     jde: Any = None  # parsed by mlconnector.jde.config when a [jde] section is present
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    legacy_state_file: Path | None = None  # where versions before 0.2 kept the default state file
+
+    def sites(self) -> dict[str, str]:
+        """The sites a state file of this configuration describes (see State.bind_sites)."""
+        out = {"jira": f"{_site(self.jira.api_base)} project {self.jira.project}"}
+        if self.ps is not None:
+            out["peoplesoft"] = f"{_site(self.ps.base_url)} node {self.ps.node}"
+        if self.jde is not None:
+            out["jde"] = f"{_site(self.jde.base_url)} environment {self.jde.environment}"
+        return out
 
     @property
     def peoplesoft(self) -> PeopleSoftConfig:
@@ -163,6 +173,11 @@ class Config:
             raise ConfigError(f"{self.path} has no [peoplesoft] section, which this command needs. Copy it from "
                               f"examples/config.toml and fill in your host, port and node.")
         return self.ps
+
+
+def _site(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}{parts.path.rstrip('/')}"
 
 
 def default_config_path() -> Path:
@@ -486,7 +501,10 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     state_file = data.get("state_file")
     if state_file is not None and not isinstance(state_file, str):
         raise ConfigError("state_file must be a path in quotes.")
-    sp = Path(state_file).expanduser() if state_file else default_state_dir() / f"{instance}-{digest}.json"
+    # The default follows the instance name, not the file's path: a configuration moved to another folder
+    # keeps its state (earlier versions added a digest of the path; runner.adopt_legacy_state moves that file).
+    sp = Path(state_file).expanduser() if state_file else default_state_dir() / f"{instance}.json"
+    legacy = None if state_file else default_state_dir() / f"{instance}-{digest}.json"
     if not sp.is_absolute():
         sp = path.resolve().parent / sp
     audit_file = data.get("audit_file")
@@ -495,7 +513,8 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     ap = Path(audit_file).expanduser() if audit_file else sp.with_suffix(".audit.jsonl")
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
-    return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data)
+    return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
+                  legacy_state_file=legacy)
 
 
 class _RootSection(_Section):

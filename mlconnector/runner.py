@@ -7,9 +7,11 @@ the same code.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
@@ -74,6 +76,41 @@ def open_clients(cfg: Config, secrets: SecretStore) -> Clients:
     return Clients(QASClient(cfg.peoplesoft, ps_auth), JiraClient(cfg.jira.api_base, jira_auth_, cfg.jira.http))
 
 
+def _companions(state_file: Path, audit_default: bool) -> list[tuple[str, str]]:
+    """Files that live beside a state file (suffix rules as in config.py and webhook.py)."""
+    out = [("", ""), (".lock", ".lock"), (".webhooks.jsonl", ".webhooks.jsonl")]
+    return out + ([("audit", "audit")] if audit_default else [])
+
+
+def adopt_legacy_state(cfg: Config) -> None:
+    """Move a state file from the path earlier versions derived from the config's location (a digest of
+    it) to the instance's own path, with its audit trail and webhook spool. Call with the run lock held."""
+    old, new = cfg.legacy_state_file, cfg.state_file
+    if old is None or not old.exists() or new.exists():
+        return
+    audit_default = cfg.audit_file == new.with_suffix(".audit.jsonl")
+    for suffix, _ in _companions(new, audit_default):
+        if suffix == ".lock":
+            continue
+        src = old.with_suffix(".audit.jsonl") if suffix == "audit" else old.with_name(old.name + suffix)
+        dst = new.with_suffix(".audit.jsonl") if suffix == "audit" else new.with_name(new.name + suffix)
+        if src.exists() and not dst.exists():
+            os.replace(src, dst)
+
+
+def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
+    """The configuration's state, bound to its sites (a StateError names any mismatch). Without the lock
+    (read-only commands) a state still at its legacy path is read where it is."""
+    if locked:
+        adopt_legacy_state(cfg)
+    path = cfg.state_file
+    if not locked and not path.exists() and cfg.legacy_state_file is not None and cfg.legacy_state_file.exists():
+        path = cfg.legacy_state_file
+    state = State.load(path)
+    state.bind_sites(cfg.sites(), rebind=rebind)
+    return state
+
+
 @contextlib.contextmanager
 def session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Clients, Audit, Redactor]]:
     secrets = SecretStore(cfg.instance)
@@ -81,7 +118,7 @@ def session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Clients,
     clients = open_clients(cfg, secrets)
     ctx = run_lock(cfg.state_file) if lock else contextlib.nullcontext()
     with ctx:
-        state = State.load(cfg.state_file)
+        state = open_state(cfg, locked=lock)
         audit = Audit(cfg.audit_file, redactor, PAIR)
         try:
             yield state, clients, audit, redactor
@@ -186,7 +223,7 @@ def jde_session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Any,
     jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, secrets), cfg.jira.http)
     try:
         with run_lock(cfg.state_file) if lock else contextlib.nullcontext():
-            state = State.load(cfg.state_file)
+            state = open_state(cfg, locked=lock)
             audit = Audit(cfg.audit_file, redactor, JDE_PAIR)
             try:
                 yield state, ais, jira, audit

@@ -41,6 +41,8 @@ class State:
     vendors: dict[str, dict[str, Any]] = field(default_factory=dict)
     replay: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # per-pair bookkeeping (back-flow, webhooks)
+    # system -> the site this state describes ("https://jira.example.com project PROC"); see bind_sites
+    sites: dict[str, str] = field(default_factory=dict)
     dirty: bool = False
     # The key map, kind -> natural key -> {"issue": "PROC-1", "id": "10000", "hash": "...", "status": "A",
     #   "ts": "<source last update, UTC>", "pending": true while a create is in flight,
@@ -77,8 +79,10 @@ class State:
             except (ValueError, UnicodeDecodeError):
                 raise StateError(
                     f"The state file {path} is corrupt (not valid JSON). It was not changed. Restore it from "
-                    f"backup, or move it aside and run 'mlconnector sync ... --since <date>' to rebuild it: "
-                    f"issues already in Jira are found by their ERP key, not created again."
+                    f"backup (the newest copy you have: an older one is safe). Or move it aside and run the "
+                    f"pass again: records are re-read from initial_since and every issue already in Jira is "
+                    f"found by its label and adopted, not created again; that costs one edit per issue, and "
+                    f"the replay queue and the Jira -> JD Edwards changes made since the last pass are lost."
                 ) from None
         del raw  # kept by the key map when it is in this layout
         version = data.get("schema")
@@ -103,6 +107,7 @@ class State:
                 vendors=dict(data.get("vendors", {})),
                 replay=list(data.get("replay", [])),
                 extra=dict(data.get("extra", {})),
+                sites={str(k): str(v) for k, v in dict(data.get("sites", {})).items()},
                 keymap=keymap,
             )
         except (TypeError, ValueError, AttributeError):
@@ -112,7 +117,7 @@ class State:
     def save(self) -> None:
         pending = self.keymap.pending_map()
         header = {"schema": SCHEMA_VERSION, "saved_at": iso(utcnow()), "watermarks": self.watermarks,
-                  "vendors": self.vendors, "replay": self.replay, "extra": self.extra}
+                  "vendors": self.vendors, "replay": self.replay, "extra": self.extra, "sites": self.sites}
         # "replace": text that cannot be encoded (a lone surrogate) must not make the state unsavable. Keys
         # are escaped instead, as in the key map, so that they still match their entries.
         head = (json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")[:-1]
@@ -133,6 +138,29 @@ class State:
                              f"run stopped so that nothing is looked up in a half-loaded key map. Run the pass "
                              f"again; nothing was lost.") from None
         self.dirty = False
+
+    # -- sites -----------------------------------------------------------------------------------
+    def bind_sites(self, sites: dict[str, str], *, rebind: bool = False) -> None:
+        """Tie this state to the sites it describes, or refuse a configuration that points elsewhere.
+
+        A state file copied to another host, or a configuration edited to point at another Jira or
+        PeopleSoft, would otherwise apply one site's links to another site's records. Systems that the
+        state does not know yet are added; ``rebind`` replaces every site (the admin's deliberate move).
+        """
+        if not rebind:
+            moved = {k: (self.sites[k], v) for k, v in sites.items() if k in self.sites and self.sites[k] != v}
+            if moved:
+                what = "; ".join(f"{k}: the state describes {old}, the configuration {new}"
+                                 for k, (old, new) in sorted(moved.items()))
+                raise StateError(
+                    f"The state file {self.path} belongs to other sites ({what}). Nothing was changed. If this "
+                    f"configuration should have its own state, give it its own 'instance' name (or state_file). "
+                    f"If the site really moved (a new URL for the same Jira or PeopleSoft), run 'mlconnector state "
+                    f"rebind --config ...' once: links are kept and checked by their handles as records change.")
+        changed = {**self.sites, **sites} if not rebind else dict(sites)
+        if changed != self.sites:
+            self.sites = changed
+            self.dirty = True
 
     # -- key map ---------------------------------------------------------------------------------
     def entry(self, kind: str, key: str) -> dict[str, Any] | None:

@@ -293,9 +293,21 @@ def test_corrupt_state_stops_and_keeps_the_file(sandbox_env: Env) -> None:
     env.state_file.write_text('{"schema": 1, "watermarks": {', encoding="utf-8")
     before = env.state_file.read_bytes()
     message = error_message(env.cli(*SYNC), 5)
-    assert str(env.state_file) in message and "corrupt" in message and "--since" in message
+    assert str(env.state_file) in message and "corrupt" in message and "adopted" in message
     assert env.state_file.read_bytes() == before
     assert env.box.jira.writes == 0
+
+
+def test_following_the_corrupt_state_advice_duplicates_nothing(sandbox_env: Env) -> None:
+    # The advice is to move the file aside and run again: that must adopt, not create every issue again.
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == 0
+    issues = len(env.box.jira.all_issues())
+    env.state_file.write_text('{"schema": 1, "watermarks": {', encoding="utf-8")
+    assert "move it aside" in error_message(env.cli(*SYNC), 5)
+    env.state_file.rename(env.state_file.with_name("state.json.corrupt"))
+    assert env.cli(*SYNC).returncode == 0
+    assert len(env.box.jira.all_issues()) == issues
 
 
 def test_locked_by_another_run(sandbox_env: Env) -> None:

@@ -135,3 +135,74 @@ def test_an_issue_carrying_our_label_for_another_record_is_left_alone_and_queued
     assert env.box.jira.issue(issue["key"])["fields"] == before["fields"]  # and that one untouched
     queue = json.loads(env.cli("replay", "list", "--json").stdout)
     assert any(i["key"] == f"{bu}|{po}" for i in queue)
+
+
+# -- the state follows the installation, and only its own sites -----------------------------------
+def _default_state_config(env: Env, folder) -> tuple:
+    """A config without state_file (the default location), in ``folder``; XDG_STATE_HOME in the run's env."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(line for line in env.box.config_text(None).splitlines() if not line.startswith("state_file"))
+    cfg = folder / "acme.toml"
+    cfg.write_text(text.replace('instance = "sandbox"', 'instance = "acme"'), encoding="utf-8")
+    run_env = {**env.env, "XDG_STATE_HOME": str(env.dir / "xdg-state")}
+    return cfg, run_env
+
+
+def _run(env: Env, cfg, run_env, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlconnector", *args, "--config", str(cfg)], capture_output=True,
+                          text=True, env=run_env, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_a_config_moved_to_another_folder_keeps_its_state(sandbox_env: Env) -> None:
+    env = sandbox_env
+    cfg, run_env = _default_state_config(env, env.dir / "etc-a")
+    assert _run(env, cfg, run_env, *SYNC).returncode == EXIT_OK
+    moved = env.dir / "etc-b" / "acme.toml"
+    moved.parent.mkdir()
+    cfg.rename(moved)
+    writes, issues = env.box.jira.writes, _issue_count(env)
+    again = _run(env, moved, run_env, *SYNC, "--json")
+    assert again.returncode == EXIT_OK, again.stdout + again.stderr
+    assert env.box.jira.writes == writes and _issue_count(env) == issues  # found its state: nothing to do
+    assert (env.dir / "xdg-state" / "mlconnector" / "acme.json").exists()
+
+
+def test_a_state_file_at_the_path_earlier_versions_used_is_moved_and_kept(sandbox_env: Env) -> None:
+    import hashlib
+
+    env = sandbox_env
+    cfg, run_env = _default_state_config(env, env.dir / "etc")
+    assert _run(env, cfg, run_env, *SYNC).returncode == EXIT_OK
+    state_dir = env.dir / "xdg-state" / "mlconnector"
+    digest = hashlib.sha256(str(cfg.resolve()).encode()).hexdigest()[:8]
+    (state_dir / "acme.json").rename(state_dir / f"acme-{digest}.json")  # as an earlier version left it
+    (state_dir / "acme.audit.jsonl").rename(state_dir / f"acme-{digest}.audit.jsonl")
+    writes = env.box.jira.writes
+    assert _run(env, cfg, run_env, *SYNC).returncode == EXIT_OK
+    assert env.box.jira.writes == writes
+    assert (state_dir / "acme.json").exists() and not (state_dir / f"acme-{digest}.json").exists()
+    assert (state_dir / "acme.audit.jsonl").exists()
+
+
+def test_a_state_of_other_sites_is_refused_until_rebound_on_purpose(sandbox_env: Env) -> None:
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    before = env.state_file.read_bytes()
+    # The same state file, a configuration that names another Jira site (here: another name for the sandbox).
+    text = env.config.read_text().replace(f'site = "{env.box.jira_server.url}"',
+                                          f'site = "{env.box.jira_server.url.replace("127.0.0.1", "localhost")}"')
+    env.config.write_text(text)
+    refused = env.cli(*SYNC)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert "belongs to other sites" in refused.stderr and "state rebind" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert env.state_file.read_bytes() == before
+
+    rebound = env.cli("state", "rebind")
+    assert rebound.returncode == 0 and "localhost" in rebound.stdout
+    writes = env.box.jira.writes
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    assert env.box.jira.writes == writes

@@ -97,6 +97,8 @@ class RecordSettings:
     initial_since: datetime
     transport: str = "qas"  # "qas" (PS Query over REST) | "ci" (Component Interface over SOAP)
     ci: str = ""  # component interface name when transport is "ci" (service CI_<ci>)
+    find_keys: dict[str, str] = field(default_factory=dict)  # CI Find key -> value sent ("" any, "%" wildcard)
+    get_keys: list[str] = field(default_factory=list)  # CI Get keys; [] = the Get request's required elements
 
 
 @dataclass
@@ -302,6 +304,13 @@ HTTP_KEYS = {"verify_tls", "ca_bundle", "connect_timeout", "read_timeout", "max_
              "backoff_initial", "backoff_max", "max_retry_after"}
 
 
+def _str_list(s: _Section, name: str) -> list[str]:
+    v = s.data.get(name, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{s.key(name)} must be a list of names in quotes, like [\"BUSINESS_UNIT\", \"PO_ID\"].")
+    return list(v)
+
+
 def _peoplesoft(root: _Section) -> PeopleSoftConfig:
     known = HTTP_KEYS | {"base_url", "host", "port", "scheme", "node", "auth", "user", "token_url",
                          "client_id", "scope", "owner_type", "maxrows", "max_maxrows", "overlap_minutes",
@@ -337,7 +346,7 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
     records: dict[str, RecordSettings] = {}
     for kind, spec in KINDS.items():
         r = records_section.table(kind, {"enabled", "query", "comments_query", "columns", "initial_since",
-                                         "transport", "ci"})
+                                         "transport", "ci", "find_keys", "get_keys"})
         cols = dict(spec["columns"])
         col_section = r.table("columns", set(cols))
         for k, v in col_section.data.items():
@@ -361,6 +370,8 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
             initial_since=_parse_since(r, "initial_since", "1900-01-01" if kind == "vendors" else default_since),
             transport=transport,
             ci=ci,
+            find_keys=r.str_map("find_keys"),
+            get_keys=_str_list(r, "get_keys"),
         )
     return PeopleSoftConfig(
         base_url=base_url,

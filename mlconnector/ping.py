@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from mlconnector.config import ISSUE_KINDS, Config
 from mlconnector.credentials import SecretStore, required_secrets
@@ -124,11 +125,22 @@ def _peoplesoft_ci(cfg: Config, auth: object, refresh_wsdl: bool = False) -> lis
                              f"Ask the PeopleSoft admin to include the {' and '.join(missing)} method(s) in {name}."))
             if missing:
                 continue
+            problems = svc.key_problems()
+            for problem in problems:
+                out.append(Check("PeopleSoft", f"keys {name}", False, problem,
+                                 f"Set {svc.config_key}.find_keys / get_keys as the message says, then ping again."))
+            if not problems:
+                sent = ", ".join(f"{k}={v!r}" for k, v in svc.find_request({}).items())
+                out.append(Check("PeopleSoft", f"keys {name}", True, f"Find sends {sent or 'no keys'}; Get by "
+                                                                     f"{', '.join(svc.keys)}"))
             now = utcnow()
             if svc.date_range:
                 probe = {svc.date_range[0]: now - timedelta(days=1), svc.date_range[1]: now}
-            else:  # Find only reads; a prefix no key has keeps the answer small
-                probe = {(svc.keys or svc.inputs["F"])[0]: "~~NONE~~"}
+            else:
+                # The pass's own Find (every other key empty or as configured); a prefix no record has on the
+                # last free key keeps the answer small.
+                free = [k for k in svc.inputs["F"] if k not in svc.find_values] or svc.inputs["F"]
+                probe = {free[-1]: "~~NONE~~"}
             try:
                 found = client.find(rs.ci, probe)
                 out.append(Check("PeopleSoft", f"find {name}", True, f"{svc.operations['F']} allowed "
@@ -137,17 +149,71 @@ def _peoplesoft_ci(cfg: Config, auth: object, refresh_wsdl: bool = False) -> lis
                 out.append(Check("PeopleSoft", f"find {name}", False, exc.message, "Fix the user or secret."))
                 return out
             except ConnectorError as exc:
-                out.append(Check("PeopleSoft", f"find {name}", False, exc.message, fix))
+                keyed = [k for k in svc.inputs.get("F", []) if k in exc.message]
+                out.append(Check("PeopleSoft", f"find {name}", False, exc.message,
+                                 f"Set {svc.config_key}.find_keys.{keyed[0]} to a value, a prefix or \"%\", then "
+                                 f"ping again." if keyed else fix))
     finally:
         client.close()
     return out
 
 
+@dataclass
+class _TypeTarget:
+    """What a pair will write to one issue type: mapped statuses and priorities, with their config keys."""
+
+    name: str
+    config_key: str
+    statuses: list[tuple[str, str]]  # (status name, config key)
+    priorities: list[tuple[str, str]]  # (priority name, config key)
+
+
+@dataclass
+class _Target:
+    pair: str
+    project: str
+    project_key: str  # config key naming the project
+    types: list[_TypeTarget]
+    fields: list[tuple[str, str]]  # (field name or id, config key)
+
+
+def _targets(cfg: Config) -> list[_Target]:
+    j = cfg.jira
+    out: list[_Target] = []
+    if cfg.ps is not None:
+        prios = [(name, "jira.priority_by_amount") for _, name in j.priority_by_amount]
+        if j.default_priority:
+            prios.append((j.default_priority, "jira.default_priority"))
+        types = [_TypeTarget(j.issue_types[k], f"jira.issue_types.{k}",
+                             [(st, f"jira.status_map.{k}.{code}") for code, st in
+                              sorted(j.status_map.get(k, {}).items())],
+                             prios) for k in ISSUE_KINDS if cfg.ps.records[k].enabled]
+        fields = [(name, f"jira.fields.{logical}") for logical, name in j.fields.items() if name]
+        out.append(_Target("peoplesoft-jira", j.project, "jira.project", types, fields))
+    if cfg.jde is not None:
+        jde = cfg.jde
+        statuses = [(st, f"jde.status_from_jde.{code}") for code, st in sorted(jde.status_from_jde.items())]
+        statuses += [(st, f"jde.status_to_jde.{st!r}") for st in jde.status_to_jde]
+        prios = [(name, f"jde.priority_map.{code}") for code, name in sorted(jde.priority_map.items())]
+        if jde.default_priority:
+            prios.append((jde.default_priority, "jde.default_priority"))
+        types = [_TypeTarget(src.issue_type, f"jde.{src.name}.issue_type", statuses, prios)
+                 for src in jde.enabled_sources()]
+        fields = [(name, f"jde.fields.{alias}") for alias, name in jde.fields.items() if name]
+        out.append(_Target("jde-jira", jde.project or j.project, "jde.project (else jira.project)", types, fields))
+    if j.key_field:
+        for t in out:
+            t.fields.append((j.key_field, "jira.key_field"))
+    return out
+
+
 def _jira(cfg: Config, jira: object) -> list[Check]:
-    from mlconnector.jira.client import JiraClient, resolve_field
+    """Jira: login, then for each pair every value the pass will write: project, issue types, fields,
+    statuses (present and reachable from the issue type's start status), priorities. Every problem is
+    listed; nothing stops at the first."""
+    from mlconnector.jira.client import JiraClient
 
     assert isinstance(jira, JiraClient)
-    j = cfg.jira
     out: list[Check] = []
     try:
         me = jira.myself()
@@ -157,40 +223,82 @@ def _jira(cfg: Config, jira: object) -> list[Check]:
             "Check jira.email and the API token (mlconnector secrets set jira.api_token)."
         out.append(Check("Jira", "authentication", False, exc.message, fix))
         return out
-    try:
-        project = jira.project(j.project)
-        if project is None:
-            out.append(Check("Jira", f"project {j.project}", False, "not found or not visible",
-                             "Fix jira.project or grant the user Browse projects."))
-            return out
-        out.append(Check("Jira", f"project {j.project}", True, str(project.get("name", ""))))
-        types = {str(t.get("name")) for t in project.get("issueTypes", [])}
-        kinds = [k for k in ISSUE_KINDS if cfg.ps is not None and cfg.ps.records[k].enabled]
-        for kind in kinds:
-            name = j.issue_types[kind]
-            out.append(Check("Jira", f"issue type {name}", name in types, "" if name in types else
-                             f"project has: {', '.join(sorted(types))}",
-                             f"Add {name!r} to the project's issue type scheme or fix jira.issue_types.{kind}."))
-        fields = jira.fields()
-        wanted = dict(j.fields) if cfg.ps is not None else {}
-        if j.key_field:
-            wanted["key_field"] = j.key_field
-        for logical, name in wanted.items():
-            key = "jira.key_field" if logical == "key_field" else f"jira.fields.{logical}"
-            try:
-                f = resolve_field(fields, name, key)
-                out.append(Check("Jira", f"field {name}", True, f.id))
-            except ConnectorError as exc:
-                out.append(Check("Jira", f"field {name}", False, exc.message,
-                                 f"Create the field in Jira, or set {key} to its id (or \"\" to leave it out)."))
-        statuses = jira.project_statuses(j.project)
-        for kind in kinds:
-            known = statuses.get(j.issue_types[kind], set())
-            for code, status in sorted(j.status_map.get(kind, {}).items()):
-                ok = status in known
-                out.append(Check("Jira", f"status {status} ({kind} {code})", ok, "" if ok else
-                                 f"{j.issue_types[kind]} has: {', '.join(sorted(known))}",
-                                 f"Add the status to the workflow or fix jira.status_map.{kind}.{code}."))
-    except ConnectorError as exc:
-        out.append(Check("Jira", "metadata", False, exc.message, "See the message."))
+    all_fields: list[Any] | None = None
+    seen: set[tuple[str, ...]] = set()
+
+    def add(check: Check) -> None:
+        ident = (check.name, str(check.ok), check.detail)
+        if ident not in seen:  # two pairs writing to one project share their checks
+            seen.add(ident)
+            out.append(check)
+
+    for target in _targets(cfg):
+        try:
+            if all_fields is None:
+                all_fields = jira.fields()
+            for check in _jira_target(jira, target, all_fields):
+                add(check)
+        except AuthError:
+            raise
+        except ConnectorError as exc:
+            out.append(Check("Jira", f"metadata ({target.pair})", False, exc.message, "See the message."))
+    return out
+
+
+def _jira_target(jira: Any, t: _Target, all_fields: list[Any]) -> list[Check]:
+    from mlconnector.jira.client import resolve_field
+
+    out: list[Check] = []
+    project = jira.project(t.project)
+    if project is None:
+        return [Check("Jira", f"project {t.project}", False, "not found or not visible",
+                      f"Fix {t.project_key} or grant the user Browse projects.")]
+    out.append(Check("Jira", f"project {t.project}", True, str(project.get("name", ""))))
+    for name, key in t.fields:
+        try:
+            f = resolve_field(all_fields, name, key)
+            out.append(Check("Jira", f"field {name}", True, f.id))
+        except ConnectorError as exc:
+            out.append(Check("Jira", f"field {name}", False, exc.message,
+                             f"Create the field in Jira, or set {key} to its id (or \"\" to leave it out)."))
+    types = {str(it.get("name")): str(it.get("id")) for it in project.get("issueTypes", [])}
+    statuses = jira.project_statuses(t.project)
+    for tt in t.types:
+        if tt.name not in types:
+            out.append(Check("Jira", f"issue type {tt.name}", False, f"project {t.project} has: "
+                                                                     f"{', '.join(sorted(types))}",
+                             f"Add {tt.name!r} to the project's issue type scheme or fix {tt.config_key}."))
+            continue
+        out.append(Check("Jira", f"issue type {tt.name}", True, f"id {types[tt.name]} in {t.project}"))
+        type_id = types[tt.name]
+        known = statuses.get(tt.name, set())
+        graph = jira.workflow_graph(t.project, type_id, str(project.get("id", "")))
+        reach = graph.reachable(graph.initial) if graph is not None and graph.initial else None
+        for status, key in dict.fromkeys(tt.statuses):
+            if status not in known:
+                out.append(Check("Jira", f"status {status} ({tt.name})", False,
+                                 f"not a status of {tt.name} in {t.project} (it has: {', '.join(sorted(known))})",
+                                 f"Add the status to the workflow of {tt.name} or fix {key}."))
+            elif reach is not None and graph is not None and status.lower() not in reach:
+                out.append(Check("Jira", f"status {status} ({tt.name})", False,
+                                 f"cannot be reached from the start status {graph.initial} in workflow "
+                                 f"{graph.name!r}: no chain of transitions leads there",
+                                 f"Add a transition into {status} to workflow {graph.name!r} (Settings > Issues > "
+                                 f"Workflows), or fix {key}."))
+            else:
+                how = (f"reachable from {graph.initial}" if reach is not None and graph is not None else
+                       "exists (reachability not checked: reading workflows needs the Administer Jira permission; "
+                       "paths are found hop by hop at run time)")
+                out.append(Check("Jira", f"status {status} ({tt.name})", True, how))
+        if tt.priorities:
+            meta = {str(f.get("fieldId") or f.get("key")): f for f in jira.create_fields_meta(t.project, type_id)}
+            allowed = [str(v.get("name")) for v in (meta.get("priority") or {}).get("allowedValues") or []]
+            for name, key in dict.fromkeys(tt.priorities):
+                ok = name in allowed
+                detail = (f"offered for {tt.name}" if ok else
+                          f"not offered when creating a {tt.name} in {t.project} (offered: "
+                          f"{', '.join(allowed) or 'no priority field on the create screen'})")
+                out.append(Check("Jira", f"priority {name} ({tt.name})", ok, detail,
+                                 f"Add {name!r} to the project's priority scheme (Settings > Issues > Priority "
+                                 f"schemes) or fix {key}."))
     return out

@@ -150,7 +150,7 @@ def test_transition_to_unknown_status_names_it(jira: JiraClient, server: Sandbox
         jira.transition_to(key, "Awaiting Goods")
     msg = info.value.message
     assert "'Awaiting Goods'" in msg and key in msg and "status_map" in msg
-    assert "approved" in msg.lower()  # the reachable statuses are listed
+    assert "pending approval" in msg.lower()  # what Jira offers from the current status is listed
     assert server.requests("POST") == []
 
 

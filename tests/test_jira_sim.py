@@ -245,16 +245,18 @@ def test_transitions_and_changelog(sim: JiraSim, api: Client) -> None:
     key = create(api, 1)
     available = api.get(f"/issue/{key}/transitions").json()["transitions"]
     by_target = {t["to"]["name"]: t["id"] for t in available}
-    assert "To Do" not in by_target and by_target["Approved"] == "31"
-    assert api.post(f"/issue/{key}/transitions", json={"transition": {"id": "31"}}).status_code == 204
+    # Only the way out of To Do is listed: Approved is two hops away in the default workflow.
+    assert "To Do" not in by_target and "Approved" not in by_target and by_target["Pending Approval"] == "21"
     assert api.post(f"/issue/{key}/transitions", json={"transition": {"id": "31"}}).status_code == 400
+    assert api.post(f"/issue/{key}/transitions", json={"transition": {"id": "21"}}).status_code == 204
+    assert api.post(f"/issue/{key}/transitions", json={"transition": {"id": "21"}}).status_code == 400
     assert api.post(f"/issue/{key}/transitions", json={"transition": {"id": "999"}}).status_code == 400
     sim.transition_as_user(key, "Blocked", account_id="user-floor-2")
     assert sim.issue(key)["fields"]["status"] == "Blocked"
     log = api.get(f"/issue/{key}/changelog", params={"maxResults": 1}).json()
     assert log["total"] == 2 and log["isLast"] is False
     item = log["values"][0]["items"][0]
-    assert (item["fieldId"], item["fromString"], item["toString"]) == ("status", "To Do", "Approved")
+    assert (item["fieldId"], item["fromString"], item["toString"]) == ("status", "To Do", "Pending Approval")
     full = api.get(f"/issue/{key}", params={"expand": "changelog", "fields": "status"}).json()
     last = full["changelog"]["histories"][-1]
     assert last["author"]["accountId"] == "user-floor-2" and last["items"][0]["toString"] == "Blocked"

@@ -1,4 +1,6 @@
-"""`mlconnector ping` for the [jde] section: AIS health, login, each table, the orchestration."""
+"""`mlconnector ping` for the [jde] section: AIS health, login, each table with every column a pass reads,
+the orchestration. The Jira side (project, issue types, fields, statuses and their reachability,
+priorities of the [jde] mapping) is checked with the other pairs' in mlconnector/ping.py."""
 
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def jde_checks(cfg: Any, store: Any) -> list[Check]:
                                  "Fix jde.user / jde.environment / jde.role or the password, then ping again."))
                 return out
         for src in jde.enabled_sources():
-            cols = [c for c in (src.alias("order_number"), src.alias("status"), src.alias("updated_date")) if c]
+            # Every column the pass requests (mapped columns and the aliases of [jde.fields]): a wrong alias
+            # fails here, not in the first pass.
+            cols = list(dict.fromkeys([c for c in src.columns.values() if c] + [a for a in jde.fields if a]))
             try:
                 rows = ais.browse(src.table, cols, [], page_size=1, first_page_only=True)
                 out.append(Check(SYSTEM, f"table {src.table} ({src.name})", True,

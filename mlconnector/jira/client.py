@@ -13,10 +13,39 @@ from urllib.parse import quote
 
 from mlconnector.errors import AmbiguousWriteError, ConfigError, RemoteError
 from mlconnector.http import HttpClient, HttpSettings
+from mlconnector.jira.workflow import Edge, WorkflowGraph, edges_from_transitions
 
 SYSTEM = "Jira"
 API = "/rest/api/3"
 MAX_PAGES = 10_000  # guard against a search that never ends (JRACLOUD-92184)
+MAX_HOPS = 20  # transitions taken for one status change before giving up (a loop or an automation)
+
+
+@dataclass(frozen=True)
+class _Look:
+    key: str
+    current: str
+    project: str
+    project_id: str
+    issue_type_id: str
+    issue_type: str
+    edges: list[Edge]
+
+
+def _jql_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _field_errors(exc: RemoteError) -> dict[str, str]:
+    """The ``errors`` of Jira's ErrorCollection (field id -> message), {} when there are none."""
+    import json
+
+    try:
+        body = json.loads(exc.raw)
+    except (ValueError, TypeError):
+        return {}
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -50,7 +79,11 @@ class JiraClient:
     def __init__(self, api_base: str, auth: Any, settings: HttpSettings | None = None) -> None:
         self.http = HttpClient(SYSTEM, api_base, settings, auth=auth,
                                config_hint="the [jira] section of the configuration")
-        self._transitions_cache: dict[tuple[str, str], str] = {}
+        # (project key, issue type id) -> workflow graph: learned as issues are looked at, for this pass
+        self._graphs: dict[tuple[str, str], WorkflowGraph] = {}
+        self._definitions: dict[tuple[str, str], WorkflowGraph | None] = {}
+        self._workflows_denied = False
+        self._sampled: dict[tuple[str, str], set[str]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -136,14 +169,72 @@ class JiraClient:
 
     def current_transitions(self, key: str) -> tuple[str, dict[str, str]]:
         """(current status name, {target status name lower-cased: transition id}) in one request."""
+        look = self._look(key)
+        return look.current, {e.to.lower(): e.id for e in look.edges}
+
+    def _look(self, key: str) -> _Look:
+        """The issue's status, issue type, project and live transitions, in one request; the workflow graph of
+        its (project, issue type) learns the way out of that status."""
         body = self.http.request("GET", f"{API}/issue/{quote(key)}",
-                                 params={"fields": "status", "expand": "transitions"}).json()
-        current = str(((body.get("fields") or {}).get("status") or {}).get("name", ""))
-        targets: dict[str, str] = {}
-        for t in body.get("transitions", []) or []:
-            name = str((t.get("to") or {}).get("name", "")).lower()
-            targets.setdefault(name, str(t["id"]))
-        return current, targets
+                                 params={"fields": "status,issuetype,project", "expand": "transitions"}).json()
+        f = body.get("fields") or {}
+        status = f.get("status") or {}
+        look = _Look(key, str(status.get("name", "")), str((f.get("project") or {}).get("key", "")),
+                     str((f.get("project") or {}).get("id", "")), str((f.get("issuetype") or {}).get("id", "")),
+                     str((f.get("issuetype") or {}).get("name", "")),
+                     edges_from_transitions(body.get("transitions", []) or []))
+        graph = self.graph(look.project, look.issue_type_id)
+        graph.learn(look.current, look.edges)
+        category = str((status.get("statusCategory") or {}).get("key", ""))
+        if category:
+            graph.categories[look.current.lower()] = category
+        return look
+
+    def graph(self, project: str, issue_type_id: str) -> WorkflowGraph:
+        """The workflow graph of (project, issue type) as known so far in this pass."""
+        return self._graphs.setdefault((project, issue_type_id), WorkflowGraph())
+
+    def workflow_graph(self, project: str, issue_type_id: str, project_id: str = "") -> WorkflowGraph | None:
+        """The complete workflow of (project, issue type) from its definition, or None when this user may not
+        read workflow definitions (they need *Administer Jira*). Merged into ``graph()``; read once per pass."""
+        cache_key = (project, issue_type_id)
+        if cache_key in self._definitions:
+            return self._definitions[cache_key]
+        result: WorkflowGraph | None = None
+        if not self._workflows_denied:
+            result = self._read_workflow(project, issue_type_id, project_id)
+        self._definitions[cache_key] = result
+        if result is not None:
+            graph = self.graph(project, issue_type_id)
+            live = {s: dict(edges) for s, edges in graph.out.items()}
+            result.categories.update(graph.categories)
+            graph.out, graph.names, graph.complete = result.out, {**result.names, **graph.names}, True
+            graph.initial, graph.name, graph.categories = result.initial, result.name, result.categories
+            graph.out.update(live)  # what Jira listed live for this user wins
+        return result
+
+    def _read_workflow(self, project: str, issue_type_id: str, project_id: str) -> WorkflowGraph | None:
+        denied = (401, 403, 404)
+        if not project_id:
+            info = self.project(project)
+            project_id = str((info or {}).get("id", ""))
+            if not project_id:
+                return None
+        resp = self.http.request("GET", f"{API}/workflowscheme/project", params={"projectId": project_id},
+                                 allow=denied)
+        if resp.status_code in denied:
+            self._workflows_denied = True
+            return None
+        schemes = resp.json().get("values") or []
+        scheme = (schemes[0].get("workflowScheme") or {}) if schemes else {}
+        name = (scheme.get("issueTypeMappings") or {}).get(issue_type_id) or scheme.get("defaultWorkflow") or "jira"
+        resp = self.http.request("GET", f"{API}/workflow/search",
+                                 params={"workflowName": name, "expand": "transitions,statuses"}, allow=denied)
+        if resp.status_code in denied:
+            self._workflows_denied = True
+            return None
+        found = [w for w in resp.json().get("values") or [] if (w.get("id") or {}).get("name") == name]
+        return WorkflowGraph.from_definition(found[0]) if found else None
 
     def do_transition(self, key: str, transition_id: str) -> None:
         # Not retried blindly: a repeat after a lost answer fails with 400 (the issue already moved).
@@ -151,40 +242,122 @@ class JiraClient:
                           json={"transition": {"id": str(transition_id)}}, idempotent=False)
 
     def transition_to(self, key: str, status_name: str, known_id: str | None = None) -> bool:
-        """Move the issue to ``status_name``; False if it is already there. Raises if no transition leads there.
+        """Move the issue to ``status_name`` along the shortest path its workflow allows; False if it is
+        already there. Raises a one-paragraph RemoteError when no path exists or a hop needs screen fields.
 
-        ``known_id`` skips the lookup when the caller knows the issue's status (it created it moments ago).
+        Each hop is taken from what Jira lists for the issue's current status, so a pass killed between two
+        hops simply continues from wherever the issue is on the next call. ``known_id`` is a transition
+        from the issue's current status straight to ``status_name`` that the caller already knows (it
+        created the issue moments ago); it saves the first look-up.
         """
         if known_id is not None:
             try:
-                return self._move(key, known_id, status_name)
+                self.do_transition(key, known_id)
+                return True
             except AmbiguousWriteError:
-                raise
+                pass  # the walk below reads the status first: done if the transition happened
             except RemoteError as exc:
                 if exc.status != 400:
                     raise
-                # Someone moved it meanwhile: fall back to looking first.
-        current, targets = self.current_transitions(key)
-        if current.lower() == status_name.lower():
-            return False
-        tid = targets.get(status_name.lower())
-        if tid is None:
-            raise RemoteError(
-                f"Jira's workflow has no transition from {current or 'the current status'} to {status_name!r} for "
-                f"{key} (reachable: {', '.join(sorted(targets)) or 'none'}). Add the transition in the workflow, or "
-                f"map the PeopleSoft status to a reachable status in [jira.status_map].", system=SYSTEM, status=400)
-        return self._move(key, tid, status_name)
+                # Someone moved it meanwhile (or a screen wants fields): look first, then walk.
+        return self._walk(key, status_name, moved=known_id is not None)
 
-    def _move(self, key: str, tid: str, status_name: str) -> bool:
-        try:
-            self.do_transition(key, tid)
-        except AmbiguousWriteError:
-            # The answer was lost: the status says whether the transition happened.
-            current, _ = self.current_transitions(key)
-            if current.lower() == status_name.lower():
-                return True
-            self.do_transition(key, tid)
-        return True
+    def _walk(self, key: str, goal: str, moved: bool = False) -> bool:
+        visited: set[str] = set()
+        look = self._look(key)
+        started = look.current
+        current = look.current
+        fresh = True  # ``current`` and its edges come from a live read
+        for _ in range(MAX_HOPS):
+            if current.lower() == goal.lower():
+                return moved or started.lower() != goal.lower()
+            graph = self.graph(look.project, look.issue_type_id)
+            visited.add(current.lower())
+            if goal.lower() not in graph.out.get(current.lower(), {}) and not graph.complete:
+                # Not one hop away: read the workflow's definition if this user may (once per pass), else
+                # learn the way out of the statuses in between from issues already sitting in them.
+                self.workflow_graph(look.project, look.issue_type_id, look.project_id)
+                if not graph.complete and graph.path(current, goal) is None:
+                    self._discover(look, graph, current, goal)
+            edge = graph.next_hop(current, goal, visited)
+            if edge is None:
+                if not fresh:
+                    look, fresh = self._look(key), True
+                    current = look.current
+                    continue
+                raise self._no_path(key, look, goal, graph)
+            try:
+                self.do_transition(key, edge.id)
+            except AmbiguousWriteError:
+                look, fresh = self._look(key), True  # the status says whether the hop happened
+                current = look.current
+                continue
+            except RemoteError as exc:
+                if exc.status != 400:
+                    raise
+                fields = _field_errors(exc)
+                if fields:
+                    raise self._needs_fields(key, current, edge, fields, graph) from None
+                if fresh:
+                    raise
+                look, fresh = self._look(key), True  # the graph was out of date: look and plan again
+                current = look.current
+                continue
+            moved = True
+            current, fresh = edge.to, False
+            if current.lower() != goal.lower() and not graph.explored(current):
+                look, fresh = self._look(key), True
+                current = look.current
+        raise RemoteError(f"Moving {key} to {goal!r} took more than {MAX_HOPS} transitions and was stopped "
+                          f"(now in {current!r}). Check the workflow of its issue type for a loop or automation "
+                          f"that moves issues back, or map to a nearer status in [jira.status_map].",
+                          system=SYSTEM, status=400)
+
+    def _discover(self, look: _Look, graph: WorkflowGraph, current: str, goal: str) -> None:
+        """Read-only exploration: for each status reachable but not explored yet, nearest first, find one issue
+        of the same project and type in it and read its transitions. Nothing is moved; statuses without an
+        issue stay unexplored (each is searched once per pass)."""
+        tried = self._sampled.setdefault((look.project, look.issue_type_id), set())
+        while graph.path(current, goal) is None:
+            todo = [s for s in sorted(graph.reachable(current)) if not graph.explored(s) and s not in tried]
+            if not todo:
+                return
+            status = todo[0]
+            tried.add(status)
+            jql = (f"project = {_jql_str(look.project)} AND issuetype = {look.issue_type_id} AND status = "
+                   f"{_jql_str(graph.names.get(status, status))}")
+            sample = next(iter(self.search(jql, ["status"], page_size=1)), None)
+            if sample is not None:
+                self._look(str(sample["key"]))
+
+    def _no_path(self, key: str, look: _Look, goal: str, graph: WorkflowGraph) -> RemoteError:
+        offered = ", ".join(sorted(e.to for e in look.edges)) or "none"
+        where = f"issue type {look.issue_type or look.issue_type_id} in project {look.project}"
+        known = graph.names.get(goal.lower())
+        if known is None and graph.complete:
+            why = f"{goal!r} is not a status of that workflow"
+        elif graph.complete:
+            why = f"the workflow {graph.name!r} has no path from {look.current} to {goal!r}"
+        else:
+            why = (f"no path from {look.current} to {goal!r} was found among the transitions this user sees "
+                   f"(statuses explored: {', '.join(sorted(graph.names[s] for s in graph.out)) or 'none'})")
+        return RemoteError(
+            f"Cannot move {key} ({where}) to {goal!r}: {why}; from {look.current} Jira offers: {offered}. The "
+            f"missing transition is {look.current} -> {goal}: add it (or a path) to the workflow in Jira "
+            f"(Settings > Issues > Workflows), or map the source status to a reachable status in "
+            f"[jira.status_map].", system=SYSTEM, status=400)
+
+    @staticmethod
+    def _needs_fields(key: str, current: str, edge: Edge, fields: dict[str, str],
+                      graph: WorkflowGraph) -> RemoteError:
+        said = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        workflow = f" of workflow {graph.name!r}" if graph.name else ""
+        return RemoteError(
+            f"Jira refused transition {edge.name!r} ({current} -> {edge.to}) on {key}: its screen requires "
+            f"field(s) {', '.join(sorted(fields))} ({said}), which the connector does not fill. Make the field(s) "
+            f"optional or remove the screen from transition {edge.name!r}{workflow} (Settings > Issues > "
+            f"Workflows), or map the source status to a status reachable without it in [jira.status_map].",
+            system=SYSTEM, status=400)
 
     def _paged(self, path: str, items: str) -> Iterator[dict[str, Any]]:
         """startAt/maxResults paging, ended by an empty page, `total` or `isLast`, whichever the endpoint gives."""

@@ -288,10 +288,46 @@ class CIService:
     binding: str  # binding QName, from the WSDL
     operations: dict[str, str]  # method code (F, G, C, UD, UP) -> operation name
     inputs: dict[str, list[str]]  # method code -> request element children, in order
-    keys: list[str]  # Get keys
+    keys: list[str]  # Get keys: [peoplesoft.records.<kind>] get_keys, else the Get request's required elements
     date_range: tuple[str, str] | None  # Find keys bounding the update time, if the CI has them
     from_cache: bool = False
     all_operations: list[str] = field(default_factory=list)
+    required: dict[str, list[str]] = field(default_factory=dict)  # method code -> required request elements
+    find_returns: list[str] = field(default_factory=list)  # the fields of a Find result row
+    find_values: dict[str, str] = field(default_factory=dict)  # configured find_keys: sent with every Find
+    config_key: str = "peoplesoft.records.<kind>"  # where this CI's key settings live
+
+    def find_request(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A Find request: the given values, then the configured find_keys, then every other required key
+        element empty (PeopleSoft reads an empty search key as "any value")."""
+        request: dict[str, Any] = dict(self.find_values)
+        request.update({k: v for k, v in given.items() if v is not None})
+        for name in self.required.get("F", []):
+            request.setdefault(name, "")
+        return request
+
+    def key_problems(self) -> list[str]:
+        """Why Find and Get cannot be built from the WSDL and the configuration (empty when they can).
+        Checked by ``ping`` without sending anything."""
+        out = []
+        for method, what, names in (("F", "find_keys", list(self.find_values)), ("G", "get_keys", self.keys)):
+            have = self.inputs.get(method, [])
+            if method not in self.operations:
+                continue
+            for name in names:
+                if name not in have:
+                    out.append(f"{self.config_key}.{what} names {name}, which the {METHOD_NAMES[method]} request of "
+                               f"CI_{self.ci} does not have (it has: {', '.join(have) or 'nothing'}). Fix or remove "
+                               f"it.")
+        if "F" in self.operations and "G" in self.operations:
+            for name in self.keys:
+                if name not in self.find_returns and name not in self.find_values:
+                    out.append(f"Get of CI_{self.ci} needs key {name}, which its Find does not return (Find rows "
+                               f"have: {', '.join(self.find_returns) or 'nothing'}). Set {self.config_key}."
+                               f"find_keys.{name} to the value to use, or {self.config_key}.get_keys to the keys "
+                               f"Get really needs, or ask the PeopleSoft admin to add {name} to the component's "
+                               f"search record ({ADMIN_CI}).")
+        return out
 
     def op(self, method: str) -> str:
         try:
@@ -413,6 +449,8 @@ class CIClient:
                                         f"admin to re-publish it.", operation=f"CI_{ci}")
         operations: dict[str, str] = {}
         inputs: dict[str, list[str]] = {}
+        required: dict[str, list[str]] = {}
+        find_returns: list[str] = []
         for name, op in binding._operations.items():
             element = op.input.body.qname.localname if op.input is not None and op.input.body is not None else ""
             prefix = element.split("__CompIntfc__", 1)[0].lower()
@@ -420,11 +458,19 @@ class CIClient:
             if method and method not in operations:
                 operations[method] = name
                 inputs[method] = [n for n, _ in op.input.body.type.elements]
+                required[method] = [n for n, el in op.input.body.type.elements if getattr(el, "min_occurs", 0) >= 1]
+                if method == "F":
+                    find_returns = _row_fields(op)
         # The WSDL's soap:address is the gateway's own idea of its host (often internal): bind to ours.
         proxy = client.create_service(binding.name.text, self.endpoint)
+        settings = next((rs for rs in self.cfg.records.values() if rs.ci == ci and rs.transport == "ci"), None)
+        get_keys = list(settings.get_keys) if settings is not None and settings.get_keys else \
+            (required.get("G") or inputs.get("G", []))
         svc = CIService(ci=ci, client=client, proxy=proxy, binding=binding.name.text, operations=operations,
-                        inputs=inputs, keys=inputs.get("G", []), date_range=_range_keys(inputs.get("F", [])),
-                        from_cache=fetched == 0, all_operations=sorted(binding._operations))
+                        inputs=inputs, keys=get_keys, date_range=_range_keys(inputs.get("F", [])),
+                        from_cache=fetched == 0, all_operations=sorted(binding._operations), required=required,
+                        find_returns=find_returns, find_values=dict(settings.find_keys) if settings else {},
+                        config_key=f"peoplesoft.records.{settings.kind if settings else '<kind>'}")
         log.debug("loaded CI_%s (%s): operations %s, %d document(s) from cache", ci, svc.binding, operations,
                   cache.hits)
         return svc
@@ -472,12 +518,21 @@ class CIClient:
     def find(self, ci: str, keys: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Find: partial key values (and a date range where the CI has one) -> matching key rows."""
         svc = self.service(ci)
-        result = self._call(svc, "F", keys)
+        result = self._call(svc, "F", svc.find_request(keys))
         key_names = set(svc.inputs.get("F", [])) | set(svc.keys)
         return [r for r in _find_rows(result, ci) if key_names & set(r)]
 
     def get(self, ci: str, keys: Mapping[str, Any]) -> dict[str, Any]:
         svc = self.service(ci)
+        keys = {**{k: v for k, v in svc.find_values.items() if k in svc.inputs.get("G", [])},
+                **{k: v for k, v in keys.items() if v is not None}}
+        missing = [k for k in svc.required.get("G", []) if k not in keys]
+        if missing:
+            raise CIServiceMissingError(
+                f"Cannot build {svc.op('G')}: its required key(s) {', '.join(missing)} have no value (have: "
+                f"{_keytext(keys)}). Set {svc.config_key}.find_keys.{missing[0]} to the value to send, or "
+                f"{svc.config_key}.get_keys to the keys Get really needs; `mlconnector ping` checks this.",
+                operation=svc.op("G"))
         result = self._call(svc, "G", keys)
         if not isinstance(result, dict):
             raise CIError(f"PeopleSoft answered {svc.op('G')} for {_keytext(keys)} without a record.",
@@ -626,6 +681,18 @@ class CIClient:
             f"Service wizard).", operation=service, raw=body, status=status)
 
 
+def _row_fields(op: Any) -> list[str]:
+    """Field names of one Find result row (the response's repeating element), from the WSDL."""
+    try:
+        out: list[str] = []
+        for _, el in op.output.body.type.elements:
+            inner = getattr(el.type, "elements", None)
+            out += [n for n, _ in inner] if inner else [el.name]
+        return out
+    except AttributeError:
+        return []
+
+
 def _keytext(keys: Mapping[str, Any]) -> str:
     return "/".join(str(v) for v in keys.values()) or "(no keys)"
 
@@ -710,7 +777,7 @@ class CIReader:
             found = self.client.find(ci, {})
         stamped: list[tuple[datetime, dict[str, Any]]] = []
         for keys in found:
-            wanted = {k: keys.get(k) for k in svc.keys}
+            wanted = {k: keys.get(k, svc.find_values.get(k)) for k in svc.keys}
             try:
                 record = self.client.get(ci, wanted)
             except CIFaultError as exc:

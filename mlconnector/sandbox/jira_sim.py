@@ -41,6 +41,61 @@ STATUSES = [("10000", "To Do", "new"), ("10001", "Pending Approval", "indetermin
 TRANSITIONS = [("11", "Reopen", "10000"), ("21", "Submit for approval", "10001"), ("31", "Approve", "10002"),
                ("41", "Start", "10003"), ("51", "Block", "10004"), ("61", "Deny", "10005"),
                ("71", "Complete", "10006"), ("81", "Cancel", "10007")]
+
+
+@dataclass(frozen=True)
+class WorkflowTransition:
+    """One transition of a workflow: from these status ids (``None``: global, from any status) to one status.
+
+    ``required`` names the screen fields Jira insists on (the transition answers 400 without them)."""
+
+    id: str
+    name: str
+    sources: tuple[str, ...] | None
+    to: str
+    required: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A classic workflow: its start status (the ``Create`` transition's target) and its transitions."""
+
+    name: str
+    initial: str
+    transitions: tuple[WorkflowTransition, ...]
+
+    def statuses(self) -> list[str]:
+        ids = {self.initial} | {t.to for t in self.transitions}
+        ids |= {s for t in self.transitions for s in t.sources or ()}
+        return [s[0] for s in STATUSES if s[0] in ids]
+
+    def available(self, status: str) -> list[WorkflowTransition]:
+        return [t for t in self.transitions
+                if t.to != status and (t.sources is None or status in t.sources)]
+
+
+_T = WorkflowTransition
+# Procurement approval: no shortcut from To Do to Approved, Denied or Done (two hops each); blocking
+# an issue needs a screen field. Work orders: To Do -> In Progress -> Done, Cancel from anywhere.
+APPROVAL_WORKFLOW = Workflow("Procurement Approval", "10000", (
+    _T("21", "Submit for approval", ("10000", "10002"), "10001"),
+    _T("41", "Start", ("10000", "10002", "10004"), "10003"),
+    _T("31", "Approve", ("10001",), "10002"), _T("61", "Deny", ("10001",), "10005"),
+    _T("71", "Complete", ("10002", "10003"), "10006"), _T("51", "Block", ("10003",), "10004", ("resolution",)),
+    _T("11", "Reopen", ("10001", "10005", "10006", "10007"), "10000"),
+    _T("81", "Cancel", ("10000", "10001", "10002", "10003", "10004"), "10007")))
+WORK_WORKFLOW = Workflow("Work Order Flow", "10000", (
+    _T("41", "Start", ("10000", "10004"), "10003"), _T("51", "Block", ("10003",), "10004"),
+    _T("71", "Complete", ("10003",), "10006"), _T("11", "Reopen", ("10006", "10007"), "10000"),
+    _T("81", "Cancel", None, "10007")))
+# Every status to every other in one hop, as the sandbox had before workflows (JiraSim(workflows="open")).
+OPEN_WORKFLOW = Workflow("Open", "10000", tuple(_T(t, n, None, s) for t, n, s in TRANSITIONS))
+WORKFLOW_SCHEMES: dict[str, dict[str, Workflow]] = {
+    "multi-hop": {"10001": APPROVAL_WORKFLOW, "10002": APPROVAL_WORKFLOW, "10003": APPROVAL_WORKFLOW,
+                  "10004": WORK_WORKFLOW, "10005": WORK_WORKFLOW, "10006": WORK_WORKFLOW},
+    "open": {t: OPEN_WORKFLOW for t, _ in ISSUE_TYPES},
+}
+SCREEN_FIELD_NAMES = {"resolution": "Resolution"}
 # (id, name, custom type, schema type, JQL clause names)
 SYSTEM_FIELDS = [
     ("summary", "Summary", "string", ["summary"]), ("description", "Description", "string", ["description"]),
@@ -185,14 +240,29 @@ class _Issue:
 
 
 class JiraSim:
-    """A single-project Jira Cloud site; instances are ``app(request) -> Response`` callables."""
+    """A single-project Jira Cloud site; instances are ``app(request) -> Response`` callables.
+
+    Workflows are per issue type (``workflows``: "multi-hop", the default, or "open", or a mapping of
+    issue type id -> ``Workflow``): the transitions endpoint lists only the current status's way out, a
+    transition not available from the current status is refused with 400, as is a create whose
+    ``transition`` does not leave the workflow's start status, and a transition with required screen
+    fields answers 400 naming them. The workflow graph itself is readable through the admin endpoints
+    (``/workflowscheme/project``, ``/workflow/search``) only while ``workflow_admin`` is true (the sync
+    user holding *Administer Jira*); otherwise they answer 403. ``priorities`` replaces the site's
+    priority list (a misconfigured site lacks one the configuration names).
+    """
 
     def __init__(self, email: str = "sync-bot@example.com", api_token: str = "sandbox-jira-token",
                  project_key: str = "PROC", bearer_tokens: set[str] | None = None,
                  request_validator: Callable[[Request], None] | None = None,
                  duplicate_field_name: str | None = None, time_zone: str = "Europe/Berlin",
-                 clock: Callable[[], float] = time.time, search_lag: float = 0.0) -> None:
+                 clock: Callable[[], float] = time.time, workflows: str | dict[str, Workflow] = "multi-hop",
+                 workflow_admin: bool = True, priorities: list[tuple[str, str]] | None = None,
+                 search_lag: float = 0.0) -> None:
         self.email, self.api_token, self.project_key = email, api_token, project_key
+        self.workflows = dict(WORKFLOW_SCHEMES[workflows] if isinstance(workflows, str) else workflows)
+        self.workflow_admin = workflow_admin
+        self.priorities = list(PRIORITIES if priorities is None else priorities)
         self.bearer_tokens = set(bearer_tokens or ())
         self.request_validator = request_validator
         self.tz = ZoneInfo(time_zone)
@@ -234,6 +304,8 @@ class JiraSim:
             ("PUT", "/issue/{issueIdOrKey}/properties/{propertyKey}", self._set_property),
             ("DELETE", "/issue/{issueIdOrKey}/properties/{propertyKey}", self._delete_property),
             ("GET", "/issue/{issueIdOrKey}/changelog", self._changelog),
+            ("GET", "/workflowscheme/project", self._workflow_scheme),
+            ("GET", "/workflow/search", self._workflow_search),
             ("GET", "/search/jql", self._search), ("POST", "/search/jql", self._search),
             ("GET", "/search", self._removed_search), ("POST", "/search", self._removed_search),
         ]
@@ -354,7 +426,8 @@ class JiraSim:
 
     def _project_statuses(self, req: Request, body: Any, ref: str) -> Response:
         self._check_project(ref)
-        return json_response(200, [{**self._issue_type(t), "statuses": [self._status(s[0]) for s in STATUSES]}
+        return json_response(200, [{**self._issue_type(t), "statuses": [self._status(s)
+                                                                         for s in self.workflows[t].statuses()]}
                                    for t, _ in ISSUE_TYPES])
 
     def _createmeta_types(self, req: Request, body: Any, ref: str) -> Response:
@@ -379,8 +452,9 @@ class JiraSim:
                                      "operations": ["add", "set", "remove"] if f.id == "labels" else ["set"],
                                      "hasDefaultValue": f.id == "priority"}
             if f.id == "priority":
-                entry["allowedValues"] = [{"id": i, "name": n} for i, n in PRIORITIES]
-                entry["defaultValue"] = {"id": "3", "name": "Medium"}
+                entry["allowedValues"] = [{"id": i, "name": n} for i, n in self.priorities]
+                if "3" in dict(self.priorities):
+                    entry["defaultValue"] = {"id": "3", "name": "Medium"}
             elif f.id == "issuetype":
                 entry["allowedValues"] = [self._issue_type(type_id)]
             elif f.id == "project":
@@ -440,7 +514,7 @@ class JiraSim:
                     errors[fid] = "The label exceeds the limit of 255 characters."
             return list(dict.fromkeys(value))
         if kind in ("priority", "issuetype"):
-            table = PRIORITIES if kind == "priority" else ISSUE_TYPES
+            table = self.priorities if kind == "priority" else ISSUE_TYPES
             ref = value if isinstance(value, dict) else {}
             hit = [i for i, n in table if str(ref.get("id")) == i or ref.get("name") == n]
             if not hit:
@@ -483,7 +557,7 @@ class JiraSim:
         if value is None or value == []:
             return None, None
         if fid == "priority":
-            return value, dict(PRIORITIES)[value]
+            return value, dict(PRIORITIES).get(value, value)
         if fid == "issuetype":
             return value, dict(ISSUE_TYPES)[value]
         if fid == "assignee":
@@ -549,7 +623,7 @@ class JiraSim:
         if fid == "issuetype":
             return self._issue_type(v)
         if fid == "priority":
-            return {"id": v, "name": dict(PRIORITIES)[v]} if v else None
+            return {"id": v, "name": dict(PRIORITIES).get(v, v)} if v else None
         if fid == "assignee":
             return self._user(v)
         if fid == "labels":
@@ -565,8 +639,9 @@ class JiraSim:
                                "id": issue.id, "key": issue.key, "self": self._url(req, f"/issue/{issue.id}")}
         if wanted is not None:
             out["fields"] = {fid: self._field_json(req, issue, fid) for fid in self._select(wanted)}
-        if "transitions" in [e.strip() for e in expand.split(",")]:
-            out["transitions"] = self._transitions_json(issue)
+        expands = [e.strip() for e in expand.split(",")]
+        if "transitions" in expands or "transitions.fields" in expands:
+            out["transitions"] = self._transitions_json(issue, "transitions.fields" in expands)
         if "changelog" in [e.strip() for e in expand.split(",")]:
             hs = [self._history_json(h) for h in issue.histories[-100:]]
             out["changelog"] = {"startAt": 0, "maxResults": len(hs), "total": len(issue.histories), "histories": hs}
@@ -590,24 +665,27 @@ class JiraSim:
         if not isinstance(payload, dict):
             raise ApiError(400, ["Request body must be an object with 'fields'."])
         values = self._validate(payload.get("fields"), creating=True)
-        # A create may move the issue straight out of the start status (Jira: "Transitions may be applied").
+        # A create may move the issue straight out of the start status (Jira: "Transitions may be applied"),
+        # but only along a transition the workflow offers from that start status.
+        workflow = self.workflows[values["issuetype"]]
         target_status = None
         transition = payload.get("transition")
         if transition is not None:
             tid = transition.get("id") if isinstance(transition, dict) else None
-            target_status = next((sid for t, _, sid in TRANSITIONS if t == str(tid)), None)
-            if target_status is None:
-                raise ApiError(400, [f"Transition id '{tid}' is not valid for this issue."])
+            chosen = self._available(workflow, workflow.initial, tid)
+            self._check_screen(chosen, {})
+            target_status = chosen.to
         props = payload.get("properties") or []
         if not isinstance(props, list) or any(not isinstance(p, dict) or not p.get("key") for p in props):
             raise ApiError(400, ["Issue properties must be a list of {key, value} objects."])
-        values.setdefault("priority", "3")
+        if "3" in dict(self.priorities):
+            values.setdefault("priority", "3")
         values.setdefault("labels", [])
         values.pop("project", None)
         iid, now = str(self._next_id), self._tick()
         self._next_id += 1
         num = len(self._issues) + 1
-        issue = _Issue(iid, f"{self.project_key}-{num}", num, values, "10000", now, now)
+        issue = _Issue(iid, f"{self.project_key}-{num}", num, values, workflow.initial, now, now)
         issue.properties = {p["key"]: copy.deepcopy(p.get("value")) for p in props}
         self._issues[iid] = issue
         self._by_key[issue.key] = iid
@@ -685,25 +763,52 @@ class JiraSim:
 
     def _get_transitions(self, req: Request, body: Any, ref: str) -> Response:
         issue = self._find(ref)
-        return json_response(200, {"expand": "transitions", "transitions": self._transitions_json(issue)})
+        expand = [e.strip() for e in (req.arg("expand", "") or "").split(",")]
+        return json_response(200, {"expand": "transitions",
+                                   "transitions": self._transitions_json(issue, "transitions.fields" in expand)})
 
-    def _transitions_json(self, issue: _Issue) -> list[dict[str, Any]]:
-        return [{"id": tid, "name": name, "to": self._status(sid), "hasScreen": False, "isGlobal": True,
-                 "isInitial": False, "isAvailable": True, "isConditional": False, "isLooped": False}
-                for tid, name, sid in TRANSITIONS if sid != issue.status]
+    def _transitions_json(self, issue: _Issue, with_fields: bool = False) -> list[dict[str, Any]]:
+        """What Jira lists for the issue: the transitions out of its current status only."""
+        out = []
+        for t in self.workflows[issue.fields["issuetype"]].available(issue.status):
+            item: dict[str, Any] = {"id": t.id, "name": t.name, "to": self._status(t.to),
+                                    "hasScreen": bool(t.required), "isGlobal": t.sources is None,
+                                    "isInitial": False, "isAvailable": True, "isConditional": False,
+                                    "isLooped": False}
+            if with_fields:
+                item["fields"] = {f: {"required": True, "name": SCREEN_FIELD_NAMES.get(f, f), "key": f,
+                                      "operations": ["set"], "hasDefaultValue": False,
+                                      "schema": {"type": f, "system": f}} for f in t.required}
+            out.append(item)
+        return out
+
+    @staticmethod
+    def _available(workflow: Workflow, status: str, tid: Any) -> WorkflowTransition:
+        if not re.fullmatch(r"\d+", str(tid or "")):
+            raise ApiError(400, ["'transition' identifier must be an integer"])
+        chosen = next((t for t in workflow.available(status) if t.id == str(tid)), None)
+        if chosen is None:
+            raise ApiError(400, [f"Transition id '{tid}' is not valid for this issue."])
+        return chosen
+
+    @staticmethod
+    def _check_screen(t: WorkflowTransition, fields: Any) -> None:
+        fields = fields if isinstance(fields, dict) else {}
+        missing = {f: f"{SCREEN_FIELD_NAMES.get(f, f)} is required." for f in t.required if not fields.get(f)}
+        if missing:
+            raise ApiError(400, [], missing)
+        extra = {f: NOT_ON_SCREEN.format(f) for f in fields if f not in t.required}
+        if extra:
+            raise ApiError(400, [], extra)
 
     def _do_transition(self, req: Request, body: Any, ref: str) -> Response:
         issue = self._find(ref)
         body = body if isinstance(body, dict) else {}
         transition = body.get("transition")
         tid = transition.get("id") if isinstance(transition, dict) else None
-        if not re.fullmatch(r"\d+", str(tid or "")):
-            raise ApiError(400, ["'transition' identifier must be an integer"])
-        target = next((sid for t, _, sid in TRANSITIONS if t == str(tid)), None)
-        if target is None or target == issue.status:
-            raise ApiError(400, [f"Transition id '{tid}' is not valid for this issue."])
-        if body.get("fields"):
-            raise ApiError(400, [], {f: NOT_ON_SCREEN.format(f) for f in body["fields"]})
+        chosen = self._available(self.workflows[issue.fields["issuetype"]], issue.status, tid)
+        self._check_screen(chosen, body.get("fields"))
+        target = chosen.to
         ops = (body.get("update") or {}).get("comment") or []
         comments = [(op.get("add") or {}).get("body") for op in ops if isinstance(op, dict)]
         for c in comments:
@@ -777,6 +882,50 @@ class JiraSim:
         return json_response(200, {"self": self._url(req, f"/issue/{issue.key}/changelog"), "startAt": start,
                                    "maxResults": size, "total": len(issue.histories),
                                    "isLast": start + size >= len(issue.histories), "values": page})
+
+    # -- workflows (admin) ------------------------------------------------------------------------
+    def _require_admin(self) -> None:
+        if not self.workflow_admin:
+            raise ApiError(403, ["You are not authorized to perform this action. Administrator privileges are "
+                                 "required."])
+
+    def _workflow_scheme(self, req: Request, body: Any) -> Response:
+        self._require_admin()
+        ids = [i for v in req.query.get("projectId", []) for i in v.split(",") if i]
+        if not ids:
+            raise ApiError(400, ["projectId must be provided."])
+        if self.project["id"] not in ids:
+            return json_response(200, {"values": []})
+        mapping = {t: wf.name for t, wf in self.workflows.items()}
+        return json_response(200, {"values": [{"projectIds": [self.project["id"]], "workflowScheme": {
+            "id": 10100, "name": f"{self.project_key} workflow scheme", "description": "",
+            "defaultWorkflow": "jira", "issueTypeMappings": mapping}}]})
+
+    def _workflow_search(self, req: Request, body: Any) -> Response:
+        self._require_admin()
+        names = [n for v in req.query.get("workflowName", []) for n in v.split(",") if n]
+        expand = [e.strip() for e in (req.arg("expand", "") or "").split(",")]
+        workflows = list({wf.name: wf for wf in self.workflows.values()}.values())
+        if names:
+            workflows = [wf for wf in workflows if wf.name in names]
+        start, size = self._paging(req, 50)
+        values = []
+        for wf in workflows[start:start + size]:
+            item: dict[str, Any] = {"id": {"name": wf.name, "entityId": wf.name.lower().replace(" ", "-")},
+                                    "description": ""}
+            if "transitions" in expand:
+                item["transitions"] = [{"id": "1", "name": "Create", "description": "", "from": [],
+                                        "to": wf.initial, "type": "initial"}]
+                item["transitions"] += [{"id": t.id, "name": t.name, "description": "",
+                                         "from": list(t.sources or ()), "to": t.to,
+                                         "type": "global" if t.sources is None else "directed",
+                                         **({"screen": {"id": "10010", "name": "Resolve screen"}}
+                                            if t.required else {})} for t in wf.transitions]
+            if "statuses" in expand:
+                item["statuses"] = [{"id": sid, "name": self._status(sid)["name"]} for sid in wf.statuses()]
+            values.append(item)
+        return json_response(200, {"startAt": start, "maxResults": size, "total": len(workflows),
+                                   "isLast": start + size >= len(workflows), "values": values})
 
     # -- search ---------------------------------------------------------------------------------
     def _removed_search(self, req: Request, body: Any) -> Response:
@@ -1107,7 +1256,7 @@ class JqlQuery:
         if kind == "date":
             return self._when(value, shown, label in ("created", "updated"))
         table = {"project": [(self.sim.project["id"], self.sim.project_key), ("", self.sim.project["name"])],
-                 "status": [(s[0], s[1]) for s in STATUSES], "issuetype": ISSUE_TYPES, "priority": PRIORITIES,
+                 "status": [(s[0], s[1]) for s in STATUSES], "issuetype": ISSUE_TYPES, "priority": self.sim.priorities,
                  "statusCategory": [(k, v[1]) for k, v in STATUS_CATEGORIES.items()]}.get(label)
         if table is not None:
             hit = [i for i, n in table if value.lower() in (i.lower(), n.lower())]

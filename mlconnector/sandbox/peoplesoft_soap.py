@@ -13,9 +13,14 @@ What it mimics (reference peoplesoft.md §2.2, §4, §7):
   generates them; the ``soap:address`` names an internal host the client must override.
 - WS-Security UsernameToken (PasswordText) is required; an OAuth2 bearer token accepted by the
   ``PeopleSoftSim`` is accepted too.
-- Find (``_F``: partial key values match as prefixes; CIs with ``LAST_DTTM_UPDATE_FROM`` /
-  ``LAST_DTTM_UPDATE_TO`` find keys filter on the update time), Get (``_G``), Create (``_C``; a key
-  of ``NEXT`` is assigned), UpdateData (``_UD``) and Update (``_UP``, only on CIs listed with it).
+- Find (``_F``: partial key values match as prefixes, ``%`` is a wildcard; CIs with
+  ``LAST_DTTM_UPDATE_FROM`` / ``LAST_DTTM_UPDATE_TO`` find keys filter on the update time), Get
+  (``_G``), Create (``_C``; a key of ``NEXT`` is assigned), UpdateData (``_UD``) and Update (``_UP``,
+  only on CIs listed with it).
+- Find keys are required elements of the Find request, as in the WSDLs PeopleSoft generates: a Find
+  without one of them is refused with a fault naming it. An empty element means "any value", except
+  for keys listed in ``nonempty_find_keys`` (their schema type has ``minLength 1``), which need a value
+  or a wildcard.
 - Every error form: a SOAP fault with ``CIFault``/``IBResponse`` (Get of a missing key (91,50),
   duplicate Create (18,2), invalid value on Create (15,11), missing permission (158,536)), an HTTP
   200 response with ``notification`` 0 (UpdateData with an invalid value), the HTML "Unable to find
@@ -87,8 +92,10 @@ class SoapFault(Exception):
 class PeopleSoftSoap:
     """Callable app: CI-based SOAP services over the data of ``ps``."""
 
-    def __init__(self, ps: PeopleSoftSim, *, seed: int | None = None, node: str | None = None) -> None:
+    def __init__(self, ps: PeopleSoftSim, *, seed: int | None = None, node: str | None = None,
+                 nonempty_find_keys: dict[str, set[str]] | None = None) -> None:
         self.ps = ps
+        self.nonempty_find_keys = {ci: set(keys) for ci, keys in (nonempty_find_keys or {}).items()}
         self.node = node or ps.node
         self.seed = ps.seed if seed is None else seed
         self.calls: Counter[str] = Counter()  # operation name -> calls that reached the CI
@@ -214,14 +221,17 @@ class PeopleSoftSoap:
         keys, cols = KEYS[kind], COLUMNS[kind]
         m = ELEMENT_METHOD[method]
 
+        nonempty = self.nonempty_find_keys.get(ci, set()) if m == "F" and not response else set()
+
         def fields(names: tuple[str, ...] | list[str], required: bool = False) -> str:
             types.update(names)
             occurs = "" if required else ' minOccurs="0"'
-            return "".join(f'<xsd:element name="{n}" type="tns:{n}TypeShape"{occurs}/>' for n in names)
+            return "".join(f'<xsd:element name="{n}" type="tns:{n}{"Key" if n in nonempty else ""}TypeShape"'
+                           f'{occurs}/>' for n in names)
 
         if not response:
             if m == "F":
-                content = fields(keys) + (fields(RANGE) if CIS[ci][2] else "")
+                content = fields(keys, required=True) + (fields(RANGE) if CIS[ci][2] else "")
             elif m == "G":
                 content = fields(keys, required=True)
             else:  # Create / Updatedata / Update: keys plus every writable property
@@ -245,6 +255,11 @@ class PeopleSoftSoap:
             f'<xsd:complexType name="{n}TypeShape"><xsd:simpleContent><xsd:extension base="tns:{n}TypeDef">'
             f'<xsd:attribute name="IsChanged" type="xsd:string" use="optional"/></xsd:extension>'
             f"</xsd:simpleContent></xsd:complexType>" for n in sorted(types))
+        defs += "".join(
+            f'<xsd:simpleType name="{n}KeyTypeDef"><xsd:restriction base="{_xsd_type(n)}"><xsd:minLength value="1"/>'
+            f'</xsd:restriction></xsd:simpleType><xsd:complexType name="{n}KeyTypeShape"><xsd:simpleContent>'
+            f'<xsd:extension base="tns:{n}KeyTypeDef"><xsd:attribute name="IsChanged" type="xsd:string" '
+            f'use="optional"/></xsd:extension></xsd:simpleContent></xsd:complexType>' for n in sorted(nonempty))
         extra = _IB_RESPONSE_TYPE if response and m in ("UD", "UP") else ""
         body = f'<xsd:element name="{element}"><xsd:complexType><xsd:sequence>{content}</xsd:sequence>' \
                f"</xsd:complexType></xsd:element>"
@@ -314,6 +329,15 @@ class PeopleSoftSoap:
 
     def _find(self, ci: str, kind: str, values: dict[str, str], element: str) -> Response:
         keys = KEYS[kind]
+        fault_ns = self._ns["CIFault"]
+        for k in keys:
+            # Find keys are required elements of the request schema; some also need a value.
+            if k not in values:
+                return _fault(500, _ci_fault(fault_ns, 91, 37, f"Missing element {k}: the search key {k} of {ci} "
+                                                               f"is required in a Find request. (91,37)"))
+            if k in self.nonempty_find_keys.get(ci, set()) and not values[k].strip():
+                return _fault(500, _ci_fault(fault_ns, 91, 37, f"A value is required for search key {k} of {ci} "
+                                                               f"(a value, a prefix or %). (91,37)"))
         table = self.ps._tables[kind]
         lo_text, hi_text = values.get(RANGE[0]), values.get(RANGE[1])
         with self.ps._lock:
@@ -325,7 +349,7 @@ class PeopleSoftSoap:
                 found = [table.keys[rid] for rid in table.window(lo, hi)]
             else:
                 found = [table.keys[e[2]] for e in table.index]
-        prefixes = {k: values[k] for k in keys if values.get(k)}
+        prefixes = {k: values[k].split("%", 1)[0] for k in keys if values.get(k)}
         rows = [key for key in found
                 if all(str(v).startswith(prefixes[k]) for k, v in zip(keys, key, strict=True) if k in prefixes)]
         content = "".join(f"<{ci}>" + "".join(_field(k, v) for k, v in zip(keys, key, strict=True)) + f"</{ci}>"

@@ -113,68 +113,53 @@ def _guard(as_json: bool, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
 
 
 # -- sync -----------------------------------------------------------------------------------------
-@sync_app.command("peoplesoft-jira")
-def sync_peoplesoft_jira(
-    config: ConfigOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes, no state change.")] = False,
-    since: Annotated[str | None, typer.Option("--since", help="Re-read from this date (YYYY-MM-DD) instead of the "
-                                              "watermark; other watermarks are not touched.")] = None,
-    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only these record kinds: vendors, requisitions, "
-                                                   "purchase_orders, vouchers (repeatable).")] = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-    refresh_wsdl: RefreshWsdlOpt = False,
-) -> None:
-    """PeopleSoft requisitions, purchase orders and vouchers -> Jira issues (one pass)."""
-    _setup_logging(verbose)
-    from mlconnector import report
+def _sync_command(spec: Any) -> Any:
+    """`sync <pair>`: one command per registered pair, all with the same options."""
 
-    def run() -> Any:
-        from mlconnector.config import KINDS
-        from mlconnector.runner import sync_peoplesoft_jira as run_pass
+    def command(
+        config: ConfigOpt = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes anywhere, no state "
+                                              "change.")] = False,
+        since: Annotated[str | None, typer.Option("--since", help="Re-read from this date (YYYY-MM-DD) instead of the "
+                                                  "watermark; other watermarks are not touched.")] = None,
+        # A default rather than an annotation: annotations are evaluated later, without this closure.
+        kind: list[str] | None = typer.Option(None, "--kind", help=f"Only these entities: {', '.join(spec.kinds)} "
+                                              f"(repeatable)."),
+        as_json: JsonOpt = False,
+        verbose: VerboseOpt = False,
+        refresh_wsdl: RefreshWsdlOpt = False,
+    ) -> None:
+        _setup_logging(verbose)
+        from mlconnector import report
 
-        cfg = _load(config)
-        kinds = kind or None
-        for k in kinds or []:
-            if k not in KINDS:
-                raise ConfigError(f"--kind {k!r} is not a record kind; use one of: {', '.join(KINDS)}.")
-        with report.progress_for(as_json) as progress:
-            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), kinds=kinds, progress=progress,
-                            refresh_wsdl=refresh_wsdl)
+        def run() -> Any:
+            from mlconnector.runner import sync
 
-    result = _guard(as_json, run)
-    report.print_result(result, as_json)
-    raise typer.Exit(result.exit_code)
+            cfg = _load(config)
+            for k in kind or []:
+                if k not in spec.kinds:
+                    raise ConfigError(f"--kind {k!r} is not an entity of {spec.name}; use one of: "
+                                      f"{', '.join(spec.kinds)}.")
+            with report.progress_for(as_json) as progress:
+                return sync(spec.name, cfg, dry_run=dry_run, since=_parse_since(since), kinds=kind or None,
+                            progress=progress, refresh_wsdl=refresh_wsdl)
+
+        result = _guard(as_json, run)
+        report.print_result(result, as_json)
+        raise typer.Exit(result.exit_code)
+
+    command.__doc__ = spec.help
+    return command
 
 
-@sync_app.command("jde-jira")
-def sync_jde_jira(
-    config: ConfigOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes to Jira or JD Edwards, "
-                                          "no state change.")] = False,
-    since: Annotated[str | None, typer.Option("--since", help="Re-read work and change orders from this date "
-                                              "(YYYY-MM-DD) instead of the watermark.")] = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE orchestration (one pass)."""
-    _setup_logging(verbose)
-    from mlconnector import report
+def _register_sync_commands() -> None:
+    from mlconnector.registry import PAIRS
 
-    def run() -> Any:
-        from mlconnector.runner import sync_jde_jira as run_pass
+    for spec in PAIRS.values():
+        sync_app.command(spec.name)(_sync_command(spec))
 
-        cfg = _load(config)
-        with report.progress_for(as_json) as progress:
-            return run_pass(cfg, dry_run=dry_run, since=_parse_since(since), progress=progress)
 
-    result = _guard(as_json, run)
-    report.print_result(result, as_json)
-    posted = getattr(result.counts.get("jira_status"), "posted", 0)
-    if posted and not as_json:  # the shared report has no column for back-flow posts
-        typer.echo(f"{'DRY RUN (nothing written): ' if result.dry_run else ''}jira_status: posted {posted} "
-                   f"status change(s) to JD Edwards")
-    raise typer.Exit(result.exit_code)
+_register_sync_commands()
 
 
 @webhook_app.command("serve")

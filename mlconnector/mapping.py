@@ -17,6 +17,7 @@ from mlconnector.config import KINDS, Config
 from mlconnector.errors import RecordError
 from mlconnector.jira import adf
 from mlconnector.jira.client import FieldInfo
+from mlconnector.jira.sink import IssueWrite
 from mlconnector.peoplesoft.qas import parse_ps_datetime
 from mlconnector.sync.keys import decode_key, display_key, encode_key, handle
 
@@ -44,19 +45,6 @@ class JiraTarget:
     status_map: dict[str, dict[str, str]]
     priority_by_amount: list[tuple[float, str]] = field(default_factory=list)
     default_priority: str = ""
-
-
-@dataclass
-class MappedRecord:
-    kind: str
-    key: str
-    ts: datetime
-    status_code: str
-    target_status: str | None
-    create_fields: dict[str, Any]
-    edit_fields: dict[str, Any]
-    hash: str
-    label: str
 
 
 @dataclass
@@ -162,7 +150,7 @@ def _field_value(f: FieldInfo, value: Any) -> Any:
 
 
 def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
-               vendors: dict[str, dict[str, Any]]) -> MappedRecord:
+               vendors: dict[str, dict[str, Any]]) -> IssueWrite:
     spec = KINDS[kind]
     cols = cfg.peoplesoft.records[kind].columns
     key = natural_key(kind, row)
@@ -225,7 +213,7 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
     create = {"project": {"key": target.project}, "issuetype": {"id": target.issue_type_ids[kind]},
               **fields, "labels": sorted({*target.labels, spec["label"], label})}
     target_status = target.status_map.get(kind, {}).get(status_code)
-    return MappedRecord(kind=kind, key=key, ts=ts, status_code=status_code, target_status=target_status,
+    return IssueWrite(kind=kind, key=key, ts=ts, status_code=status_code, target_status=target_status,
                         create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label)
 
 

@@ -34,8 +34,9 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
     if not all(c.ok for c in checks):
         return checks
     from mlconnector.jira.client import JiraClient
+    from mlconnector.jira.connect import jira_auth
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
     from mlconnector.peoplesoft.qas import QASClient
-    from mlconnector.runner import jira_auth, peoplesoft_auth
 
     if cfg.ps is not None:
         ps = QASClient(cfg.ps, peoplesoft_auth(cfg, store))

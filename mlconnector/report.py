@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 
-COLUMNS = ("read", "created", "updated", "unchanged", "transitioned", "commented", "failed", "queued")
+COLUMNS = ("read", "created", "adopted", "updated", "unchanged", "transitioned", "commented", "posted", "failed",
+           "queued")
 
 
 def is_tty() -> bool:

@@ -1,7 +1,7 @@
-"""Wiring: configuration + secrets -> authenticated clients, lock, state and audit for one command.
+"""Wiring: configuration + secrets -> a pair's clients, lock, state and audit for one command.
 
 The CLI and the demo both go through here, so a pass run by cron and a pass run by the demo are
-the same code.
+the same code. Pairs are found through the registry; nothing here knows a system.
 """
 
 from __future__ import annotations
@@ -9,29 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
-from mlconnector.config import ISSUE_KINDS, Config
+from mlconnector.config import Config
 from mlconnector.credentials import SecretStore
 from mlconnector.errors import ConfigError
-from mlconnector.jira.client import JiraClient
-from mlconnector.pairs.peoplesoft_jira import PAIR, PassResult, PeopleSoftJiraPass, Progress, _noop
-from mlconnector.peoplesoft.qas import QASClient
 from mlconnector.state import State, run_lock
-
-
-@dataclass
-class Clients:
-    ps: QASClient
-    jira: JiraClient
-
-    def close(self) -> None:
-        self.ps.close()
-        self.jira.close()
+from mlconnector.sync.engine import PassResult, Progress, no_progress, run_pass, run_replay
 
 
 def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
@@ -48,32 +35,6 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
         r.add(value, user)
         GLOBAL.add(value, user)
     return r
-
-
-def peoplesoft_auth(cfg: Config, secrets: SecretStore) -> Any:
-    ps = cfg.peoplesoft
-    if ps.auth == "basic":
-        return (ps.user, secrets.get("peoplesoft.password"))
-    from mlconnector.auth import ClientCredentialsAuth
-
-    return ClientCredentialsAuth("PeopleSoft", ps.token_url, ps.client_id, secrets.get("peoplesoft.client_secret"),
-                                 ps.scope, ps.http)
-
-
-def jira_auth(cfg: Config, secrets: SecretStore) -> Any:
-    j = cfg.jira
-    if j.auth == "basic":
-        return (j.email, secrets.get("jira.api_token"))
-    from mlconnector.jira.oauth import JiraOAuth
-
-    return JiraOAuth(j, secrets)
-
-
-def open_clients(cfg: Config, secrets: SecretStore) -> Clients:
-    # Secrets are read before any network call, so a missing one is reported first and plainly.
-    ps_auth = peoplesoft_auth(cfg, secrets)
-    jira_auth_ = jira_auth(cfg, secrets)
-    return Clients(QASClient(cfg.peoplesoft, ps_auth), JiraClient(cfg.jira.api_base, jira_auth_, cfg.jira.http))
 
 
 def _companions(state_file: Path, audit_default: bool) -> list[tuple[str, str]]:
@@ -112,148 +73,72 @@ def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
 
 
 @contextlib.contextmanager
-def session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Clients, Audit, Redactor]]:
+def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = False,
+            ) -> Iterator[tuple[Any, Any, State, Audit]]:
+    """Everything one command of a pair needs: (pair module, open clients, state, audit). Secrets are read and
+    clients built before the lock is taken; the state is bound to the configuration's sites."""
+    from mlconnector.registry import PAIRS
+
+    mod = PAIRS[pair].load()
     secrets = SecretStore(cfg.instance)
     redactor = make_redactor(cfg, secrets)
-    clients = open_clients(cfg, secrets)
-    ctx = run_lock(cfg.state_file) if lock else contextlib.nullcontext()
-    with ctx:
-        state = open_state(cfg, locked=lock)
-        audit = Audit(cfg.audit_file, redactor, PAIR)
-        try:
-            yield state, clients, audit, redactor
-        finally:
-            audit.close()
-            clients.close()
+    with mod.connect(cfg, secrets, redactor, refresh_wsdl=refresh_wsdl) as clients:
+        ctx = run_lock(cfg.state_file) if lock else contextlib.nullcontext()
+        with ctx:
+            state = open_state(cfg, locked=lock)
+            audit = Audit(cfg.audit_file, redactor, pair)
+            try:
+                yield mod, clients, state, audit
+            finally:
+                audit.close()
 
 
-def ci_readers(cfg: Config, auth: Any, *, refresh_wsdl: bool = False) -> tuple[dict[str, Any], Any]:
-    """Readers for the record kinds configured with transport = "ci", and the CI client they share."""
-    wanted = {k: rs for k, rs in cfg.peoplesoft.records.items() if rs.enabled and rs.transport == "ci"}
-    if not wanted:
-        return {}, None
-    from mlconnector.peoplesoft.ci import CIClient, CIReader  # zeep is heavy: import it only when used
-
-    client = CIClient(cfg.peoplesoft, auth, refresh=refresh_wsdl)
-    return {k: CIReader(client, rs.ci) for k, rs in wanted.items()}, client
+def sync(pair: str, cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
+         kinds: list[str] | None = None, progress: Progress = no_progress, refresh_wsdl: bool = False) -> PassResult:
+    """One pass of ``pair`` (see sync/engine.py). A dry run writes nothing, so it does not need the lock."""
+    with session(cfg, pair, lock=not dry_run, refresh_wsdl=refresh_wsdl) as (mod, clients, state, audit):
+        steps = mod.make_pass(cfg, clients, state, audit, dry_run=dry_run, progress=progress, kinds=kinds)
+        return run_pass(steps, since)
 
 
-def sync_peoplesoft_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
-                         kinds: list[str] | None = None, progress: Progress = _noop,
-                         refresh_wsdl: bool = False) -> PassResult:
-    # A dry run writes nothing, so it does not need (or wait for) the lock.
-    with session(cfg, lock=not dry_run) as (state, clients, audit, _):
-        # The CI client shares the QAS client's authenticator (one OAuth2 token for both).
-        readers, ci = ci_readers(cfg, clients.ps.http.session.auth, refresh_wsdl=refresh_wsdl)
-        try:
-            p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, dry_run=dry_run, progress=progress,
-                                   readers=readers)
-            return p.run(kinds, since)
-        finally:
-            if ci is not None:
-                ci.close()
+def sync_peoplesoft_jira(cfg: Config, **kwargs: Any) -> PassResult:
+    return sync("peoplesoft-jira", cfg, **kwargs)
 
 
-def _replay(p: Any, state: State, audit: Audit, items: list[dict[str, Any]], steps: Any) -> tuple[Any, int, int]:
-    """Run ``steps()`` (-> succeeded, still failing) for a pass object; settle its result and the state."""
-    from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, UnreachableError
+def sync_jde_jira(cfg: Config, **kwargs: Any) -> PassResult:
+    return sync("jde-jira", cfg, **kwargs)
 
-    try:
-        p.prepare()
-        ok, bad = steps()
-    except (AuthError, UnreachableError) as exc:
-        p.result.fatal = audit.redactor(exc.message)
-        p.result.exit_code = exc.exit_code
-        ok, bad = 0, len(items)
-    finally:
-        if state.dirty:
-            state.save()
-    p.result.queue_size = len(state.replay)
-    if p.result.fatal is None:
-        p.result.exit_code = EXIT_RECORDS_FAILED if bad else EXIT_OK
-    return p.result, ok, bad
+
+def configured_pairs(cfg: Config) -> list[str]:
+    from mlconnector.registry import PAIRS
+
+    return [name for name, spec in PAIRS.items() if spec.load().configured(cfg)]
 
 
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:
-    """Retry queued items (all when ids is None); return (result, succeeded, still failing)."""
-    if cfg.ps is None and cfg.jde is not None:
-        return replay_jde_items(cfg, ids)
-    from mlconnector.errors import RemoteError
-
-    with session(cfg) as (state, clients, audit, _):
-        items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
-        readers, ci = ci_readers(cfg, clients.ps.http.session.auth)
-        p = PeopleSoftJiraPass(cfg, state, clients.ps, clients.jira, audit, readers=readers)
-
-        def steps() -> tuple[int, int]:
-            # As at the start of a pass: a create left pending (say, answered after the timeout) is looked
-            # up before anything is created again.
-            p.writer.resolve_pending(ISSUE_KINDS)
-            try:
-                p.refresh_items(list(items))
-            except RemoteError as exc:
-                # PeopleSoft could not be re-read: retry with the rows as they were queued.
-                audit.write("refresh_failed", error=audit.redactor(exc.message))
-            return p.replay(list(items))
-
-        try:
-            return _replay(p, state, audit, items, steps)
-        finally:
-            if ci is not None:
-                ci.close()
-
-
-@contextlib.contextmanager
-def jde_session(cfg: Config, *, lock: bool = True) -> Iterator[tuple[State, Any, JiraClient, Audit]]:
-    from mlconnector.jde.ais import AisClient
-    from mlconnector.pairs.jde_jira import PAIR as JDE_PAIR
-
-    if cfg.jde is None:
-        raise ConfigError(f"{cfg.path} has no [jde] section, which sync jde-jira needs. Copy it from "
-                          f"README.md ('sync jde-jira'); examples/config.toml has the [jira] part.")
-    secrets = SecretStore(cfg.instance)
-    redactor = make_redactor(cfg, secrets)
-    # Secrets are read before any network call, so a missing one is reported first and plainly.
-    password = secrets.get("jde.password")
-    redactor.add(password, cfg.jde.user)  # also masks the Basic-auth form of the JDE credentials
-    from mlconnector.audit import GLOBAL
-
-    GLOBAL.add(password, cfg.jde.user)
-    ais = AisClient(cfg.jde, password)
-    jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, secrets), cfg.jira.http)
-    try:
-        with run_lock(cfg.state_file) if lock else contextlib.nullcontext():
-            state = open_state(cfg, locked=lock)
-            audit = Audit(cfg.audit_file, redactor, JDE_PAIR)
-            try:
-                yield state, ais, jira, audit
-            finally:
-                audit.close()
-    finally:
-        ais.close()  # logs the AIS session out: tokens are never kept between runs
-        jira.close()
-
-
-def sync_jde_jira(cfg: Config, *, dry_run: bool = False, since: datetime | None = None,
-                  progress: Progress = _noop) -> Any:
-    """One `sync jde-jira` pass: own wiring, because the PeopleSoft client in session() is not needed."""
-    from mlconnector.pairs.jde_jira import JdeJiraPass
-
-    # A dry run writes nothing, so it does not need (or wait for) the lock.
-    with jde_session(cfg, lock=not dry_run) as (state, ais, jira, audit):
-        return JdeJiraPass(cfg, state, ais, jira, audit, dry_run=dry_run, progress=progress).run(since)
-
-
-def replay_jde_items(cfg: Config, ids: list[str] | None) -> tuple[Any, int, int]:
-    from mlconnector.pairs.jde_jira import JdeJiraPass
-
-    assert cfg.jde is not None
-    with jde_session(cfg) as (state, ais, jira, audit):
-        items = state.replay if ids is None else [i for i in state.replay if i["id"] in ids]
-        p = JdeJiraPass(cfg, state, ais, jira, audit)
-
-        def steps() -> tuple[int, int]:
-            p.writer.resolve_pending(list(cfg.jde.sources))
-            return p.replay(list(items))
-
-        return _replay(p, state, audit, items, steps)
+    """Retry queued items (all when ids is None) through each owning pair's normal write path; return
+    (result, succeeded, still failing)."""
+    pairs = configured_pairs(cfg)
+    if not pairs:
+        raise ConfigError(f"{cfg.path} configures no pair, so nothing can be retried.")
+    totals: PassResult | None = None
+    ok = bad = 0
+    for pair in pairs:
+        with session(cfg, pair) as (mod, clients, state, audit):
+            steps = mod.make_pass(cfg, clients, state, audit)
+            mine = set(steps.replay_kinds())
+            items = [i for i in state.replay if i["kind"] in mine and (ids is None or i["id"] in ids)]
+            if not items and (totals is not None or pair != pairs[-1]):
+                continue  # nothing of this pair's is queued (the last pair still answers for an empty queue)
+            result, o, b = run_replay(steps, items, lambda s=steps, m=mod, it=items: m.before_replay(s, it))
+        ok, bad = ok + o, bad + b
+        if totals is None:
+            totals = result
+        else:
+            totals.counts.update(result.counts)
+            totals.failures += result.failures
+            totals.queue_size = result.queue_size
+            totals.fatal = totals.fatal or result.fatal
+            totals.exit_code = max(totals.exit_code, result.exit_code)
+    assert totals is not None
+    return totals, ok, bad

@@ -44,6 +44,7 @@ class State:
     # system -> the site this state describes ("https://jira.example.com project PROC"); see bind_sites
     sites: dict[str, str] = field(default_factory=dict)
     dirty: bool = False
+    watermarks_moved: bool = False  # a watermark moved since the last save (saved once, at the end of a pass)
     # The key map, kind -> natural key -> {"issue": "PROC-1", "id": "10000", "hash": "...", "status": "A",
     #   "ts": "<source last update, UTC>", "pending": true while a create is in flight,
     #   "comments": {comment_id: jira_comment_id or "pending"}}; mostly on disk (see keymap.py).
@@ -137,7 +138,7 @@ class State:
             raise StateError(f"The state file {self.path} was saved but could not be read back ({exc}); this "
                              f"run stopped so that nothing is looked up in a half-loaded key map. Run the pass "
                              f"again; nothing was lost.") from None
-        self.dirty = False
+        self.dirty = self.watermarks_moved = False
 
     # -- sites -----------------------------------------------------------------------------------
     def bind_sites(self, sites: dict[str, str], *, rebind: bool = False) -> None:

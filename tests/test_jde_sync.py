@@ -18,7 +18,7 @@ import pytest
 from jira_openapi import load_checker
 
 from mlconnector import config as config_mod
-from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED
+from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, EXIT_UNREACHABLE
 from mlconnector.runner import sync_jde_jira
 from mlconnector.sandbox.jde_sim import JdeSandbox, start_jde_sandbox
 from mlconnector.state import State
@@ -365,8 +365,9 @@ def test_basic_auth_mode_sends_credentials_per_request_and_never_drops_rows(jde_
     env.box.jde.add_orders(60)
     env.write_config(extra_jde='auth = "basic"\n', page_size=20)
     short = env.sync()
-    assert short.exit_code == EXIT_RECORDS_FAILED
-    assert "next-page" in short.failures[0]["error"]
+    # As for every pair: an entity that cannot be read in full is a remote error (exit 3), its watermark stays.
+    assert short.exit_code == EXIT_UNREACHABLE
+    assert "next-page" in short.errors[0]["error"]
     env.write_config(extra_jde='auth = "basic"\n', page_size=500)
     assert env.sync().exit_code == EXIT_OK
     _assert_one_issue_per_order(env)

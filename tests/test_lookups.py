@@ -1,6 +1,6 @@
 """Creates that can never duplicate: lookups before every create, settle time under search lag, state loss.
 
-The promises (sync/links.py, pairs/issues.py): a pass killed after Jira created issues and rerun at once,
+The promises (sync/links.py, jira/sink.py): a pass killed after Jira created issues and rerun at once,
 while Jira's search still lags, creates nothing twice; a lost, deleted or older state file leads to
 adoption of the issues already in Jira, never to second issues; an issue that carries a record's label
 but names another record in its key property is a conflict, left alone and queued.
@@ -26,7 +26,7 @@ from test_crash_safety import (
 )
 
 from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED
-from mlconnector.pairs.issues import KEY_PROPERTY
+from mlconnector.jira.sink import KEY_PROPERTY
 
 SYNC = ("sync", "peoplesoft-jira")
 

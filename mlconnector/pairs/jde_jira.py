@@ -23,57 +23,79 @@ Back (Jira -> JDE):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from mlconnector.audit import Audit
+from mlconnector.audit import Audit, Redactor
 from mlconnector.config import Config
-from mlconnector.errors import (
-    EXIT_OK,
-    EXIT_RECORDS_FAILED,
-    AmbiguousWriteError,
-    ConfigError,
-    RecordError,
-    RemoteError,
-)
+from mlconnector.credentials import SecretStore
+from mlconnector.errors import AmbiguousWriteError, ConfigError, RecordError, RemoteError
 from mlconnector.jde.ais import AisClient, Condition
 from mlconnector.jde.config import JdeConfig, SourceSettings
 from mlconnector.jde.julian import date_literal, parse_ais_date, to_datetime
 from mlconnector.jira import adf
-from mlconnector.jira.client import FieldInfo, JiraClient, error_text, resolve_field
+from mlconnector.jira.client import FieldInfo, JiraClient, resolve_field
+from mlconnector.jira.connect import open_jira
+from mlconnector.jira.sink import IssueWrite, IssueWriter
+from mlconnector.jira.sink import jql_quote as _q
 from mlconnector.mapping import SUMMARY_MAX, _field_value, content_hash
-from mlconnector.pairs.issues import FATAL, IssueWriter
-from mlconnector.pairs.issues import jql_quote as _q
-from mlconnector.pairs.peoplesoft_jira import Counts, PassResult, Progress, _noop
+from mlconnector.pairs.peoplesoft_jira import describe
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
 from mlconnector.sync.keys import decode_key, encode_key, handle
+from mlconnector.sync.window import WindowRule
 
 log = logging.getLogger("mlconnector.jde")
 
 PAIR = "jde-jira"
+
+
+def configured(cfg: Config) -> bool:
+    return cfg.jde is not None
+
+
+@contextlib.contextmanager
+def connect(cfg: Config, secrets: SecretStore, redactor: Redactor, *, refresh_wsdl: bool = False) -> Iterator[Any]:
+    """The pair's clients, open for one command: (AIS client, Jira client). The AIS session is logged out at
+    the end: tokens are never kept between runs."""
+    from mlconnector.audit import GLOBAL
+
+    if cfg.jde is None:
+        raise ConfigError(f"{cfg.path} has no [jde] section, which sync jde-jira needs. Copy it from "
+                          f"README.md ('sync jde-jira'); examples/config.toml has the [jira] part.")
+    # Secrets are read before any network call, so a missing one is reported first and plainly.
+    password = secrets.get("jde.password")
+    redactor.add(password, cfg.jde.user)  # also masks the Basic-auth form of the JDE credentials
+    GLOBAL.add(password, cfg.jde.user)
+    ais = AisClient(cfg.jde, password)
+    try:
+        jira = open_jira(cfg, secrets)
+    except BaseException:
+        ais.close()
+        raise
+    try:
+        yield ais, jira
+    finally:
+        ais.close()
+        jira.close()
+
+
+def make_pass(cfg: Config, clients: Any, state: State, audit: Audit, *, dry_run: bool = False,
+              progress: Progress = no_progress, kinds: list[str] | None = None) -> JdeJiraPass:
+    ais, jira = clients
+    return JdeJiraPass(cfg, state, ais, jira, audit, dry_run=dry_run, progress=progress, kinds=kinds)
+
+
+def before_replay(steps: JdeJiraPass, items: list[dict[str, Any]]) -> None:
+    return None
 STATUS_KIND = "jira_status"  # counts and replay items of the back-flow
 BACKFLOW_WM = "jde-jira.backflow"
 EXTRA = "jde-jira"  # state.extra[EXTRA]: {"posted": {change_id: {...}}, "webhook_events": [...], "webhook": {...}}
 JIRA_TS_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
-
-
-@dataclass
-class JdeCounts(Counts):
-    posted: int = 0  # status changes posted to the JDE orchestration
-
-
-@dataclass
-class JdePassResult(PassResult):
-    pair: str = PAIR
-
-    def kind(self, kind: str) -> JdeCounts:  # type: ignore[override]
-        c = self.counts.setdefault(kind, JdeCounts())
-        assert isinstance(c, JdeCounts)
-        return c
 
 
 @dataclass
@@ -84,21 +106,6 @@ class Target:
     key_field: FieldInfo | None
     labels: list[str]
     me: str  # accountId of the connector's own Jira user
-
-
-@dataclass
-class MappedOrder:
-    source: str
-    key: str  # "DOCO|DCTO"
-    order_number: str
-    order_type: str
-    ts: datetime
-    status_code: str
-    target_status: str | None
-    create_fields: dict[str, Any]
-    edit_fields: dict[str, Any]
-    hash: str
-    label: str
 
 
 def parse_jira_ts(value: str) -> datetime:
@@ -117,7 +124,8 @@ def order_label(src: SourceSettings, order_number: str, order_type: str) -> str:
 
 class JdeJiraPass:
     def __init__(self, cfg: Config, state: State, ais: AisClient, jira: JiraClient, audit: Audit, *,
-                 dry_run: bool = False, progress: Progress = _noop, now: datetime | None = None) -> None:
+                 dry_run: bool = False, progress: Progress = no_progress, now: datetime | None = None,
+                 kinds: list[str] | None = None) -> None:
         if cfg.jde is None:
             raise ConfigError(f"{cfg.path} has no [jde] section, which sync jde-jira needs. Copy it from "
                               f"README.md ('sync jde-jira'); examples/config.toml has the [jira] part.")
@@ -129,8 +137,13 @@ class JdeJiraPass:
         self.audit = audit
         self.dry_run = dry_run
         self.progress = progress
-        self.now = now or utcnow()
-        self.result = JdePassResult(dry_run=dry_run)
+        self.ctx = PassContext(PAIR, state, audit, dry_run=dry_run, progress=progress, describe=describe,
+                               **({"now": now} if now else {}))
+        self.result = self.ctx.result
+        self.now = self.ctx.now
+        # UPMJ has no time part: windows overlap by whole days and rows are de-duplicated with TDAY (pitfall 11).
+        self.window = WindowRule(timedelta(days=self.jde.overlap_days))
+        self.selected = kinds
         self.target: Target | None = None
         self.book: dict[str, Any] = state.extra.setdefault(EXTRA, {})
         self.book.setdefault("posted", {})
@@ -148,6 +161,8 @@ class JdeJiraPass:
 
     def prepare(self) -> Target:
         """Resolve the configuration's names against Jira's metadata; a mismatch is a ConfigError."""
+        if self.target is not None:
+            return self.target
         all_fields = self.jira.fields()
         fields = {alias: resolve_field(all_fields, wanted, f"jde.fields.{alias}")
                   for alias, wanted in self.jde.fields.items() if wanted}
@@ -180,46 +195,46 @@ class JdeJiraPass:
                              labels=list(self.cfg.jira.labels), me=me)
         return self.target
 
-    # -- the pass --------------------------------------------------------------------------------
-    def run(self, since: datetime | None = None) -> JdePassResult:
-        started = time.monotonic()
-        try:
-            if self.target is None:
-                self.prepare()
-            self.writer.resolve_pending(list(self.jde.sources))
-            self.resolve_pending_posts()
-            if not self.dry_run:
-                self.auto_replay()
-            for src in self.jde.enabled_sources():
-                self.progress("kind", kind=src.name)
-                try:
-                    self.sync_source(src, since)
-                except FATAL:
-                    raise
-                except RemoteError as exc:
-                    # The window could not be read completely: its watermark stays, the next run reads it
-                    # again, and the other source still gets its turn.
-                    self.result.kind(src.name).failed += 1
-                    self.result.failures.append({"kind": src.name, "key": "(window)", "what": "read",
-                                                 "error": exc.message})
-                    self.audit.write("read_failed", src.name, error=exc.message, raw=exc.raw)
-            if self.jde.backflow:
-                self.progress("kind", kind=STATUS_KIND)
-                self.backflow()
-        except FATAL as exc:
-            self.result.fatal = self.audit.redactor(exc.message)
-            self.result.exit_code = exc.exit_code
-            self.audit.write("pass_aborted", error=exc.message)
-        finally:
-            if not self.dry_run and self.state.dirty:
-                self.state.save()
-            self.result.seconds = round(time.monotonic() - started, 3)
-            self.result.queue_size = len(self.state.replay)
-            self.result.requests = {"jde": self.ais.http.requests_made, "jira": self.jira.http.requests_made}
-        if self.result.fatal is None:
-            failed = any(c.failed for c in self.result.counts.values())
-            self.result.exit_code = EXIT_RECORDS_FAILED if failed else EXIT_OK
-        return self.result
+    # -- the engine's steps ----------------------------------------------------------------------
+    def run(self, since: datetime | None = None) -> PassResult:
+        return run_pass(self, since)
+
+    def resolve_pending(self) -> None:
+        self.writer.resolve_pending(list(self.jde.sources))
+        self.resolve_pending_posts()
+
+    def entities(self) -> list[str]:
+        every = [s.name for s in self.jde.enabled_sources()] + ([STATUS_KIND] if self.jde.backflow else [])
+        return [k for k in every if self.selected is None or k in self.selected]
+
+    def blocked(self, entity: str) -> str | None:
+        return None
+
+    def sync_entity(self, entity: str, since: datetime | None) -> None:
+        if entity == STATUS_KIND:
+            self.backflow()
+        else:
+            self.sync_source(self.jde.sources[entity], since)
+
+    def replay_kinds(self) -> list[str]:
+        return [STATUS_KIND, *self.jde.sources]
+
+    def retry(self, item: dict[str, Any]) -> None:
+        kind = item["kind"]
+        if kind != STATUS_KIND:
+            self.process_rows(self.jde.sources[kind], [item["row"]])
+            return
+        change = {k: v for k, v in item["row"].items() if k not in ("state", "at", "note")}
+        state = self.book["posted"].get(change["change_id"], {}).get("state")
+        if state == "done":
+            self.state.dequeue(kind, item["key"], what="status")
+        elif state == "pending" and self._jde_status(change) == change["code"]:
+            self._mark_done(change, "resolved_pending")
+        else:
+            self.post_change(change)
+
+    def requests(self) -> dict[str, int]:
+        return {"jde": self.ais.http.requests_made, "jira": self.jira.http.requests_made}
 
     # -- forward: JDE -> Jira --------------------------------------------------------------------
     def _columns(self, src: SourceSettings) -> list[str]:
@@ -236,14 +251,8 @@ class JdeJiraPass:
         return conds
 
     def _window_start(self, src: SourceSettings, since: datetime | None) -> date:
-        if since is not None:
-            return since.astimezone(self.jde.server_utc_offset).date()
-        wm = self.state.watermarks.get(f"jde.{src.name}")
-        if wm is None:
-            return src.initial_since.astimezone(self.jde.server_utc_offset).date()
-        # UPMJ has no time part: overlap by whole days and de-duplicate with TDAY (pitfall 11).
-        return datetime.fromisoformat(wm).astimezone(self.jde.server_utc_offset).date() - timedelta(
-            days=self.jde.overlap_days)
+        start = self.window.start(self.state, f"jde.{src.name}", src.initial_since, since)
+        return start.astimezone(self.jde.server_utc_offset).date()
 
     def sync_source(self, src: SourceSettings, since: datetime | None) -> None:
         start = self._window_start(src, since)
@@ -256,17 +265,10 @@ class JdeJiraPass:
             self._advance(f"jde.{src.name}", newest, since)
 
     def _advance(self, wm_name: str, until: datetime, since: datetime | None) -> None:
-        if self.dry_run:
-            return
-        old = self.state.watermarks.get(wm_name)
-        if since is not None and old is not None and since > datetime.fromisoformat(old):
-            return  # a --since later than the watermark skipped rows: keep the watermark where it was
-        if old is None or until > datetime.fromisoformat(old):
-            self.state.watermarks[wm_name] = iso(until)
-            self.state.dirty = True
-        self.state.save()
+        if not self.dry_run and self.window.advance(self.state, wm_name, until, since):
+            self.state.watermarks_moved = True
 
-    def map_order(self, src: SourceSettings, row: dict[str, Any]) -> MappedOrder:
+    def map_order(self, src: SourceSettings, row: dict[str, Any]) -> IssueWrite:
         assert self.target is not None
         t = self.target
         c = src.columns
@@ -352,14 +354,14 @@ class JdeJiraPass:
         label = order_label(src, number, otype)
         create = {"project": {"key": t.project}, "issuetype": {"id": t.issue_type_ids[src.name]}, **fields,
                   "labels": sorted({*t.labels, src.label, label})}
-        return MappedOrder(source=src.name, key=key, order_number=number, order_type=otype, ts=ts,
-                           status_code=status, target_status=self.jde.status_from_jde.get(status),
+        return IssueWrite(kind=src.name, key=key, ts=ts,
+                          status_code=status, target_status=self.jde.status_from_jde.get(status),
                            create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label)
 
     def process_rows(self, src: SourceSettings, rows: list[dict[str, Any]]) -> datetime | None:
         """Map and write one window of rows; return the newest row time read (for the watermark)."""
         kind = src.name
-        mapped: dict[str, tuple[MappedOrder, dict[str, Any]]] = {}
+        mapped: dict[str, tuple[IssueWrite, dict[str, Any]]] = {}
         newest: datetime | None = None
         for row in rows:
             try:
@@ -588,56 +590,9 @@ class JdeJiraPass:
 
         drain_events(spool_path(self.cfg.state_file), commit)
 
-    # -- failures and replay ---------------------------------------------------------------------
+    # -- failures ------------------------------------------------------------------------------
     def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception) -> None:
-        counts = self.result.kind(kind)
-        counts.failed += 1
-        # Remote answers can echo credentials (a proxy page quoting the Authorization header, say).
-        redact = self.audit.redactor
-        message = redact(error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc))
-        raw = redact(getattr(exc, "raw", "") or "")
-        what = "status" if kind == STATUS_KIND else "record"
-        self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
-        self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
-        if self.dry_run:
-            return
-        self.state.enqueue(kind, key, row, message, raw, what=what)
-        counts.queued += 1
-
-    def auto_replay(self) -> None:
-        # Every pass retries every queued item of this pair: `replay retry` drives the PeopleSoft pair only.
-        items = [i for i in self.state.replay
-                 if i["kind"] == STATUS_KIND or i["kind"] in self.jde.sources]
-        if items:
-            self.replay(items)
-
-    def replay(self, items: Iterable[dict[str, Any]]) -> tuple[int, int]:
-        ok = bad = 0
-        for item in list(items):
-            kind = item["kind"]
-            before = len(self.result.failures)
-            if kind == STATUS_KIND:
-                change = {k: v for k, v in item["row"].items() if k not in ("state", "at", "note")}
-                state = self.book["posted"].get(change["change_id"], {}).get("state")
-                if state == "done":
-                    self.state.dequeue(kind, item["key"], what="status")
-                elif state == "pending":
-                    if self._jde_status(change) == change["code"]:
-                        self._mark_done(change, "resolved_pending")
-                    else:
-                        self.post_change(change)
-                else:
-                    self.post_change(change)
-            else:
-                src = self.jde.sources[kind]
-                self.process_rows(src, [item["row"]])
-            if len(self.result.failures) == before and self.state.find_replay(item["id"]) is None:
-                ok += 1
-                self.result.kind(kind).replayed += 1
-                self.audit.write("replayed", kind, item["key"])
-            else:
-                bad += 1
-        return ok, bad
+        self.ctx.fail(kind, key, row, exc, what="status" if kind == STATUS_KIND else "record")
 
 
 def _row_id(src: SourceSettings, row: dict[str, Any]) -> str:

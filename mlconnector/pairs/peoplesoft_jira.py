@@ -1,6 +1,6 @@
 """One pass of `sync peoplesoft-jira`: PeopleSoft rows -> mapping -> Jira writes -> state.
 
-Crash safety (issue creates, edits and transitions: see pairs/issues.py, shared with other pairs):
+Crash safety (issue creates, edits and transitions: see jira/sink.py, shared with other pairs):
 - Comments are marked pending before they are posted and carry a reference marker; a pending
   comment is looked up on the issue before it is posted again.
 - A kind's watermark moves only after every row of a window was written, found unchanged or
@@ -9,30 +9,23 @@ Crash safety (issue creates, edits and transitions: see pairs/issues.py, shared 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from mlconnector.audit import Audit
+from mlconnector.audit import Audit, Redactor
 from mlconnector.config import ISSUE_KINDS, KINDS, Config
-from mlconnector.errors import (
-    EXIT_OK,
-    EXIT_RECORDS_FAILED,
-    AmbiguousWriteError,
-    ConfigError,
-    ConnectorError,
-    RecordError,
-    RemoteError,
-)
+from mlconnector.credentials import SecretStore
+from mlconnector.errors import AmbiguousWriteError, ConfigError, ConnectorError, RecordError, RemoteError
 from mlconnector.jira import adf
 from mlconnector.jira.client import JiraClient, error_text, resolve_field
+from mlconnector.jira.connect import open_jira
+from mlconnector.jira.sink import IssueWrite, IssueWriter
 from mlconnector.mapping import (
     JiraTarget,
     MappedComment,
-    MappedRecord,
     map_comment,
     map_record,
     natural_key,
@@ -40,63 +33,65 @@ from mlconnector.mapping import (
     vendor_from_row,
     vendor_key,
 )
-from mlconnector.pairs.issues import FATAL, IssueWriter
+from mlconnector.peoplesoft.connect import ci_readers, peoplesoft_auth
 from mlconnector.peoplesoft.qas import QASClient
-from mlconnector.state import State, iso, utcnow
+from mlconnector.state import State, iso
+from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
 from mlconnector.sync.keys import decode_key
+from mlconnector.sync.window import WindowRule
 
 PAIR = "peoplesoft-jira"
-AUTO_REPLAY_ATTEMPTS = 3  # queued items retried automatically by this many passes, then left to `replay`
-
-Progress = Callable[..., None]
 
 
-@dataclass
-class Counts:
-    read: int = 0
-    created: int = 0
-    adopted: int = 0  # found on the target by handle (no link in the state) and linked, not created
-    updated: int = 0
-    unchanged: int = 0
-    transitioned: int = 0
-    commented: int = 0
-    failed: int = 0
-    queued: int = 0
-    replayed: int = 0
+def configured(cfg: Config) -> bool:
+    return cfg.ps is not None
 
 
-@dataclass
-class PassResult:
-    pair: str = PAIR
-    dry_run: bool = False
-    counts: dict[str, Counts] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)  # whole kinds that could not be read or written
-    fatal: str | None = None
-    exit_code: int = EXIT_OK
-    queue_size: int = 0
-    seconds: float = 0.0
-    requests: dict[str, int] = field(default_factory=dict)
-
-    def kind(self, kind: str) -> Counts:
-        return self.counts.setdefault(kind, Counts())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["status"] = {0: "ok", 1: "records_failed"}.get(self.exit_code, "error")
-        if self.fatal:
-            d["error"] = self.fatal  # same key as a pass that could not start
-        return d
+@contextlib.contextmanager
+def connect(cfg: Config, secrets: SecretStore, redactor: Redactor, *, refresh_wsdl: bool = False) -> Iterator[Any]:
+    """The pair's clients, open for one command: (PS Query client, Jira client, CI readers by kind)."""
+    # Secrets are read before any network call, so a missing one is reported first and plainly.
+    ps = QASClient(cfg.peoplesoft, peoplesoft_auth(cfg, secrets))
+    jira = open_jira(cfg, secrets)
+    # The CI client shares the QAS client's authenticator (one OAuth2 token for both).
+    readers, ci = ci_readers(cfg, ps.http.session.auth, refresh_wsdl=refresh_wsdl)
+    try:
+        yield ps, jira, readers
+    finally:
+        if ci is not None:
+            ci.close()
+        ps.close()
+        jira.close()
 
 
-def _noop(*_: Any, **__: Any) -> None:
-    return None
+def make_pass(cfg: Config, clients: Any, state: State, audit: Audit, *, dry_run: bool = False,
+              progress: Progress = no_progress, kinds: list[str] | None = None) -> PeopleSoftJiraPass:
+    ps, jira, readers = clients
+    return PeopleSoftJiraPass(cfg, state, ps, jira, audit, dry_run=dry_run, progress=progress, readers=readers,
+                              kinds=kinds)
+
+
+def before_replay(steps: PeopleSoftJiraPass, items: list[dict[str, Any]]) -> None:
+    """Swap queued rows for their current version in PeopleSoft, so a fix made at the source is sent."""
+    try:
+        steps.refresh_items(items)
+    except RemoteError as exc:
+        # PeopleSoft could not be re-read: retry with the rows as they were queued.
+        steps.audit.write("refresh_failed", error=steps.audit.redactor(exc.message))
+
+
+def describe(exc: Exception) -> str:
+    """A failure's message: Jira's answers are read for their own error texts."""
+    return error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
 
 
 class PeopleSoftJiraPass:
+    """The steps of `sync peoplesoft-jira` for the engine (sync/engine.py): vendors refresh the vendor cache,
+    then each issue kind and its comments are read, mapped and written through the Jira issue writer."""
+
     def __init__(self, cfg: Config, state: State, ps: QASClient, jira: JiraClient, audit: Audit, *,
-                 dry_run: bool = False, progress: Progress = _noop, now: datetime | None = None,
-                 readers: dict[str, Any] | None = None) -> None:
+                 dry_run: bool = False, progress: Progress = no_progress, now: datetime | None = None,
+                 readers: dict[str, Any] | None = None, kinds: list[str] | None = None) -> None:
         self.cfg = cfg
         # Per-kind source readers with read_window(query, start, end); QAS unless configured otherwise.
         self.readers = readers or {}
@@ -106,10 +101,13 @@ class PeopleSoftJiraPass:
         self.audit = audit
         self.dry_run = dry_run
         self.progress = progress
-        self.now = now or utcnow()
-        self.result = PassResult(dry_run=dry_run)
+        self.ctx = PassContext(PAIR, state, audit, dry_run=dry_run, progress=progress, describe=describe,
+                               **({"now": now} if now else {}))
+        self.result = self.ctx.result
+        self.now = self.ctx.now
+        self.window = WindowRule(timedelta(minutes=cfg.peoplesoft.overlap_minutes))
+        self.selected = kinds
         self.target: JiraTarget | None = None
-        self._watermarks_moved = False
         self.writer = IssueWriter(
             jira, state, audit, counts=self.result.kind, fail=self._fail, project=cfg.jira.project,
             issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
@@ -119,6 +117,8 @@ class PeopleSoftJiraPass:
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
         """Resolve names in the configuration against Jira's metadata; any mismatch is a ConfigError."""
+        if self.target is not None:
+            return self.target
         j = self.cfg.jira
         all_fields = self.jira.fields()
         fields = {name: resolve_field(all_fields, wanted, f"jira.fields.{name}") for name, wanted in j.fields.items()}
@@ -152,82 +152,53 @@ class PeopleSoftJiraPass:
     def _kinds(self) -> list[str]:
         return [k for k in ISSUE_KINDS if self.cfg.peoplesoft.records[k].enabled]
 
-    # -- the pass --------------------------------------------------------------------------------
-    def run(self, kinds: Iterable[str] | None = None, since: datetime | None = None) -> PassResult:
-        started = time.monotonic()
-        selected = [k for k in (kinds or ["vendors", *ISSUE_KINDS]) if self.cfg.peoplesoft.records[k].enabled]
-        try:
-            if self.target is None:
-                self.prepare()
-            self.writer.resolve_pending(ISSUE_KINDS)
-            for kind in selected:
-                self.progress("kind", kind=kind)
-                if kind != "vendors" and any(e["kind"] == "vendors" for e in self.result.errors):
-                    # Without fresh vendor master data the issues would carry stale or missing vendor
-                    # details, and their watermarks would move past them: leave them for the next pass.
-                    self.result.errors.append({"kind": kind, "error": "skipped: vendors could not be read"})
-                    continue
-                try:
-                    if kind == "vendors":
-                        self.sync_vendors(since)
-                    else:
-                        self.sync_kind(kind, since)
-                        self.sync_comments(kind, since)
-                except FATAL:
-                    raise
-                except RemoteError as exc:
-                    # One kind's query failing (inactive routing, denied, garbage) must not stop the others;
-                    # its watermark stays, so its rows are read again once the cause is fixed.
-                    self._kind_error(kind, exc)
-            if not self.dry_run:
-                # After the fresh read: a row fixed at the source has already replaced its queued copy.
-                self.auto_replay()
-        except FATAL as exc:
-            self.result.fatal = self.audit.redactor(exc.message)
-            self.result.exit_code = exc.exit_code
-            self.audit.write("pass_aborted", error=exc.message)
-        finally:
-            if not self.dry_run and (self.state.dirty or self._watermarks_moved):
-                self.state.save()
-            self.result.seconds = round(time.monotonic() - started, 3)
-            self.result.queue_size = len(self.state.replay)
-            self.result.requests = {"peoplesoft": self.ps.http.requests_made, "jira": self.jira.http.requests_made}
-        if self.result.fatal is None:
-            failed = any(c.failed for c in self.result.counts.values())
-            self.result.exit_code = EXIT_RECORDS_FAILED if failed else EXIT_OK
-        return self.result
+    # -- the engine's steps ----------------------------------------------------------------------
+    def run(self, kinds: list[str] | None = None, since: datetime | None = None) -> PassResult:
+        if kinds is not None:
+            self.selected = kinds
+        return run_pass(self, since)
 
-    def _kind_error(self, kind: str, exc: RemoteError) -> None:
-        message = self.audit.redactor(exc.message)
-        self.audit.write("kind_failed", kind, error=message, raw=exc.raw)
-        self.result.errors.append({"kind": kind, "error": message})
-        if self.result.fatal is None:
-            self.result.fatal = message
-            self.result.exit_code = exc.exit_code
+    def resolve_pending(self) -> None:
+        self.writer.resolve_pending(ISSUE_KINDS)
+
+    def entities(self) -> list[str]:
+        return [k for k in (self.selected or ["vendors", *ISSUE_KINDS]) if self.cfg.peoplesoft.records[k].enabled]
+
+    def blocked(self, entity: str) -> str | None:
+        # Without fresh vendor master data the issues would carry stale or missing vendor details, and their
+        # watermarks would move past them: leave them for the next pass.
+        if entity != "vendors" and any(e["kind"] == "vendors" for e in self.result.errors):
+            return "vendors could not be read"
+        return None
+
+    def sync_entity(self, entity: str, since: datetime | None) -> None:
+        if entity == "vendors":
+            self.sync_vendors(since)
+        else:
+            self.sync_kind(entity, since)
+            self.sync_comments(entity, since)
+
+    def replay_kinds(self) -> list[str]:
+        return ["vendors", *ISSUE_KINDS]
+
+    def retry(self, item: dict[str, Any]) -> None:
+        kind, what = item["kind"], item.get("what", "record")
+        if kind == "vendors":
+            self._replay_vendor(item)
+        elif what == "comment":
+            self.process_comments(kind, [item["row"]])
+        else:
+            self.process_rows(kind, [item["row"]])
+
+    def requests(self) -> dict[str, int]:
+        return {"peoplesoft": self.ps.http.requests_made, "jira": self.jira.http.requests_made}
 
     def _window(self, wm_name: str, initial: datetime, since: datetime | None) -> tuple[datetime, datetime]:
-        overlap = timedelta(minutes=self.cfg.peoplesoft.overlap_minutes)
-        if since is not None:
-            return since, self.now
-        wm = self.state.watermarks.get(wm_name)
-        start = datetime.fromisoformat(wm) - overlap if wm else initial
-        return start, self.now
+        return self.window.start(self.state, wm_name, initial, since), self.now
 
     def _advance(self, wm_name: str, until: datetime, since: datetime | None) -> None:
-        if self.dry_run:
-            return
-        # Results reach the disk before the watermark that covers them; a watermark alone can wait for
-        # the final save (losing it costs a re-read, never a record).
-        if self.state.dirty:
-            self.state.save()
-        old = self.state.watermarks.get(wm_name)
-        # A --since later than the watermark skips records: then the watermark stays where it was.
-        if since is not None and old is not None and since > datetime.fromisoformat(old):
-            return
-        if old is None or until > datetime.fromisoformat(old):
-            # Not marked dirty: a moved watermark alone is saved once, at the end of the pass.
-            self.state.watermarks[wm_name] = iso(until)
-            self._watermarks_moved = True
+        if not self.dry_run and self.window.advance(self.state, wm_name, until, since):
+            self.state.watermarks_moved = True
 
     def reader(self, kind: str) -> Any:
         return self.readers.get(kind, self.ps)
@@ -271,7 +242,7 @@ class PeopleSoftJiraPass:
     def process_rows(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
         """Map and write a batch of rows of one kind; return the keys that were fully handled."""
         assert self.target is not None
-        mapped: dict[str, tuple[MappedRecord, dict[str, Any]]] = {}
+        mapped: dict[str, tuple[IssueWrite, dict[str, Any]]] = {}
         for row in rows:
             try:
                 rec = map_record(self.cfg, self.target, kind, row, self.state.vendors)
@@ -392,46 +363,7 @@ class PeopleSoftJiraPass:
 
     # -- failures and replay ---------------------------------------------------------------------
     def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record") -> None:
-        counts = self.result.kind(kind)
-        counts.failed += 1
-        # Remote answers can echo credentials (a proxy page quoting the Authorization header, say).
-        redact = self.audit.redactor
-        message = redact(error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc))
-        raw = redact(getattr(exc, "raw", "") or "")
-        self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
-        self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
-        if self.dry_run:
-            return
-        self.state.enqueue(kind, key, row, message, raw, what=what)
-        counts.queued += 1
-
-    def auto_replay(self) -> None:
-        # Items that already failed during this pass are not tried twice in it.
-        started = iso(self.now)
-        items = [i for i in self.state.replay
-                 if i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS and i.get("last_failed", "") < started]
-        if items:
-            self.replay(items)
-
-    def replay(self, items: list[dict[str, Any]]) -> tuple[int, int]:
-        """Retry queued items; return (succeeded, still failing)."""
-        ok = bad = 0
-        for item in list(items):
-            kind, what = item["kind"], item.get("what", "record")
-            before = len(self.result.failures)
-            if kind == "vendors":
-                self._replay_vendor(item)
-            elif what == "comment":
-                self.process_comments(kind, [item["row"]])
-            else:
-                self.process_rows(kind, [item["row"]])
-            if len(self.result.failures) == before and self.state.find_replay(item["id"]) is None:
-                ok += 1
-                self.result.kind(kind).replayed += 1
-                self.audit.write("replayed", kind, item["key"], what=what)
-            else:
-                bad += 1
-        return ok, bad
+        self.ctx.fail(kind, key, row, exc, what=what)
 
     def refresh_items(self, items: list[dict[str, Any]]) -> int:
         """Swap queued rows for their current version in PeopleSoft, so a fix made at the source is what a

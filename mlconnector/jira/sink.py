@@ -24,40 +24,42 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from mlconnector.audit import Audit
-from mlconnector.errors import (
-    AmbiguousWriteError,
-    AuthError,
-    ConnectorError,
-    RecordError,
-    RemoteError,
-    UnreachableError,
-)
+from mlconnector.errors import AmbiguousWriteError, ConnectorError, RecordError, RemoteError
 from mlconnector.jira.client import JiraClient
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.engine import FATAL, Counts
 from mlconnector.sync.keys import decode_key, display_key
 from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
-FATAL = (AuthError, UnreachableError)
 LABELS_PER_SEARCH = 50
 KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"entity": kind, "key": [parts]}
 
 
-class MappedIssue(Protocol):
+@dataclass(frozen=True)
+class IssueWrite:
+    """One record as its Jira issue should be: what pairs' mapping functions return and the writer writes.
+
+    ``key`` is the record's encoded key (sync/keys.py) and ``label`` its handle; ``hash`` covers
+    ``edit_fields``, so an unchanged record costs no request; ``target_status`` is the Jira status the
+    source status ``status_code`` maps to (None: leave the status alone).
+    """
+
+    kind: str
     key: str
     ts: datetime
-    hash: str
-    label: str
     status_code: str
     target_status: str | None
     create_fields: dict[str, Any]
     edit_fields: dict[str, Any]
+    hash: str
+    label: str
 
 
-Item = tuple[Any, dict[str, Any]]  # (mapped record, source row)
-Job = tuple[Any, dict[str, Any], dict[str, Any]]  # (mapped record, source row, key-map entry)
+Item = tuple[IssueWrite, dict[str, Any]]  # (mapped record, source row)
+Job = tuple[IssueWrite, dict[str, Any], dict[str, Any]]  # (mapped record, source row, key-map entry)
 Fail = Callable[[str, str, dict[str, Any], Exception], None]
 
 
@@ -70,7 +72,7 @@ class IssueWriter:
     jira: JiraClient
     state: State
     audit: Audit
-    counts: Callable[[str], Any]  # kind -> the pass's counters for that kind
+    counts: Callable[[str], Counts]  # kind -> the pass's counters for that kind
     fail: Fail  # the pass's failure handler: counts, redacts, queues for replay
     project: str
     issue_type_id: Callable[[str], str]
@@ -136,7 +138,7 @@ class IssueWriter:
         return done | self.run_jobs(kind, jobs)
 
     @staticmethod
-    def _needs_transition(entry: dict[str, Any], rec: Any) -> bool:
+    def _needs_transition(entry: dict[str, Any], rec: IssueWrite) -> bool:
         return entry.get("status") != rec.status_code and rec.target_status is not None
 
     # -- creates (bulk, several chunks in flight) --------------------------------------------------
@@ -166,7 +168,7 @@ class IssueWriter:
             self.state.save()
         return created
 
-    def _payload(self, kind: str, rec: Any) -> tuple[dict[str, Any], bool]:
+    def _payload(self, kind: str, rec: IssueWrite) -> tuple[dict[str, Any], bool]:
         """The create request, and whether the issue will be in its mapped status once created."""
         payload: dict[str, Any] = {
             "fields": rec.create_fields,
@@ -190,7 +192,7 @@ class IssueWriter:
             return set()
         prepared = [[(rec, row, *self._payload(kind, rec)) for rec, row in chunk] for chunk in chunks]
 
-        def send(items: list[tuple[Any, dict[str, Any], dict[str, Any], bool]]) -> Any:
+        def send(items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]]) -> Any:
             try:
                 return self.jira.bulk_create([payload for _, _, payload, _ in items])
             except ConnectorError as exc:
@@ -215,7 +217,7 @@ class IssueWriter:
             raise fatal  # the pending marks stay; the next pass resolves them
         return created
 
-    def _apply_created(self, kind: str, items: list[tuple[Any, dict[str, Any], dict[str, Any], bool]],
+    def _apply_created(self, kind: str, items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]],
                        ok: dict[int, dict[str, Any]], errors: dict[int, RemoteError]) -> set[str]:
         counts = self.counts(kind)
         created: set[str] = set()
@@ -238,7 +240,7 @@ class IssueWriter:
                 self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
         return created
 
-    def _after_ambiguous(self, kind: str, items: list[tuple[Any, dict[str, Any], dict[str, Any], bool]],
+    def _after_ambiguous(self, kind: str, items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]],
                          exc: AmbiguousWriteError) -> set[str]:
         """A bulk create may or may not have happened: adopt what Jira already shows, never resend now.
 
@@ -296,7 +298,7 @@ class IssueWriter:
                 foreign[key] = [str(i.get("key")) for i in candidates]
         return ours, foreign
 
-    def _conflict(self, kind: str, rec: Any, row: dict[str, Any], issues: list[str]) -> None:
+    def _conflict(self, kind: str, rec: IssueWrite, row: dict[str, Any], issues: list[str]) -> None:
         self.fail(kind, rec.key, row, RecordError(
             f"Jira issue {', '.join(issues)} carries the label {rec.label} of {display_key(rec.key)} but its "
             f"'{KEY_PROPERTY}' property names another record, so it was neither adopted nor changed, and no "
@@ -345,7 +347,7 @@ class IssueWriter:
             jobs.append((rec, row, self.state.entry(kind, key) or entry))
         return rest
 
-    def adopt_by_label(self, kind: str, recs: list[Any]) -> set[str]:
+    def adopt_by_label(self, kind: str, recs: list[IssueWrite]) -> set[str]:
         """Record in the key map the issues that already carry these records' labels (after an unanswered
         create: the content is what was just sent)."""
         ours, _ = self.lookup(kind, {r.key: r.label for r in recs})

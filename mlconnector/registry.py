@@ -1,0 +1,38 @@
+"""The pairs ml-connector runs: the one place that names them. The CLI's `sync <pair>`, `replay` and the
+demo are driven from here. Specs are light (module names, not modules), so `mlconnector --help` imports
+no system package."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A pair as the CLI and the runner see it.
+
+    ``module`` exposes ``open_pass(cfg, secrets, *, dry_run, progress, refresh_wsdl)``, a context manager
+    yielding the pass steps (sync/engine.py's PassSteps) with their clients open, and ``configured(cfg)``.
+    ``kinds`` are the entities `--kind` accepts.
+    """
+
+    name: str
+    help: str
+    module: str
+    kinds: tuple[str, ...]
+    sections: tuple[str, ...]  # configuration sections it needs
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+PAIRS: dict[str, PairSpec] = {p.name: p for p in (
+    PairSpec("peoplesoft-jira", "PeopleSoft requisitions, purchase orders and vouchers -> Jira issues (one pass).",
+             "mlconnector.pairs.peoplesoft_jira", ("vendors", "requisitions", "purchase_orders", "vouchers"),
+             ("peoplesoft", "jira")),
+    PairSpec("jde-jira", "JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE "
+             "orchestration (one pass).", "mlconnector.pairs.jde_jira",
+             ("work_orders", "change_orders", "jira_status"), ("jde", "jira")),
+)}

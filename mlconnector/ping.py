@@ -6,18 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from mlconnector.checks import Check
 from mlconnector.config import ISSUE_KINDS, Config
 from mlconnector.credentials import SecretStore, required_secrets
 from mlconnector.errors import AuthError, ConnectorError, UnreachableError
-
-
-@dataclass
-class Check:
-    system: str
-    name: str
-    ok: bool
-    detail: str = ""
-    fix: str = ""
 
 
 def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:

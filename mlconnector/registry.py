@@ -36,3 +36,11 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              "orchestration (one pass).", "mlconnector.pairs.jde_jira",
              ("work_orders", "change_orders", "jira_status"), ("jde", "jira")),
 )}
+
+# Configuration sections parsed by a system package of their own: section -> "module:function".
+SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde"}
+
+
+def section_parser(name: str) -> Any:
+    module, _, func = SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), func)

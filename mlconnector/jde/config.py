@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from mlconnector.config import HTTP_KEYS, _http_settings, _parse_since, _Section, _url
 from mlconnector.errors import ConfigError
 from mlconnector.http import HttpSettings
+from mlconnector.sections import HTTP_KEYS
+from mlconnector.sections import Section as _Section
+from mlconnector.sections import http_settings as _http_settings
+from mlconnector.sections import parse_since as _parse_since
+from mlconnector.sections import url as _url
 
 SOURCES = ("work_orders", "change_orders")
 

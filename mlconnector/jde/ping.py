@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlconnector.checks import Check
 from mlconnector.errors import AuthError, ConnectorError, UnreachableError
-from mlconnector.ping import Check
 
 SYSTEM = "JD Edwards"
 

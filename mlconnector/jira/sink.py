@@ -30,7 +30,7 @@ from mlconnector.audit import Audit
 from mlconnector.errors import AmbiguousWriteError, ConnectorError, RecordError, RemoteError
 from mlconnector.jira.client import JiraClient
 from mlconnector.state import State, iso, utcnow
-from mlconnector.sync.engine import FATAL, Counts
+from mlconnector.sync.engine import FATAL, Counts, PassContext
 from mlconnector.sync.keys import decode_key, display_key
 from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
@@ -85,6 +85,14 @@ class IssueWriter:
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
     _start: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     _fresh: set[tuple[str, str]] = field(default_factory=set)  # created this pass, still in the start status
+
+    @classmethod
+    def for_pass(cls, ctx: PassContext, jira: JiraClient, settings: Any, project: str,
+                 issue_type_id: Callable[[str], str]) -> IssueWriter:
+        """The writer of one pass: counts and failures go to the pass's context; ``settings`` is [jira]."""
+        return cls(jira, ctx.state, ctx.audit, counts=ctx.result.kind, fail=ctx.fail, project=project,
+                   issue_type_id=issue_type_id, bulk_size=settings.bulk_size, max_workers=settings.max_workers,
+                   dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds)
 
     # -- entry point -------------------------------------------------------------------------------
     def write(self, kind: str, items: Iterable[Item]) -> set[str]:

@@ -148,11 +148,8 @@ class JdeJiraPass:
         self.book: dict[str, Any] = state.extra.setdefault(EXTRA, {})
         self.book.setdefault("posted", {})
         self.book.setdefault("webhook_events", [])
-        self.writer = IssueWriter(
-            jira, state, audit, counts=self.result.kind, fail=self._fail, project=self.project,
-            issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
-            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run,
-            settle_seconds=cfg.jira.settle_seconds)
+        self.writer = IssueWriter.for_pass(self.ctx, jira, cfg.jira, self.project,
+                                           lambda kind: self.target.issue_type_ids[kind] if self.target else "")
 
     # -- setup -----------------------------------------------------------------------------------
     @property

@@ -108,11 +108,8 @@ class PeopleSoftJiraPass:
         self.window = WindowRule(timedelta(minutes=cfg.peoplesoft.overlap_minutes))
         self.selected = kinds
         self.target: JiraTarget | None = None
-        self.writer = IssueWriter(
-            jira, state, audit, counts=self.result.kind, fail=self._fail, project=cfg.jira.project,
-            issue_type_id=lambda kind: self.target.issue_type_ids[kind] if self.target else "",
-            bulk_size=cfg.jira.bulk_size, max_workers=cfg.jira.max_workers, dry_run=dry_run,
-            settle_seconds=cfg.jira.settle_seconds)
+        self.writer = IssueWriter.for_pass(self.ctx, jira, cfg.jira, cfg.jira.project,
+                                           lambda kind: self.target.issue_type_ids[kind] if self.target else "")
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:

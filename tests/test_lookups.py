@@ -206,3 +206,24 @@ def test_a_state_of_other_sites_is_refused_until_rebound_on_purpose(sandbox_env:
     writes = env.box.jira.writes
     assert env.cli(*SYNC).returncode == EXIT_OK
     assert env.box.jira.writes == writes
+
+
+def test_a_pending_comment_is_not_mistaken_for_one_whose_marker_extends_it(sandbox_env: Env) -> None:
+    # Comment "#1" left pending must not be found inside the marker of "#10": it would never reach Jira.
+    from mlconnector.state import State
+
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    bu, po = env.box.ps.keys("purchase_orders")[0]
+    row = env.box.ps.add_comment("purchase_orders", (bu, po), "Receiving dock changed to bay 4.")
+    cid = str(row["COMMENT_ID"])
+    [issue] = env.box.jira.find_by_label(f"psft-po-{bu}-{po}")
+    env.box.jira.comment_as_user(issue["key"], f"An older note. [psft:po:{bu}/{po}#{cid}0]")
+    state = State.load(env.state_file)
+    state.entry("purchase_orders", f"{bu}|{po}").setdefault("comments", {})[cid] = "pending"
+    state.dirty = True
+    state.save()
+
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    texts = [c["text"] for c in env.box.jira.issue(issue["key"])["comments"]]
+    assert sum(f"[psft:po:{bu}/{po}#{cid}]" in t for t in texts) == 1, texts

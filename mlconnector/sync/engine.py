@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from mlconnector.audit import Audit
 from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, RemoteError, UnreachableError
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.xref import MissingReference
 
 # A lost login or network stops the whole pass (every later request would fail the same way).
 FATAL = (AuthError, UnreachableError)
@@ -102,7 +103,9 @@ class PassContext:
         self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
         if self.dry_run:
             return
-        self.state.enqueue(kind, key, row, message, raw, what=what)
+        item = self.state.enqueue(kind, key, row, message, raw, what=what)
+        # A record waiting for a reference mapping is retried by every pass until the mapping exists.
+        item["waits"] = isinstance(exc, MissingReference)
         counts.queued += 1
 
     def kind_error(self, kind: str, exc: RemoteError) -> None:
@@ -115,11 +118,12 @@ class PassContext:
             self.result.exit_code = exc.exit_code
 
     def auto_replay_items(self, kinds: Iterable[str]) -> list[dict[str, Any]]:
-        """The queued items of these entities a pass retries on its own: fewer than AUTO_REPLAY_ATTEMPTS tries,
-        none that failed during this pass (a pass does not try one item twice)."""
+        """The queued items of these entities a pass retries on its own: fewer than AUTO_REPLAY_ATTEMPTS tries
+        (or waiting for a reference mapping: every pass), none that failed during this pass (a pass does not
+        try one item twice)."""
         wanted, started = set(kinds), iso(self.now)
-        return [i for i in self.state.replay if i["kind"] in wanted
-                and i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS and i.get("last_failed", "") < started]
+        return [i for i in self.state.replay if i["kind"] in wanted and i.get("last_failed", "") < started
+                and (i.get("waits") or i.get("attempts", 0) < AUTO_REPLAY_ATTEMPTS)]
 
     def replay(self, items: Iterable[dict[str, Any]], retry: Callable[[dict[str, Any]], None]) -> tuple[int, int]:
         """Retry queued items through the pair's normal write path; return (succeeded, still failing)."""

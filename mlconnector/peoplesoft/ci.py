@@ -386,7 +386,9 @@ class CIClient:
         url = self.wsdl_url(ci)
         cache = WsdlCache(self.cache_root, url, self.max_age, refresh=self.refresh)
         transport = _PolicyTransport(self, cache)
-        settings = zeep.Settings(strict=True, xml_huge_tree=True)
+        # libxml2 keeps its depth and size limits: WSDLs, XSDs and SOAP answers are small, and a huge or
+        # deeply nested document from a broken or hostile server must not cost unbounded memory.
+        settings = zeep.Settings(strict=True, xml_huge_tree=False)
         try:
             client = zeep.Client(url, transport=transport, wsse=self.wsse, settings=settings)
         except (etree.XMLSyntaxError, zeep.exceptions.Error, ValueError) as exc:

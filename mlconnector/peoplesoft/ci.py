@@ -45,6 +45,7 @@ from mlconnector.config import APP_NAME, PeopleSoftConfig
 from mlconnector.errors import AmbiguousWriteError, AuthError, RemoteError
 from mlconnector.http import RAW_LIMIT, HttpClient, short_body
 from mlconnector.peoplesoft.qas import parse_ps_datetime
+from mlconnector.private import open_private, private_dir
 
 log = logging.getLogger("mlconnector.peoplesoft.ci")
 
@@ -185,7 +186,7 @@ class WsdlCache:
         """Store the documents fetched while loading the WSDL (no-op when all came from disk)."""
         if not self.fetched:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         gen = f"{time.time_ns():x}"
         files = dict(self._files) if self.fresh else {}
         for url, content in self.fetched.items():
@@ -205,7 +206,8 @@ class WsdlCache:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    with open_private(tmp, "wb") as f:  # 0600: the cache describes the ERP's services
+        f.write(data)
     os.replace(tmp, path)
 
 

@@ -312,7 +312,14 @@ def serve(cfg: Any, *, host: str, port: int, path: str, echo: Callable[[str], No
 
     secret = SecretStore(cfg.instance).get("jira.webhook_secret")
     spool = spool_path(cfg.state_file)
-    server = make_server(secret, spool, host, port, path)
+    try:
+        server = make_server(secret, spool, host, port, path)
+    except (OSError, OverflowError) as exc:
+        from mlconnector.errors import ConfigError
+
+        raise ConfigError(f"Cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}). Choose a free "
+                          f"port with --port (1-65535; below 1024 needs privileges) or another address with "
+                          f"--host.") from None
     echo(f"Listening for Jira webhooks on http://{host}:{server.server_address[1]}{path} (events queued in {spool})."
          f" Put a TLS reverse proxy in front of it. Ctrl-C stops.")
     try:

@@ -360,15 +360,17 @@ def auth_jira(config: ConfigOpt = None,
 
     def run() -> str:
         from mlconnector.credentials import SecretStore
-        from mlconnector.jira.oauth import consent
+        from mlconnector.jira.oauth import consent, token_file_for
         from mlconnector.state import run_lock
 
         cfg = _load(config)
         with run_lock(cfg.state_file):  # no pass may refresh the old token meanwhile
-            return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo)
+            return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo,
+                           token_file=token_file_for(cfg.state_file))
 
     scopes = _guard(False, run)
-    typer.echo(f"Jira authorized ({scopes or 'scopes not reported'}); the refresh token is in the keyring.")
+    typer.echo(f"Jira authorized ({scopes or 'scopes not reported'}); the refresh token is stored (the keyring, "
+               f"or a 0600 file next to the state file on a host without one).")
 
 
 # -- sandbox and demo -----------------------------------------------------------------------------

@@ -1306,7 +1306,12 @@ def _raw_post(port: int, length_header: str, body: bytes, signature: str) -> int
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(head + body)
             c.shutdown(socket.SHUT_WR)
-            answer = c.recv(64)
+            answer = b""
+            while b"\r\n" not in answer:  # the status line; the rest may be cut by the server's close
+                chunk = c.recv(1024)
+                if not chunk:
+                    break
+                answer += chunk
         return int(answer.split(b" ", 2)[1])
     except (OSError, ValueError, IndexError):
         return -1

@@ -199,9 +199,25 @@ class WebhookServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
+            # The slot is free before the client can see the connection close, so a client that
+            # connects again at once is served.
             self._slots.release()
+            self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line, never a traceback on the console: a client that hangs up mid-answer is routine."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        who = client_address[0] if client_address else "?"
+        if isinstance(exc, OSError):
+            log.info("webhook connection from %s ended early (%s)", who, exc.__class__.__name__)
+        else:
+            log.error("webhook request from %s failed: %s: %s", who, exc.__class__.__name__, exc)
 
 
 def make_server(secret: str, spool: Path, host: str = "127.0.0.1", port: int = 0,

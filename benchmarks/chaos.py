@@ -12,7 +12,9 @@ Drives the real CLI (``python -m mlconnector``) as subprocesses against the loop
    ``replay retry --all`` and a normal pass;
 3. overlapping runs: 2 then 5 passes started together on one config;
 4. a catalogue of bad inputs (configuration, secrets, network, certificates, Jira metadata, rows,
-   state files, webhooks);
+   state files, webhooks), including hostile HTTP: a server dripping its answer, a body cut off
+   mid-chunk, webhook lengths that lie (-1, non-numeric, missing, chunked), a connection flood, an
+   idle connection, replayed and stale signed deliveries;
 5. a scan of every state file, audit trail, log and captured output for the configured secrets.
 
 Prints a table of figures and a JSON document, then one closing line:
@@ -34,6 +36,7 @@ import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -214,6 +217,57 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Hostile:
+    """A raw HTTP server on 127.0.0.1 that misbehaves on purpose (items 11 and 13 of issue 14).
+
+    ``mode`` "drip": a 200 with a 100 kB Content-Length, then one byte every 0.2 s (defeats a per-read
+    timeout); "cut": a chunked 200 whose connection closes mid-chunk. Stopping it ends every handler.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopping = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            if self.mode == "drip":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                while not self.stopping.wait(0.2):
+                    conn.sendall(b" ")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"400\r\n{\"values\": [1, 2")
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+
+
 def set_read_timeout(text: str, section: str, seconds: float) -> str:
     """read_timeout of one section only: the sandbox config repeats the retry block per section."""
     start = text.index(f"[{section}]")
@@ -229,6 +283,7 @@ class PsWs:
     box: Sandbox
     dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    hostile: Hostile | None = None  # a misbehaving server a bad-input case points the config at
 
     def __post_init__(self) -> None:
         self.env = base_env(self.box.env())
@@ -365,6 +420,7 @@ class JdeWs:
     page_size: int = 100
     env: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, int] = field(default_factory=dict)  # change id -> DOCO of a user "Blocked" transition
+    hostile: Hostile | None = None
     rejected_calls: int = 0  # calls JDE recorded but answered jde__status ERROR (not applied): not duplicates
 
     def __post_init__(self) -> None:
@@ -929,6 +985,17 @@ def _bad_cases() -> list[BadCase]:  # noqa: PLR0915 - a catalogue reads best as 
     def _16(ws: PsWs) -> None:
         _replace(ws, ws.box.ps_server.url, f"http://127.0.0.1:{closed_port()}")
 
+    @add("Jira drips its answer a byte at a time (request_deadline)", p, (EXIT_UNREACHABLE,))
+    def _16b(ws: PsWs) -> None:
+        ws.hostile = Hostile("drip")
+        _replace(ws, ws.box.jira_server.url, ws.hostile.url)
+        _replace(ws, "[jira]\n", "[jira]\nrequest_deadline = 1\n")
+
+    @add("Jira's answer cut off mid-body (chunked)", p, (EXIT_UNREACHABLE,))
+    def _16c(ws: PsWs) -> None:
+        ws.hostile = Hostile("cut")
+        _replace(ws, ws.box.jira_server.url, ws.hostile.url)
+
     @add("wrong node", p, (EXIT_UNREACHABLE,))
     def _17(ws: PsWs) -> None:
         _replace(ws, 'node = "PSFT_EP"', 'node = "WRONG"')
@@ -1115,6 +1182,8 @@ def run_bad_case(h: Harness, case: BadCase) -> dict[str, Any]:
                 "state_changed": before is not None and before != after,
                 "jira_writes": box.jira.writes}
     finally:
+        if getattr(ws, "hostile", None) is not None:
+            ws.hostile.stop()
         box.stop()
 
 
@@ -1134,10 +1203,36 @@ def webhook_cases(h: Harness) -> list[dict[str, Any]]:
                 return True
             return proc.poll() is not None
         wait_for(up, 30)
-        body = json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"id": "10001", "key": "PROC-1"},
-                           "changelog": {"id": "10010", "items": [{"field": "status", "fieldId": "status",
-                                                                   "toString": "Blocked"}]}}).encode()
+        # Flood first (item 5): 40 idle connections; the receiver serves 32 at once and answers 503 beyond.
+        flood = []
+        for _ in range(40):
+            with contextlib.suppress(OSError):
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        refused = 0
+        for c in flood[32:]:
+            with contextlib.suppress(OSError):
+                refused += c.recv(64).startswith(b"HTTP/1.1 503")
+        idle = flood[0]
+        for c in flood[1:]:
+            c.close()
+
+        def served() -> bool:  # the closed connections' slots are released by their threads, just after
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(url, timeout=5).status_code == 405
+            return False
+        wait_for(served, 10)
+        rows.append(_hook_row("webhook: 40 idle connections (32 served, the rest 503)", 1 if refused else 0, 1))
+
+        def event(ts_ms: int, changelog: str = "10010") -> bytes:
+            return json.dumps({"timestamp": ts_ms, "webhookEvent": "jira:issue_updated",
+                               "issue": {"id": "10001", "key": "PROC-1"},
+                               "changelog": {"id": changelog, "items": [{"field": "status", "fieldId": "status",
+                                                                          "toString": "Blocked"}]}}).encode()
+
+        now_ms = int(time.time() * 1000)
+        body = event(now_ms)
         good = sign(WEBHOOK_SECRET, body)
+        stale = event(now_ms - 3 * 3600 * 1000, "10009")
         probes: list[tuple[str, bytes, dict[str, str], int]] = [
             ("webhook: unsigned", body, {}, 401),
             ("webhook: signed with another secret", body, {"X-Hub-Signature": sign("not-the-secret", body)}, 401),
@@ -1148,7 +1243,12 @@ def webhook_cases(h: Harness) -> list[dict[str, Any]]:
             ("webhook: body over 1 MB", b"x" * 1_100_000, {"X-Hub-Signature": good}, 413),
             ("webhook: signed but not JSON", b"\xff\xfenot json", {"X-Hub-Signature": sign(WEBHOOK_SECRET,
                                                                                            b"\xff\xfenot json")}, 400),
+            ("webhook: signed, 3 h old (replay window)", stale, {"X-Hub-Signature": sign(WEBHOOK_SECRET, stale)}, 400),
             ("webhook: good signature", body, {"X-Hub-Signature": good, "X-Atlassian-Webhook-Identifier": "d-1"}, 204),
+            ("webhook: same delivery replayed", body, {"X-Hub-Signature": good,
+                                                       "X-Atlassian-Webhook-Identifier": "d-1"}, 204),
+            ("webhook: same body, forged new id", body, {"X-Hub-Signature": good,
+                                                         "X-Atlassian-Webhook-Identifier": "d-2"}, 204),
         ]
         for name, data, headers, want in probes:
             try:
@@ -1156,15 +1256,28 @@ def webhook_cases(h: Harness) -> list[dict[str, Any]]:
             except requests.RequestException as exc:
                 status = -1
                 name += f" ({exc.__class__.__name__})"
-            rows.append({"pair": "webhook", "case": name, "exit": status, "expected": [want],
-                         "exit_ok": status == want, "message": f"HTTP {status}", "traceback": False, "lost": 0,
-                         "state_changed": False, "jira_writes": 0})
+            rows.append(_hook_row(name, status, want))
+        # Lengths the receiver must not trust (items 5 and 16), sent raw: requests would fix them.
+        raw = [("webhook: Content-Length -1", "Content-Length: -1\r\n", 400),
+               ("webhook: Content-Length abc", "Content-Length: abc\r\n", 400),
+               ("webhook: no Content-Length", "", 411),
+               ("webhook: chunked body", "Transfer-Encoding: chunked\r\n", 411)]
+        for name, header, want in raw:
+            rows.append(_hook_row(name, _raw_post(port, header, body, good), want))
         spool = ws.dir / "state.json.webhooks.jsonl"
         events = spool.read_text().splitlines() if spool.exists() else []
-        # Exactly the one good delivery is queued: nothing lost, nothing forged.
-        rows[-1]["lost"] = 0 if len(events) == 1 else 1
-        if len(events) > 1:
-            rows[-1]["message"] += f"; {len(events)} events spooled"
+        # Exactly the one good delivery is queued: nothing lost, nothing forged, nothing replayed.
+        good_row = next(r for r in rows if r["case"] == "webhook: good signature")
+        good_row["lost"] = 0 if len(events) == 1 else 1
+        if len(events) != 1:
+            good_row["message"] += f"; {len(events)} events spooled"
+        # The idle connection opened first has been dropped by now or within the idle timeout (10 s).
+        try:
+            closed = idle.recv(64) == b""
+        except OSError:
+            closed = False
+        idle.close()
+        rows.append(_hook_row("webhook: idle connection dropped", 1 if closed else 0, 1))
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the receiver's own clean stop
@@ -1178,6 +1291,30 @@ def webhook_cases(h: Harness) -> list[dict[str, Any]]:
         for r in rows:
             r["traceback"] = True
     return rows
+
+
+def _hook_row(name: str, status: int, want: int) -> dict[str, Any]:
+    return {"pair": "webhook", "case": name, "exit": status, "expected": [want], "exit_ok": status == want,
+            "message": f"HTTP {status}", "traceback": False, "lost": 0, "state_changed": False, "jira_writes": 0}
+
+
+def _raw_post(port: int, length_header: str, body: bytes, signature: str) -> int:
+    """POST with headers exactly as given (no Content-Length fixing); the status, or -1."""
+    head = (f"POST /jira/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Hub-Signature: {signature}\r\n"
+            f"{length_header}\r\n").encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(head + body)
+            c.shutdown(socket.SHUT_WR)
+            answer = b""
+            while b"\r\n" not in answer:  # the status line; the rest may be cut by the server's close
+                chunk = c.recv(1024)
+                if not chunk:
+                    break
+                answer += chunk
+        return int(answer.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def scenario_bad_inputs(h: Harness, quick: bool) -> list[dict[str, Any]]:
@@ -1207,9 +1344,10 @@ def scenario_secrets(h: Harness, crash_file_before: float | None) -> dict[str, A
         if path.is_file() and path.suffix != ".toml":
             files += 1
             texts.append((str(path.relative_to(h.root)), path.read_text(encoding="utf-8", errors="replace")))
-    crash = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
-    if crash.exists() and (crash_file_before is None or crash.stat().st_mtime > crash_file_before):
-        texts.append((str(crash), crash.read_text(encoding="utf-8", errors="replace")))
+    for crash in Path(tempfile.gettempdir()).glob("mlconnector-crash*.txt"):
+        with contextlib.suppress(OSError):
+            if crash_file_before is None or crash.stat().st_mtime > crash_file_before:
+                texts.append((str(crash), crash.read_text(encoding="utf-8", errors="replace")))
     leaks = [(where, n[:4] + "...") for where, text in texts for n in needles if n in text]
     return {"needles": len(needles), "outputs_scanned": len(h.outputs), "files_scanned": files,
             "leaks": len(leaks), "leak_sample": leaks[:10]}
@@ -1279,8 +1417,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = a.trials if a.trials is not None else (8 if a.quick else 50)
     records = a.records if a.records is not None else (300 if a.quick else 1000)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
-    crash = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
-    crash_before = crash.stat().st_mtime if crash.exists() else None
+    crash_before = time.time()  # crash reports (unique names) written after this are scanned
     root = Path(tempfile.mkdtemp(prefix="mlconnector-chaos-"))
     h = Harness(root, seed)
     quiet_sandbox_resets()

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mlconnector.private import open_private
 from mlconnector.state import iso, utcnow
 
 MASK = "***"
@@ -77,8 +78,8 @@ class Audit:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._fh = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("a", encoding="utf-8", errors="replace")
+            # 0600 in a 0700 directory: the trail keeps raw remote answers (PeopleSoft fault bodies).
+            self._fh = open_private(path, "a", encoding="utf-8", errors="replace")
 
     def write(self, action: str, kind: str = "", key: str = "", **detail: Any) -> None:
         if self._fh is None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from mlconnector import __version__
-from mlconnector.errors import EXIT_CONFIG, EXIT_OK, ConfigError, ConnectorError
+from mlconnector.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, ConfigError, ConnectorError
 
 app = typer.Typer(
     name="mlconnector",
@@ -108,6 +108,12 @@ def _guard(as_json: bool, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
                    err=True)
         raise typer.Exit(130) from None
     except OSError as exc:
+        if type(exc).__module__.split(".")[0] in ("requests", "urllib3"):
+            # requests' exceptions are OSErrors: one that slipped past the HTTP policy is a network
+            # failure, not a disk problem.
+            _fail(ConnectorError(f"Network error: {exc.__class__.__name__}. Check the address, the network path "
+                                 f"and any proxy; the next run goes on from the last saved state.",
+                                 exit_code=EXIT_UNREACHABLE), as_json)
         _fail(ConnectorError(f"File system error: {exc}. Check that the state and audit directories are writable "
                              f"and the disk is not full.", exit_code=EXIT_CONFIG), as_json)
 
@@ -166,7 +172,8 @@ _register_sync_commands()
 def webhook_serve(
     config: ConfigOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on (put a TLS reverse proxy in front).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Annotated[int, typer.Option(help="Port to listen on (0-65535; 0: any free port).",
+                                      min=0, max=65535)] = 8765,
     path: Annotated[str, typer.Option(help="URL path Jira posts to.")] = "/jira/webhook",
     verbose: VerboseOpt = False,
 ) -> None:
@@ -374,15 +381,17 @@ def auth_jira(config: ConfigOpt = None,
 
     def run() -> str:
         from mlconnector.credentials import SecretStore
-        from mlconnector.jira.oauth import consent
+        from mlconnector.jira.oauth import consent, token_file_for
         from mlconnector.state import run_lock
 
         cfg = _load(config)
         with run_lock(cfg.state_file):  # no pass may refresh the old token meanwhile
-            return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo)
+            return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo,
+                           token_file=token_file_for(cfg.state_file))
 
     scopes = _guard(False, run)
-    typer.echo(f"Jira authorized ({scopes or 'scopes not reported'}); the refresh token is in the keyring.")
+    typer.echo(f"Jira authorized ({scopes or 'scopes not reported'}); the refresh token is stored (the keyring, "
+               f"or a 0600 file next to the state file on a host without one).")
 
 
 # -- sandbox and demo -----------------------------------------------------------------------------
@@ -409,21 +418,34 @@ def demo(as_json: JsonOpt = False) -> None:
     raise typer.Exit(code or EXIT_OK)
 
 
+def _crash_report() -> str:
+    """Write the traceback, redacted, to a new 0600 file of its own; return the sentence naming it.
+
+    mkstemp creates a unique name with O_EXCL, so a file or symbolic link planted in the shared
+    temporary directory is never followed or overwritten.
+    """
+    import os
+    import tempfile
+    import traceback
+
+    from mlconnector.audit import redact
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="mlconnector-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(redact(traceback.format_exc()))
+    except OSError:
+        return ""
+    return f" The details were written to {name}."
+
+
 def main() -> None:
     try:
         app()
     except SystemExit:
         raise
     except Exception as exc:  # a bug: still one paragraph for the user, the traceback kept in a file
-        import tempfile
-        import traceback
-
-        path = Path(tempfile.gettempdir()) / "mlconnector-crash.txt"
-        try:
-            path.write_text(traceback.format_exc(), encoding="utf-8")
-            where = f" The details were written to {path}."
-        except OSError:
-            where = ""
+        where = _crash_report()
         typer.echo(f"Internal error: {exc.__class__.__name__}. This is a bug in ml-connector, not in your setup; "
                    f"nothing beyond the last saved state was lost.{where} Please report it with that file.", err=True)
         raise SystemExit(70) from None

@@ -66,6 +66,10 @@ class SecretStore:
         env = os.environ.get(env_name(name))
         if env:
             return env
+        return self.find_in_keyring(name)
+
+    def find_in_keyring(self, name: str) -> str | None:
+        """The keyring's value only, ignoring the environment (None when absent or no keyring)."""
         keyring, errors = _keyring()
         try:
             return keyring.get_password(SERVICE, self._user(name))

@@ -5,13 +5,29 @@ wait less than the server's Retry-After. A non-idempotent request (POST by defau
 when it certainly did not reach the server (connection refused, connect timeout) or was refused
 before processing (429); when it may have taken effect (read timeout, reset, 5xx) the client raises
 ``AmbiguousWriteError`` so the caller looks the result up before writing again.
+
+Also enforced here, once for every client:
+
+- credentials (the session's auth, a per-request ``auth`` and credential headers such as
+  ``jde-AIS-Auth``) are sent only to the origin (scheme, host, port) of ``base_url``; a URL on another
+  origin (a WSDL import, a next-page link) goes without them, and an https client never downgrades to
+  plain http;
+- the configured trust (``verify``: a CA bundle path, True or False) is passed with every request, so
+  ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` cannot replace a configured ``ca_bundle``;
+- every attempt has a wall-clock deadline covering connect, headers and body (a server dripping one
+  byte at a time defeats a per-read timeout), and a response body larger than ``max_response_bytes``
+  is refused;
+- a body cut off mid-response (``ChunkedEncodingError``) is a transport failure like a reset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,10 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import tenacity
+import urllib3.connection
+import urllib3.connectionpool
 
 from mlconnector import __version__
-from mlconnector.errors import AmbiguousWriteError, AuthError, RemoteError, UnreachableError
+from mlconnector.errors import AmbiguousWriteError, AuthError, ConnectorError, RemoteError, UnreachableError
 
 log = logging.getLogger("mlconnector.http")
 
@@ -43,6 +62,11 @@ class HttpSettings:
     # the request fails as retryable and the record is queued for the next run.
     max_retry_after: float = 120.0
     verify: bool | str = True  # True, False, or the path of a CA bundle
+    # Wall-clock limit of one attempt (connect + headers + body); read_timeout alone bounds each socket
+    # read, which a server sending a byte at a time never trips.
+    request_deadline: float = 300.0
+    # No answer this connector reads comes near this; a bigger one is a broken or hostile server.
+    max_response_bytes: int = 256 * 1024 * 1024
 
 
 class _Retry(Exception):
@@ -89,8 +113,176 @@ def short_body(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# -- wall-clock deadline per attempt -----------------------------------------------------------------
+class _Deadline:
+    """The connections one attempt uses; when the deadline passes their sockets are shut down, which
+    wakes the blocked read at once (the only portable way to interrupt a read in another thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+
+    def watch(self, conn: Any) -> None:
+        with self._lock:
+            if not any(c is conn for c in self._conns):
+                self._conns.append(conn)
+            expired = self.expired
+        if expired:
+            _shut(conn)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conns = list(self._conns)
+        for conn in conns:
+            _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread firing the deadlines of the attempts in flight (a timer thread per request
+    would cost more than a loopback request). It holds only attempts in flight, so it stays small."""
+
+    def __init__(self) -> None:
+        self._active: set[_Deadline] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():  # a forked child has no such thread
+                self._active, self._pid = set(), os.getpid()
+                self._thread = threading.Thread(target=self._run, name="mlconnector-deadline", daemon=True)
+                self._thread.start()
+            self._active.add(deadline)
+            self._cond.notify()
+
+    def remove(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._active.discard(deadline)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [d for d in self._active if d.at <= now]
+                self._active.difference_update(due)
+                if not due:
+                    nearest = min((d.at for d in self._active), default=None)
+                    self._cond.wait(None if nearest is None else nearest - now)
+                    continue
+            for d in due:
+                d.fire()
+
+
+_WATCHDOG = _Watchdog()
+_current = threading.local()  # the _Deadline of the attempt running in this thread, if any
+
+
+class _WatchedMixin:
+    """Registers the connection with the running attempt's deadline when it connects or sends."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        d = getattr(_current, "deadline", None)
+        if d is not None:
+            d.watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        d = getattr(_current, "deadline", None)
+        if d is not None:
+            d.watch(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_WatchedMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with connections the attempt deadline can interrupt (direct and via proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+class _DeadlineExceeded(Exception):
+    """Internal: the body ended because the deadline shut the socket."""
+
+
+class _TooLarge(Exception):
+    """Internal: the body is over max_response_bytes."""
+
+
+# -- credentials stay with their origin -------------------------------------------------------------
+CREDENTIAL_HEADERS = frozenset({"authorization", "jde-ais-auth", "cookie"})
+
+
+class _NoCredentials(requests.auth.AuthBase):
+    """Stands in for the session's auth on a request to another origin (a None would let it through)."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers.pop("Authorization", None)
+        return r
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port made explicit, so https://h and https://h:443 match."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def ca_source(verify: bool | str) -> str:
+    """Where TLS trust comes from for this setting, in words (for ping and error messages)."""
+    if verify is False:
+        return "none: TLS verification is off (verify_tls = false)"
+    if isinstance(verify, str):
+        return f"ca_bundle {verify}"
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]} (environment; set ca_bundle to pin a CA)"
+    return "the certifi CA bundle shipped with requests (set ca_bundle for an internal CA)"
+
+
 class HttpClient:
-    """A requests.Session bound to one system (``system`` names it in every error message)."""
+    """A requests.Session bound to one system (``system`` names it in every error message).
+
+    Contract: ``request`` returns a fully read 2xx response (or one whose status is in ``allow``) or
+    raises a ``ConnectorError`` subclass; credentials go only to ``base_url``'s origin; each attempt
+    ends by ``settings.request_deadline`` and reads at most ``settings.max_response_bytes``.
+    """
 
     def __init__(
         self,
@@ -107,7 +299,11 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.settings = settings or HttpSettings()
         self.session = requests.Session()
+        adapter = _DeadlineAdapter()
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.session.auth = auth
+        self._origin = origin(self.base_url)
         self.session.verify = self.settings.verify
         self.session.headers["User-Agent"] = f"ml-connector/{__version__}"
         self.is_permanent = is_permanent
@@ -160,38 +356,41 @@ class HttpClient:
         url = self.url(path)
         s = self.settings
         read_timeout = timeout if timeout is not None else s.read_timeout
+        target = origin(url)
+        if target != self._origin:
+            if self._origin[0] == "https" and target[0] != "https":
+                raise RemoteError(
+                    f"{self.system}: refused to follow {url} over plain {target[0]}: the configured address is "
+                    f"https and nothing is sent without TLS. If the server names this URL (a WSDL import, a "
+                    f"next-page link), have its administrator publish https URLs.", system=self.system)
+            # Another origin (a WSDL import naming another host, a next-page link): no credentials go there.
+            log.debug("%s: %s is not on %s, sending it without credentials", self.system, target[1],
+                      self._origin[1])
+            auth = _NoCredentials()
+            headers = {k: v for k, v in (headers or {}).items() if k.lower() not in CREDENTIAL_HEADERS}
 
         def attempt() -> requests.Response:
             self._wait_for_pause()
             self.requests_made += 1
+            deadline = _Deadline(s.request_deadline)
+            _current.deadline = deadline
+            _WATCHDOG.add(deadline)
             try:
                 resp = self.session.request(
                     method, url, params=params, json=json, data=data, headers=headers,
-                    timeout=(s.connect_timeout, read_timeout), auth=auth,
+                    timeout=(s.connect_timeout, read_timeout), auth=auth, verify=s.verify, stream=True,
                 )
-            except requests.exceptions.SSLError as exc:
-                raise self._tls_error(url, exc) from None
-            except (requests.exceptions.ConnectTimeout, requests.exceptions.InvalidURL) as exc:
-                raise _Retry(self._unreachable(url, exc)) from None
-            except requests.exceptions.ConnectionError as exc:
-                if _not_sent(exc):
-                    raise _Retry(self._unreachable(url, exc)) from None
-                err = self._unreachable(url, exc)
-                if idempotent:
-                    raise _Retry(err) from None
-                raise AmbiguousWriteError(
-                    f"{self.system}: the connection dropped during {method} {_path_of(url)}, so it is "
-                    f"unknown whether the write took effect ({_reason(exc)}).",
-                    system=self.system, retryable=True,
-                ) from None
-            except requests.exceptions.Timeout as exc:  # read timeout: the server may have acted
-                err = UnreachableError(
-                    f"{self.system} did not answer {method} {_path_of(url)} within {read_timeout:g} s "
-                    f"({_reason(exc)}). Raise read_timeout in {self.config_hint} if the system is slow.",
-                )
-                if idempotent:
-                    raise _Retry(err) from None
-                raise AmbiguousWriteError(err.message, system=self.system, retryable=True) from None
+                self._read_body(resp, deadline)
+            except _TooLarge:
+                raise RemoteError(
+                    f"{self.system} sent more than {s.max_response_bytes // (1024 * 1024)} MB in answer to {method} "
+                    f"{_path_of(url)}; the answer was dropped. Check that {self.config_hint} points at the right "
+                    f"server.", system=self.system, retryable=True) from None
+            except (requests.exceptions.RequestException, _DeadlineExceeded) as exc:
+                raise self._transport_error(exc, method, url, idempotent, read_timeout, deadline) from None
+            finally:
+                _WATCHDOG.remove(deadline)
+                _current.deadline = None
             return self._check(resp, method, url, idempotent, allowed)
 
         retrying = tenacity.Retrying(
@@ -205,6 +404,68 @@ class HttpClient:
             return retrying(attempt)
         except _Retry as last:
             raise last.error from None
+
+    def _transport_error(self, exc: Exception, method: str, url: str, idempotent: bool, read_timeout: float,
+                         deadline: _Deadline) -> Exception:
+        """The error to raise for a failed attempt: ``_Retry`` when another try is safe, an
+        ``AmbiguousWriteError`` when a write may have taken effect, else the final error."""
+        path = _path_of(url)
+        if deadline.expired:
+            err: ConnectorError = UnreachableError(
+                f"{self.system} did not finish answering {method} {path} within {self.settings.request_deadline:g} s "
+                f"(request_deadline); the server is stalling or too slow. Raise request_deadline in "
+                f"{self.config_hint} if the system is just slow.")
+        elif isinstance(exc, requests.exceptions.SSLError):
+            return self._tls_error(url, exc)
+        elif isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.InvalidURL) or (
+                isinstance(exc, requests.exceptions.ConnectionError) and _not_sent(exc)):
+            return _Retry(self._unreachable(url, exc))  # never reached the server: safe for any method
+        elif isinstance(exc, requests.exceptions.Timeout) or "ReadTimeoutError" in repr(exc):
+            err = UnreachableError(
+                f"{self.system} did not answer {method} {path} within {read_timeout:g} s ({_reason(exc)}). Raise "
+                f"read_timeout in {self.config_hint} if the system is slow.")
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            err = self._unreachable(url, exc)
+            if not idempotent:
+                return AmbiguousWriteError(
+                    f"{self.system}: the connection dropped during {method} {path}, so it is unknown whether the "
+                    f"write took effect ({_reason(exc)}).", system=self.system, retryable=True)
+        else:
+            # ChunkedEncodingError, ContentDecodingError...: the answer was cut off or mangled in transit.
+            err = UnreachableError(
+                f"{self.system}'s answer to {method} {path} was cut off or corrupted in transit ({_reason(exc)}). "
+                f"Check the network path and any proxy in front of {self.system}.")
+        if idempotent:
+            return _Retry(err)
+        return AmbiguousWriteError(err.message + " It is unknown whether the write took effect.",
+                                   system=self.system, retryable=True)
+
+    def _read_body(self, resp: requests.Response, deadline: _Deadline) -> None:
+        """Read the body now, under the deadline and the size cap (the response was streamed)."""
+        cap = self.settings.max_response_bytes
+        try:
+            declared = int(resp.headers.get("Content-Length") or 0)
+        except ValueError:
+            declared = 0
+        if declared > cap:
+            resp.close()
+            raise _TooLarge()
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            for chunk in resp.iter_content(65536):
+                total += len(chunk)
+                if total > cap:
+                    raise _TooLarge()
+                chunks.append(chunk)
+        except BaseException:
+            resp.close()  # never hand a half-read connection back to the pool
+            raise
+        if deadline.expired:  # the last read may have ended cleanly on the shut-down socket
+            resp.close()
+            raise _DeadlineExceeded()
+        resp._content = b"".join(chunks)
+        resp._content_consumed = True
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         s = self.settings

@@ -50,6 +50,16 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
     return checks
 
 
+def _tls_trust(system: str, url: str, verify: bool | str) -> list[Check]:
+    """Which CA source vouched for the server (a configured ca_bundle, the environment, certifi)."""
+    from mlconnector.http import ca_source
+
+    if not url.lower().startswith("https://"):
+        return []
+    # Informational: verify_tls = false is the admin's documented choice, so it does not fail ping.
+    return [Check(system, "TLS trust", True, ca_source(verify))]
+
+
 def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
     from mlconnector.peoplesoft.qas import QASClient
     from mlconnector.state import utcnow
@@ -60,6 +70,7 @@ def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
         resp = ps.http.request("GET", "/PSIGW/RESTListeningConnector", allow=tuple(range(300, 600)))
         out.append(Check("PeopleSoft", "reachable", True,
                          f"{cfg.peoplesoft.base_url} answered HTTP {resp.status_code}"))
+        out += _tls_trust("PeopleSoft", cfg.peoplesoft.base_url, cfg.peoplesoft.http.verify)
     except UnreachableError as exc:
         return [Check("PeopleSoft", "reachable", False, exc.message,
                       "Check host/port/base_url in [peoplesoft], DNS, firewall, and ca_bundle for internal CAs.")]
@@ -211,6 +222,7 @@ def _jira(cfg: Config, jira: object) -> list[Check]:
     try:
         me = jira.myself()
         out.append(Check("Jira", "authentication", True, f"as {me.get('displayName') or me.get('emailAddress')}"))
+        out += _tls_trust("Jira", jira.http.base_url, cfg.jira.http.verify)
     except ConnectorError as exc:
         fix = "Check site/api_base in [jira]." if isinstance(exc, UnreachableError) else \
             "Check jira.email and the API token (mlconnector secrets set jira.api_token)."

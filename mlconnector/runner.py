@@ -10,7 +10,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
@@ -37,26 +36,23 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
     return r
 
 
-def _companions(state_file: Path, audit_default: bool) -> list[tuple[str, str]]:
-    """Files that live beside a state file (suffix rules as in config.py and webhook.py)."""
-    out = [("", ""), (".lock", ".lock"), (".webhooks.jsonl", ".webhooks.jsonl")]
-    return out + ([("audit", "audit")] if audit_default else [])
+# Files kept beside a state file, named by a suffix of its name (see webhook.py, jira/oauth.py).
+COMPANIONS = (".webhooks.jsonl", ".jira-token.json")
 
 
 def adopt_legacy_state(cfg: Config) -> None:
     """Move a state file from the path earlier versions derived from the config's location (a digest of
-    it) to the instance's own path, with its audit trail and webhook spool. Call with the run lock held."""
+    it) to the instance's own path, with the files kept beside it. Call with the run lock held."""
     old, new = cfg.legacy_state_file, cfg.state_file
     if old is None or not old.exists() or new.exists():
         return
-    audit_default = cfg.audit_file == new.with_suffix(".audit.jsonl")
-    for suffix, _ in _companions(new, audit_default):
-        if suffix == ".lock":
-            continue
-        src = old.with_suffix(".audit.jsonl") if suffix == "audit" else old.with_name(old.name + suffix)
-        dst = new.with_suffix(".audit.jsonl") if suffix == "audit" else new.with_name(new.name + suffix)
+    moves = [(old.with_name(old.name + s), new.with_name(new.name + s)) for s in COMPANIONS]
+    if cfg.audit_file == new.with_suffix(".audit.jsonl"):  # the audit trail follows the state by default
+        moves.append((old.with_suffix(".audit.jsonl"), cfg.audit_file))
+    for src, dst in moves:
         if src.exists() and not dst.exists():
             os.replace(src, dst)
+    os.replace(old, new)  # last: until it moves, a rerun finds the old file and tries again
 
 
 def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:

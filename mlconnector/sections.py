@@ -100,6 +100,8 @@ def http_settings(s: Section) -> HttpSettings:
         backoff_max=s.num("backoff_max", 30.0, minimum=0),
         max_retry_after=s.num("max_retry_after", 120.0, minimum=0),
         verify=verify,
+        request_deadline=s.num("request_deadline", 300.0, minimum=1),
+        max_response_bytes=s.num("max_response_mb", 256, minimum=1, integer=True) * 1024 * 1024,
     )
 
 
@@ -121,7 +123,7 @@ def parse_since(s: Section, name: str, default: str) -> datetime:
 
 
 HTTP_KEYS = {"verify_tls", "ca_bundle", "connect_timeout", "read_timeout", "max_attempts",
-             "backoff_initial", "backoff_max", "max_retry_after"}
+             "backoff_initial", "backoff_max", "max_retry_after", "request_deadline", "max_response_mb"}
 
 
 def str_list(s: Section, name: str) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from mlconnector.errors import LockedError, StateError
 from mlconnector.keymap import KEYS_OPEN, KeyMap, read_buffer
+from mlconnector.private import private_dir
 
 SCHEMA_VERSION = 1
 
@@ -228,7 +229,7 @@ class State:
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Replace ``path`` with ``data`` (bytes, or a function writing them to the open file) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700 when created; mkstemp makes the file 0600
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -256,9 +257,9 @@ def run_lock(state_path: Path, wait: float = 0.0) -> Iterator[None]:
     """Hold the exclusive run lock of this configuration, or raise LockedError at once."""
     from filelock import FileLock, Timeout
 
-    state_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(state_path.parent)
     lock_path = state_path.with_name(state_path.name + ".lock")
-    lock = FileLock(str(lock_path), timeout=wait)
+    lock = FileLock(str(lock_path), timeout=wait, mode=0o600)
     start = time.monotonic()
     try:
         lock.acquire()

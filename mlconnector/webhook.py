@@ -8,6 +8,14 @@ changes nothing but latency.
 Events are appended to a spool file next to the state file (``<state>.webhooks.jsonl``) under its
 own small lock, because a pass holds the state's run lock for minutes; the pass moves them into the
 state (state.extra) under both locks and then empties the spool.
+
+The receiver faces the network, so it reads nothing it cannot bound: a request needs a plain
+``Content-Length`` (no chunked bodies, no negative or non-numeric lengths) of at most ``MAX_BODY``;
+idle sockets time out after ``IDLE_TIMEOUT``; at most ``MAX_CONNECTIONS`` connections are served at
+once (more get 503), so at most ``MAX_CONNECTIONS * MAX_BODY`` bytes are buffered before signatures
+are checked. A signed delivery is accepted once: its identifier and body digest are remembered for
+``REPLAY_WINDOW``, and a delivery whose signed ``timestamp`` is older than that (or too far ahead) is
+refused, so a captured delivery cannot be replayed later.
 """
 
 from __future__ import annotations
@@ -18,18 +26,31 @@ import hmac
 import json
 import logging
 import os
+import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mlconnector.private import FILE_MODE, open_private, private_dir
 from mlconnector.state import iso, utcnow
 
 log = logging.getLogger("mlconnector.webhook")
 
 MAX_BODY = 1_000_000  # Jira issue events are a few KB; anything this big is not one
 REFRESH_AFTER = timedelta(days=25)  # dynamic webhooks expire after 30 days
+IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending (Jira sends at once)
+MAX_CONNECTIONS = 32  # served at once; bounds threads and bytes held before signature checks
+# A signed delivery older than this is refused, and ids/digests are remembered this long. Jira retries
+# a failed delivery within minutes; a later one is only latency lost, polling is the safety net.
+REPLAY_WINDOW = timedelta(minutes=60)
+FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; a timestamp further ahead is forged
+MAX_REMEMBERED = 100_000
+_LENGTH = re.compile(r"[0-9]{1,9}")
 
 
 # -- signature ----------------------------------------------------------------------------------------
@@ -62,12 +83,12 @@ def spool_path(state_file: Path) -> Path:
 def _spool_lock(path: Path) -> Any:
     from filelock import FileLock
 
-    return FileLock(str(path.with_name(path.name + ".lock")), timeout=30)
+    return FileLock(str(path.with_name(path.name + ".lock")), timeout=30, mode=FILE_MODE)
 
 
 def append_event(path: Path, event: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _spool_lock(path), path.open("a", encoding="utf-8") as f:
+    private_dir(path.parent)
+    with _spool_lock(path), open_private(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(event, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())  # acknowledged to Jira only once it is on disk
@@ -86,7 +107,8 @@ def drain_events(path: Path, commit: Callable[[list[dict[str, Any]]], None]) -> 
                     events.append(ev)
         if events:
             commit(events)  # a crash before the truncate only repeats events; the changelog check dedupes
-        path.write_text("", encoding="utf-8")
+        with open_private(path, "w", encoding="utf-8"):
+            pass
         return len(events)
 
 
@@ -105,10 +127,107 @@ def event_from_payload(payload: Any, delivery_id: str = "") -> dict[str, Any] | 
 
 
 # -- receiver -----------------------------------------------------------------------------------------
+class ReplayGuard:
+    """Remembers accepted deliveries (identifier and body digest) for ``window``; bounded in size.
+
+    ``admit`` is atomic: of two concurrent copies of one delivery, exactly one is admitted.
+    """
+
+    def __init__(self, window: timedelta = REPLAY_WINDOW, limit: int = MAX_REMEMBERED,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.window = window.total_seconds()
+        self.limit = limit
+        self.clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def stale(self, payload: Any) -> str:
+        """Why the delivery's signed timestamp is unacceptable, or '' when it is fresh."""
+        ts = payload.get("timestamp") if isinstance(payload, dict) else None
+        if not isinstance(ts, int | float) or isinstance(ts, bool):
+            return "no timestamp in the signed body"
+        age = self.clock() - ts / 1000.0
+        if age > self.window:
+            return f"delivery is {age / 60:.0f} min old (replay window {self.window / 60:.0f} min)"
+        if -age > FUTURE_SKEW.total_seconds():
+            return "timestamp is in the future"
+        return ""
+
+    def admit(self, keys: list[str]) -> bool:
+        now = self.clock()
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now:
+                self._seen.popitem(last=False)
+            if any(k in self._seen for k in keys):
+                return False
+            for k in keys:
+                self._seen[k] = now + self.window
+            while len(self._seen) > self.limit:
+                self._seen.popitem(last=False)
+            return True
+
+    def forget(self, keys: list[str]) -> None:
+        with self._lock:
+            for k in keys:
+                self._seen.pop(k, None)
+
+
+class WebhookServer(ThreadingHTTPServer):
+    """A threading HTTP server serving at most ``max_connections`` connections at once.
+
+    A connection over the limit is answered 503 and closed without a thread of its own.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            # The slot is free before the client can see the connection close, so a client that
+            # connects again at once is served.
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line, never a traceback on the console: a client that hangs up mid-answer is routine."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        who = client_address[0] if client_address else "?"
+        if isinstance(exc, OSError):
+            log.info("webhook connection from %s ended early (%s)", who, exc.__class__.__name__)
+        else:
+            log.error("webhook request from %s failed: %s: %s", who, exc.__class__.__name__, exc)
+
+
 def make_server(secret: str, spool: Path, host: str = "127.0.0.1", port: int = 0,
-                path: str = "/jira/webhook") -> ThreadingHTTPServer:
+                path: str = "/jira/webhook", *, idle_timeout: float = IDLE_TIMEOUT,
+                max_connections: int = MAX_CONNECTIONS, guard: ReplayGuard | None = None) -> WebhookServer:
+    replay = guard or ReplayGuard()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = idle_timeout  # socket timeout: an idle or dripping client is dropped
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - our own log lines instead
             return
@@ -118,21 +237,51 @@ def make_server(secret: str, spool: Path, host: str = "127.0.0.1", port: int = 0
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
+
+        def _refuse(self, status: int, text: str, why: str) -> None:
+            log.warning("rejected webhook from %s: %s", self.client_address[0], why)
+            self.close_connection = True  # the unread body must not be taken for the next request
+            self._answer(status, text)
+
+        def _length(self) -> int | None:
+            """The body length, or None after answering a request whose length cannot be trusted."""
+            if self.headers.get("Transfer-Encoding"):
+                self._refuse(411, "Content-Length required", "chunked body (Content-Length required)")
+                return None
+            values = self.headers.get_all("Content-Length") or []
+            if not values:
+                self._refuse(411, "Content-Length required", "no Content-Length")
+                return None
+            if len(values) > 1 or not _LENGTH.fullmatch(values[0].strip()):
+                self._refuse(400, "bad Content-Length", f"bad Content-Length {values[0][:20]!r}")
+                return None
+            length = int(values[0])
+            if length > MAX_BODY:
+                self._refuse(413, "too large", f"body of {length} bytes is too large")
+                return None
+            return length
 
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
             who = self.client_address[0]
             if self.path.split("?", 1)[0] != path:
+                self.close_connection = True
                 self._answer(404, "not found")
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                log.warning("rejected webhook from %s: body of %d bytes is too large", who, length)
-                self.close_connection = True
-                self._answer(413, "too large")
+            length = self._length()
+            if length is None:
                 return
-            body = self.rfile.read(length) if length else b""
+            try:
+                body = self.rfile.read(length)
+            except OSError:  # includes the idle timeout
+                self.close_connection = True
+                return
+            if len(body) < length:  # the client went away mid-body
+                self.close_connection = True
+                return
             # Verify the raw bytes before parsing anything (reference jira.md 7.2).
             ok, reason = verify_signature(secret, body, self.headers.get("X-Hub-Signature"))
             if not ok:
@@ -145,18 +294,33 @@ def make_server(secret: str, spool: Path, host: str = "127.0.0.1", port: int = 0
                 log.warning("rejected webhook from %s: signed body is not JSON", who)
                 self._answer(400, "not JSON")
                 return
-            event = event_from_payload(payload, self.headers.get("X-Atlassian-Webhook-Identifier") or "")
-            if event is not None:
-                append_event(spool, event)
-                log.info("queued webhook event for %s (changelog %s)", event["issue"], event["changelog_id"])
+            stale = replay.stale(payload)
+            if stale:
+                log.warning("rejected webhook from %s: %s", who, stale)
+                self._answer(400, "stale delivery")
+                return
+            delivery = self.headers.get("X-Atlassian-Webhook-Identifier") or ""
+            # The digest covers the signed body, so changing the (unsigned) identifier does not evade it.
+            keys = ["sha256:" + hashlib.sha256(body).hexdigest()] + ([f"id:{delivery}"] if delivery else [])
+            if not replay.admit(keys):
+                log.warning("ignored webhook from %s: delivery %s was already accepted", who, delivery or "(no id)")
+                self._answer(204)  # acknowledged, so that Jira stops retrying it
+                return
+            event = event_from_payload(payload, delivery)
+            try:
+                if event is not None:
+                    append_event(spool, event)
+                    log.info("queued webhook event for %s (changelog %s)", event["issue"], event["changelog_id"])
+            except BaseException:
+                replay.forget(keys)  # not stored: Jira's retry must be accepted
+                raise
             self._answer(204)
 
         def do_GET(self) -> None:  # noqa: N802
+            self.close_connection = True
             self._answer(405, "POST only")
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return WebhookServer((host, port), Handler, max_connections)
 
 
 def serve(cfg: Any, *, host: str, port: int, path: str, echo: Callable[[str], None]) -> None:
@@ -164,7 +328,14 @@ def serve(cfg: Any, *, host: str, port: int, path: str, echo: Callable[[str], No
 
     secret = SecretStore(cfg.instance).get("jira.webhook_secret")
     spool = spool_path(cfg.state_file)
-    server = make_server(secret, spool, host, port, path)
+    try:
+        server = make_server(secret, spool, host, port, path)
+    except (OSError, OverflowError) as exc:
+        from mlconnector.errors import ConfigError
+
+        raise ConfigError(f"Cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}). Choose a free "
+                          f"port with --port (1-65535; below 1024 needs privileges) or another address with "
+                          f"--host.") from None
     echo(f"Listening for Jira webhooks on http://{host}:{server.server_address[1]}{path} (events queued in {spool})."
          f" Put a TLS reverse proxy in front of it. Ctrl-C stops.")
     try:

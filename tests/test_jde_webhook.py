@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -51,11 +52,12 @@ def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def _event(key: str, changelog_id: str) -> bytes:
-    return json.dumps({"timestamp": 1, "webhookEvent": "jira:issue_updated", "issue_event_type_name": "issue_generic",
+def _event(key: str, changelog_id: str, to: str = "Blocked", ts_ms: int | None = None) -> bytes:
+    ts = int(time.time() * 1000) if ts_ms is None else ts_ms  # Jira's own: epoch milliseconds of the event
+    return json.dumps({"timestamp": ts, "webhookEvent": "jira:issue_updated", "issue_event_type_name": "issue_generic",
                        "issue": {"id": "10002", "key": key},
                        "changelog": {"id": changelog_id, "items": [{"field": "status", "fieldId": "status",
-                                                                     "fromString": "To Do", "toString": "Blocked"}]}
+                                                                     "fromString": "To Do", "toString": to}]}
                        }).encode()
 
 

@@ -14,9 +14,9 @@ def jira_auth(cfg: Config, secrets: SecretStore) -> Any:
     j = cfg.jira
     if j.auth == "basic":
         return (j.email, secrets.get("jira.api_token"))
-    from mlconnector.jira.oauth import JiraOAuth
+    from mlconnector.jira.oauth import JiraOAuth, token_file_for
 
-    return JiraOAuth(j, secrets)
+    return JiraOAuth(j, secrets, token_file=token_file_for(cfg.state_file))
 
 
 def open_jira(cfg: Config, secrets: SecretStore) -> JiraClient:

@@ -401,8 +401,10 @@ class JdeJiraPass:
         histories: dict[str, list[dict[str, Any]]] = {}
         newest_ms: int | None = None
         # expand=changelog returns each issue's latest 100 histories inline; longer ones are paged below.
+        current: dict[str, str] = {}  # issue -> its status now
         for issue in self.jira.search(jql, ["labels", "status", "updated"], expand="changelog"):
             key = str(issue.get("key"))
+            current[key] = str(((issue.get("fields") or {}).get("status") or {}).get("name") or "")
             upd = (issue.get("fields") or {}).get("updated")
             if upd:
                 ms = int(parse_jira_ts(str(upd)).timestamp() * 1000)
@@ -419,6 +421,8 @@ class JdeJiraPass:
         for key in signalled:
             if key not in histories and key in index:
                 histories[key] = list(self.jira.changelog(key))
+                fields = (self.jira.get_issue(key, "status") or {}).get("fields") or {}
+                current[key] = str((fields.get("status") or {}).get("name") or "")
         changes: list[dict[str, Any]] = []
         for key, hs in histories.items():
             if key not in index:
@@ -446,8 +450,12 @@ class JdeJiraPass:
                     change = {"change_id": cid, "issue": key, "source": src.name, "order": okey,
                               "order_number": order_number, "order_type": order_type, "from": frm, "to": to,
                               "code": code, "author": author, "created_ms": created_ms}
-                    if code is None or entry.get("status") == code:
-                        note = "no JDE status mapped" if code is None else "JDE already has this status"
+                    # A change older than the window came only by a webhook event (late or replayed):
+                    # posted only while it is still the issue's status, never to move JDE back.
+                    superseded = created_ms < start_ms and current.get(key, "").lower() != to.lower()
+                    if code is None or entry.get("status") == code or superseded:
+                        note = ("no JDE status mapped" if code is None else "JDE already has this status"
+                                if not superseded else f"no longer the issue's status (now {current.get(key)})")
                         if not self.dry_run:
                             posted[cid] = {**change, "state": "skipped", "note": note}
                             self.state.dirty = True

@@ -45,6 +45,7 @@ from mlconnector.config import APP_NAME, PeopleSoftConfig
 from mlconnector.errors import AmbiguousWriteError, AuthError, RemoteError
 from mlconnector.http import RAW_LIMIT, HttpClient, short_body
 from mlconnector.peoplesoft.qas import parse_ps_datetime
+from mlconnector.private import open_private, private_dir
 
 log = logging.getLogger("mlconnector.peoplesoft.ci")
 
@@ -185,7 +186,7 @@ class WsdlCache:
         """Store the documents fetched while loading the WSDL (no-op when all came from disk)."""
         if not self.fetched:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         gen = f"{time.time_ns():x}"
         files = dict(self._files) if self.fresh else {}
         for url, content in self.fetched.items():
@@ -205,7 +206,8 @@ class WsdlCache:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    with open_private(tmp, "wb") as f:  # 0600: the cache describes the ERP's services
+        f.write(data)
     os.replace(tmp, path)
 
 
@@ -422,7 +424,9 @@ class CIClient:
         url = self.wsdl_url(ci)
         cache = WsdlCache(self.cache_root, url, self.max_age, refresh=self.refresh)
         transport = _PolicyTransport(self, cache)
-        settings = zeep.Settings(strict=True, xml_huge_tree=True)
+        # libxml2 keeps its depth and size limits: WSDLs, XSDs and SOAP answers are small, and a huge or
+        # deeply nested document from a broken or hostile server must not cost unbounded memory.
+        settings = zeep.Settings(strict=True, xml_huge_tree=False)
         try:
             client = zeep.Client(url, transport=transport, wsse=self.wsse, settings=settings)
         except (etree.XMLSyntaxError, zeep.exceptions.Error, ValueError) as exc:

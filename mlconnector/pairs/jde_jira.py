@@ -45,6 +45,7 @@ from mlconnector.jira.sink import jql_quote as _q
 from mlconnector.mapping import SUMMARY_MAX, _field_value, content_hash
 from mlconnector.pairs.peoplesoft_jira import describe
 from mlconnector.state import State, iso, utcnow
+from mlconnector.sync.echo import is_echo
 from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
 from mlconnector.sync.keys import decode_key, encode_key, handle
 from mlconnector.sync.window import WindowRule
@@ -443,7 +444,7 @@ class JdeJiraPass:
                     cid = f"{entry.get('id') or key}:{hid}"
                     if cid in posted:
                         continue
-                    if author and author == self.target.me:
+                    if is_echo(author, {self.target.me}, None, None):
                         continue  # written by the connector itself (forward flow): never echo it back
                     code = self._code_for(to)
                     order_number, order_type = decode_key(okey)

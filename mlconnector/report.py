@@ -66,18 +66,42 @@ def print_result(result: Any, as_json: bool) -> None:
             console.print(f"[red]Pass stopped:[/] {result.fatal}", highlight=False)
         console.print(f"{result.queue_size} item(s) in the replay queue; {result.seconds:.1f} s.")
         return
-    # Plain: one line per kind with activity, failures, and the stop reason. Cron mails this.
-    for kind, c in counts.items():
-        if any(c[col] for col in COLUMNS):
-            typer.echo(f"{prefix}{kind}: " + ", ".join(f"{col} {c[col]}" for col in COLUMNS if c[col]))
-    for f in result.failures[:50]:
-        typer.echo(f"failed {f['kind']} {f['key']}: {f['error']}")
+    # Plain, for cron, which mails whatever is printed: nothing at all when nothing changed and nothing failed;
+    # otherwise one line per kind that changed, failures grouped by cause, and the stop reason.
+    lines = [f"{prefix}{kind}: " + ", ".join(f"{col} {c[col]}" for col in COLUMNS if c[col])
+             for kind, c in counts.items() if any(c[col] for col in COLUMNS if col not in QUIET)]
+    lines += failure_groups(result.failures)
+    for line in lines:
+        typer.echo(line)
     for e in result.errors[1:]:
         typer.echo(f"Error ({e['kind']}): {e['error']}", err=True)
     if result.fatal:
         typer.echo(f"Error: {result.fatal}", err=True)
-    if result.queue_size:
-        typer.echo(f"{result.queue_size} item(s) in the replay queue (mlconnector replay list).")
+    if lines and result.queue_size:
+        typer.echo(f"{result.queue_size} item(s) in the replay queue; the full list: mlconnector replay list.")
+
+
+# Counts that alone mean nothing happened (a pass re-reads its overlap every time).
+QUIET = ("read", "unchanged")
+EXAMPLES = 3
+
+
+def failure_groups(failures: list[dict[str, str]]) -> list[str]:
+    """One line per cause: how many records failed for it, and a few of their keys. The cause is the message
+    with the record's own key taken out, so 500 records refused for one reason read as one problem."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for f in failures:
+        key = f["key"]
+        cause = f["error"]
+        for form in {key, key.replace("|", "/"), key.replace("|", "-"), key.replace("|", " ")}:
+            if form:
+                cause = cause.replace(form, "<key>")
+        groups.setdefault((f["kind"], f.get("what", "record"), cause), []).append(key)
+    out = []
+    for (kind, what, cause), keys in sorted(groups.items(), key=lambda g: -len(g[1])):
+        shown = ", ".join(keys[:EXAMPLES]) + (f" and {len(keys) - EXAMPLES} more" if len(keys) > EXAMPLES else "")
+        out.append(f"failed {len(keys)} {kind} {what}(s) ({shown}): {cause}")
+    return out
 
 
 def print_checks(checks: list[Any], as_json: bool) -> None:

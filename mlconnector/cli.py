@@ -13,13 +13,22 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from mlconnector import __version__
-from mlconnector.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, ConfigError, ConnectorError
+from mlconnector.errors import (
+    EXIT_CODES,
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ConfigError,
+    ConnectorError,
+)
 
 app = typer.Typer(
     name="mlconnector",
     help="Keeps PeopleSoft and JD Edwards in step with Jira. Each 'sync' runs one pass and exits (made for cron).",
+    epilog="Exit codes: " + "; ".join(f"{code} = {meaning}" for code, meaning in EXIT_CODES.items()) + ".",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     # Plain help: rich's help renderer alone costs ~150 ms of start-up.
     rich_markup_mode=None,
@@ -55,10 +64,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour on a terminal (as NO_COLOR=1 does).")] = False,
 ) -> None:
     """ml-connector: ERP <-> Jira, one idempotent pass at a time."""
+    if no_color:
+        import os
+
+        os.environ["NO_COLOR"] = "1"  # rich honours it everywhere
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -297,6 +311,75 @@ def state_path(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(json.dumps(paths) if as_json else "\n".join(f"{k}: {v}" for k, v in paths.items()))
 
 
+@state_app.command("show")
+def state_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the sites, watermarks, link and pending counts and the queue summary of this configuration."""
+    _cfg, state = _guard(as_json, _state, config)
+    info = state.summary()
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"state: {info['path']}")
+    for title in ("sites", "watermarks", "links", "pending", "queue"):
+        typer.echo(f"{title}:" + ("" if info[title] else " none"))
+        for k, v in info[title].items():
+            typer.echo(f"  {k}: {v}")
+
+
+def _edit_state(config: Path | None, change: Any) -> Any:
+    """Change the state under the run lock (no pass runs meanwhile) and save it atomically."""
+    from mlconnector.runner import open_state
+    from mlconnector.state import run_lock
+
+    cfg = _load(config)
+    with run_lock(cfg.state_file):
+        state = open_state(cfg, locked=True)
+        out = change(state)
+        state.save()
+        return out
+
+
+@state_app.command("set-watermark")
+def state_set_watermark(
+    name: Annotated[str, typer.Argument(help="A watermark from 'state show' (e.g. purchase_orders, jde.work_orders).")],
+    when: Annotated[str, typer.Argument(help="The new watermark: YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC unless an "
+                                             "offset is given).")],
+    config: ConfigOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Move a watermark (back, to re-read a period; records already in step are found unchanged)."""
+    from mlconnector.state import iso
+
+    def change(state: Any) -> str:
+        if name not in state.watermarks:
+            known = ", ".join(sorted(state.watermarks)) or "none yet (run a pass first)"
+            raise ConfigError(f"No watermark {name!r} in this state. Known: {known}.")
+        old = state.watermarks[name]
+        state.watermarks[name] = iso(_parse_since(when))  # type: ignore[arg-type]
+        return old
+
+    old = _guard(as_json, _edit_state, config, change)
+    typer.echo(json.dumps({"status": "ok", "watermark": name, "was": old}) if as_json
+               else f"{name}: {old} -> {when}. The next pass reads from there (less the overlap).")
+
+
+@state_app.command("forget")
+def state_forget(
+    name: Annotated[str, typer.Argument(help="A watermark from 'state show'.")],
+    config: ConfigOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Drop a watermark: the next pass reads that entity again from initial_since (links are kept, so records
+    already in step are found unchanged, and lookups prevent duplicates)."""
+
+    def change(state: Any) -> str:
+        if name not in state.watermarks:
+            raise ConfigError(f"No watermark {name!r} in this state. Known: {', '.join(sorted(state.watermarks))}.")
+        return state.watermarks.pop(name)
+
+    old = _guard(as_json, _edit_state, config, change)
+    typer.echo(json.dumps({"status": "ok", "forgot": name, "was": old}) if as_json
+               else f"Forgot {name} (was {old}); the next pass reads it from initial_since.")
+
+
 @state_app.command("rebind")
 def state_rebind(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Bind the state to the sites this configuration names now (after a deliberate move of a site's URL)."""
@@ -448,4 +531,4 @@ def main() -> None:
         where = _crash_report()
         typer.echo(f"Internal error: {exc.__class__.__name__}. This is a bug in ml-connector, not in your setup; "
                    f"nothing beyond the last saved state was lost.{where} Please report it with that file.", err=True)
-        raise SystemExit(70) from None
+        raise SystemExit(EXIT_INTERNAL) from None

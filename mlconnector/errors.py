@@ -12,7 +12,19 @@ EXIT_RECORDS_FAILED = 1  # the pass finished, but some records failed and are qu
 EXIT_CONFIG = 2  # configuration or usage error (also Click's own usage errors)
 EXIT_UNREACHABLE = 3  # cannot authenticate to, or reach, a system
 EXIT_LOCKED = 4  # another run holds the lock for this configuration
-EXIT_STATE = 5  # the state file is unreadable, corrupt or from a newer version
+EXIT_STATE = 5  # the state file is unreadable, corrupt, from a newer version, or describes other sites
+EXIT_INTERNAL = 70  # a bug: the traceback goes to a private crash report
+
+# What each code means, for `--help` and README.md's table (tests/test_cli_basics.py holds the two in step).
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "the pass finished: every record synced or unchanged",
+    EXIT_RECORDS_FAILED: "the pass finished, but some records failed and are queued for replay",
+    EXIT_CONFIG: "configuration or usage error",
+    EXIT_UNREACHABLE: "cannot reach or authenticate to a system, or one of its services is not usable",
+    EXIT_LOCKED: "another run holds the lock for this configuration (this run did nothing)",
+    EXIT_STATE: "the state file is unreadable, corrupt, from a newer version, or describes other sites",
+    EXIT_INTERNAL: "internal error (a bug): the traceback is in the crash report named in the message",
+}
 
 
 class ConnectorError(Exception):

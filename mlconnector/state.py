@@ -188,6 +188,18 @@ class State:
         """Every entry of a kind, parsed (costs memory in proportion: for reports and tests, not passes)."""
         return dict(self.keymap.items(kind))
 
+    def summary(self) -> dict[str, Any]:
+        """What an admin asks of a state: sites, watermarks, links and pending creates per entity, queue per
+        entity (counts only; no record content)."""
+        queue: dict[str, int] = {}
+        for item in self.replay:
+            name = f"{item['kind']} ({item.get('what', 'record')})"
+            queue[name] = queue.get(name, 0) + 1
+        return {"path": str(self.path), "sites": dict(self.sites), "watermarks": dict(sorted(self.watermarks.items())),
+                "links": {k: self.keymap.count(k) for k in self.kinds()},
+                "pending": {k: len(p) for k in self.kinds() if (p := self.pending(k))},
+                "queue": queue}
+
     def find_issues(self, kinds: list[str], issues: set[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
         return self.keymap.find_issues(kinds, issues)
 

@@ -78,3 +78,30 @@ def test_ping_all_ok_then_names_the_failed_query(sandbox_env: Env) -> None:
     assert text.returncode == 3
     line = next(ln for ln in text.stdout.splitlines() if "ML_PO_CHANGED" in ln)
     assert line.startswith("FAILED") and "Fix:" in line
+
+
+def test_readme_exit_code_table_matches_the_code() -> None:
+    import re
+    from pathlib import Path
+
+    from mlconnector.errors import EXIT_CODES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\| (\d+) \| ([^|]+) \|", table, re.MULTILINE)}
+    assert sorted(rows) == sorted(EXIT_CODES)
+
+
+def test_short_help_version_and_exit_codes_in_help() -> None:
+    import subprocess
+    import sys
+
+    from mlconnector.errors import EXIT_CODES
+
+    run = [sys.executable, "-m", "mlconnector"]
+    helped = subprocess.run([*run, "-h"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "Usage:" in helped.stdout
+    flat = " ".join(helped.stdout.split())
+    assert all(f"{code} =" in flat for code in EXIT_CODES)
+    version = subprocess.run([*run, "-V"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("mlconnector ")

@@ -105,3 +105,19 @@ def test_short_help_version_and_exit_codes_in_help() -> None:
     assert all(f"{code} =" in flat for code in EXIT_CODES)
     version = subprocess.run([*run, "-V"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("mlconnector ")
+
+
+def test_the_quick_start_demo_runs_every_pair_and_passes() -> None:
+    """The README's first Quick start line: real passes of each pair against the sandbox."""
+    import json
+    import subprocess
+    import sys
+
+    from mlconnector.registry import PAIRS
+
+    proc = subprocess.run([sys.executable, "-m", "mlconnector", "demo", "--json"], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["ok"] is True
+    assert {p["pair"] for p in out["passes"]} == set(PAIRS)

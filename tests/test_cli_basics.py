@@ -121,3 +121,33 @@ def test_the_quick_start_demo_runs_every_pair_and_passes() -> None:
     out = json.loads(proc.stdout)
     assert out["ok"] is True
     assert {p["pair"] for p in out["passes"]} == set(PAIRS)
+
+
+def test_sandbox_serve_describes_every_pair_and_both_configs_sync(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "sandbox.toml"
+    proc = subprocess.Popen([sys.executable, "-m", "mlconnector", "sandbox", "serve", "--write-config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("Press Ctrl-C") for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+        secrets = dict(line.strip().removeprefix("export ").split("=", 1) for line in lines if "export " in line)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")} | secrets
+        for pair, path in (("peoplesoft-jira", cfg), ("jde-jira", tmp_path / "sandbox-jde.toml")):
+            text = path.read_text(encoding="utf-8")
+            path.write_text(text.replace('instance = "', f'state_file = "{tmp_path / pair}.json"\ninstance = "'),
+                            encoding="utf-8")
+            run = subprocess.run([sys.executable, "-m", "mlconnector", "sync", pair, "--config", str(path)],
+                                 env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

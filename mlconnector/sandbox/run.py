@@ -96,19 +96,30 @@ def start_sandbox(*, seed: int = 7, counts: dict[str, int] | None = None, latenc
 
 
 def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: float,
-          echo: Callable[[str], None]) -> None:
+          echo: Callable[[str], None], jde_port: int = 0) -> None:
+    """Serve every simulated system (PeopleSoft QAS + CIs, JD Edwards AIS, one Jira) until Ctrl-C, and describe
+    a configuration per pair that points at them."""
+    from mlconnector.sandbox.jde_sim import JdeSandbox, JdeSim
+
     box = start_sandbox(ps_port=ps_port, jira_port=jira_port, latency=latency)
+    jde = JdeSim()
+    jde_box = JdeSandbox(jde, box.jira, SandboxServer(jde, "jde", port=jde_port, latency=latency).start(),
+                         box.jira_server)
     try:
         echo(f"PeopleSoft (QAS REST) simulator: {box.ps_server.url}  node {NODE}, user {PS_USER}")
         echo(f"PeopleSoft CI (SOAP) services:   {box.ps_server.url}/PSIGW/PeopleSoftServiceListeningConnector/"
              f"{NODE}/CI_<name>.1.wsdl  (PO_EXPRESS_CI, REQ_CI, VOUCHER_CI, VENDOR_CI)")
-        echo(f"Jira Cloud simulator:           {box.jira_server.url}  {JIRA_EMAIL}, project PROC")
+        echo(f"JD Edwards AIS simulator:        {jde_box.jde_server.url}")
+        echo(f"Jira Cloud simulator:            {box.jira_server.url}  {JIRA_EMAIL}, project PROC")
         if write_config:
+            jde_config = write_config.with_name(write_config.stem + "-jde" + write_config.suffix)
             write_config.write_text(box.config_text(), encoding="utf-8")
-            echo(f"Wrote {write_config}. Secrets for it (environment):")
+            jde_config.write_text(jde_box.config_text(), encoding="utf-8")
+            echo(f"Wrote {write_config} (sync peoplesoft-jira) and {jde_config} (sync jde-jira). Secrets for them "
+                 f"(environment):")
         else:
-            echo("Secrets for a config pointing here (environment):")
-        for k, v in box.env().items():
+            echo("Secrets for configs pointing here (environment):")
+        for k, v in {**box.env(), **jde_box.env()}.items():
             echo(f"  export {k}={v}")
         echo("Press Ctrl-C to stop.")
         while True:
@@ -116,4 +127,5 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     except KeyboardInterrupt:
         echo("Stopped.")
     finally:
+        jde_box.jde_server.stop()
         box.stop()

@@ -138,8 +138,9 @@ def _sync_command(spec: Any) -> Any:
 
     def command(
         config: ConfigOpt = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map only: no writes anywhere, no state "
-                                              "change.")] = False,
+        dry_run: Annotated[bool, typer.Option("--plan", "--dry-run", help="Read both sides and show per record "
+                                              "what a pass would do; write nothing anywhere (no state, no audit "
+                                              "line).")] = False,
         since: Annotated[str | None, typer.Option("--since", help="Re-read from this date (YYYY-MM-DD) instead of the "
                                                   "watermark; other watermarks are not touched.")] = None,
         # A default rather than an annotation: annotations are evaluated later, without this closure.

@@ -40,10 +40,30 @@ def progress_for(as_json: bool) -> Iterator[Any]:
         yield progress
 
 
+def plan_lines(plan: list[dict[str, Any]]) -> list[str]:
+    """One line per planned action: `create purchase_orders US001|0000000123 (label ..., status Approved)`."""
+    out = []
+    for p in plan:
+        detail = {k: v for k, v in p.items() if k not in ("kind", "key", "action")}
+        shown = ", ".join(f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in detail.items())
+        out.append(f"{p['action']} {p['kind']} {p['key']}" + (f" ({shown})" if shown else ""))
+    return out
+
+
 def print_result(result: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
+    _print_summary(result)
+    if result.dry_run:
+        lines = plan_lines(result.plan)
+        for line in lines:
+            typer.echo(line)
+        typer.echo(f"PLAN: {len(lines)} action(s); nothing was written." if lines else
+                   "PLAN: nothing to do; nothing was written.")
+
+
+def _print_summary(result: Any) -> None:
     counts = {k: asdict(v) for k, v in result.counts.items()}
     prefix = "DRY RUN (nothing written): " if result.dry_run else ""
     if is_tty():

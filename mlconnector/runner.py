@@ -82,7 +82,8 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
         ctx = run_lock(cfg.state_file) if lock else contextlib.nullcontext()
         with ctx:
             state = open_state(cfg, locked=lock)
-            audit = Audit(cfg.audit_file, redactor, pair)
+            # A dry run (--plan) writes nothing anywhere: not even an audit line.
+            audit = Audit(cfg.audit_file if lock else None, redactor, pair)
             try:
                 yield mod, clients, state, audit
             finally:

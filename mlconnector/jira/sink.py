@@ -28,6 +28,7 @@ from typing import Any
 
 from mlconnector.audit import Audit
 from mlconnector.errors import AmbiguousWriteError, ConnectorError, RecordError, RemoteError
+from mlconnector.jira.adf import plain_text
 from mlconnector.jira.client import JiraClient
 from mlconnector.state import State, iso, utcnow
 from mlconnector.sync.engine import FATAL, Counts, PassContext
@@ -80,6 +81,7 @@ class IssueWriter:
     max_workers: int = 4
     dry_run: bool = False
     settle_seconds: float = 15.0
+    plan: Callable[..., None] = lambda *a, **k: None  # the pass's planner (PassContext.planned)
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
@@ -92,7 +94,7 @@ class IssueWriter:
         """The writer of one pass: counts and failures go to the pass's context; ``settings`` is [jira]."""
         return cls(jira, ctx.state, ctx.audit, counts=ctx.result.kind, fail=ctx.fail, project=project,
                    issue_type_id=issue_type_id, bulk_size=settings.bulk_size, max_workers=settings.max_workers,
-                   dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds)
+                   dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds, plan=ctx.planned)
 
     # -- entry point -------------------------------------------------------------------------------
     def write(self, kind: str, items: Iterable[Item]) -> set[str]:
@@ -127,9 +129,12 @@ class IssueWriter:
         creates = self._adopt_existing(kind, creates, jobs, done)
         if self.dry_run:
             counts.created += len(creates)
+            for rec, _row in creates:
+                self.plan(kind, rec.key, "create", label=rec.label, status=rec.target_status)
             for rec, _row, entry in jobs:
                 counts.updated += entry.get("hash") != rec.hash
                 counts.transitioned += self._needs_transition(entry, rec)
+                self.plan(kind, rec.key, "update", **self._planned_change(kind, rec, entry))
             return done
         created = self.create_all(kind, creates)
         for rec, row in creates:
@@ -144,6 +149,23 @@ class IssueWriter:
             else:
                 jobs.append((rec, row, entry))
         return done | self.run_jobs(kind, jobs)
+
+    def _planned_change(self, kind: str, rec: IssueWrite, entry: dict[str, Any]) -> dict[str, Any]:
+        """For --plan: the issue's fields that differ from the mapped ones, and the transition path (a read)."""
+        out: dict[str, Any] = {"issue": entry["issue"]}
+        wanted = rec.edit_fields if entry.get("hash") != rec.hash else {}
+        issue = self.jira.get_issue(entry["issue"], ",".join(["status", *wanted])) or {}
+        fields = issue.get("fields") or {}
+        out["fields"] = sorted(f for f, v in wanted.items() if _comparable(fields.get(f)) != _comparable(v))
+        if self._needs_transition(entry, rec) and rec.target_status:
+            current = str((fields.get("status") or {}).get("name") or "")
+            if current.lower() != rec.target_status.lower():
+                graph = self.jira.workflow_graph(self.project, self.issue_type_id(kind)) or \
+                    self.jira.graph(self.project, self.issue_type_id(kind))
+                hops = graph.path(current, rec.target_status) if current else None
+                out["transition"] = " -> ".join([current, *[e.to for e in hops]]) if hops else \
+                    f"{current or '?'} -> {rec.target_status} (path found when the pass runs)"
+        return out
 
     @staticmethod
     def _needs_transition(entry: dict[str, Any], rec: IssueWrite) -> bool:
@@ -335,7 +357,9 @@ class IssueWriter:
         rest: list[Item] = []
         for key, (rec, row) in by_key.items():
             if key in foreign:
-                if not self.dry_run:
+                if self.dry_run:
+                    self.plan(kind, key, "conflict", issues=foreign[key], label=rec.label)
+                else:
                     self._conflict(kind, rec, row, foreign[key])
                 continue
             issue = ours.get(key)
@@ -344,6 +368,7 @@ class IssueWriter:
                 continue
             self.counts(kind).adopted += 1
             if self.dry_run:
+                self.plan(kind, key, "adopt", issue=issue["key"], label=rec.label)
                 done.add(key)
                 continue
             old = self.state.entry(kind, key) or {}
@@ -467,3 +492,18 @@ class IssueWriter:
             self.state.save()
             raise fatal
         return done
+
+
+def _comparable(value: Any) -> Any:
+    """A field value as Jira returns it and as we send it, reduced to what a person would compare."""
+    if isinstance(value, dict):
+        if value.get("type") == "doc":
+            return plain_text(value).strip()
+        for k in ("value", "name", "accountId", "key", "id"):
+            if k in value:
+                return str(value[k])
+    if isinstance(value, list):
+        return sorted(str(_comparable(v)) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -521,6 +521,8 @@ class JdeJiraPass:
         posted = self.book["posted"]
         if self.dry_run:
             counts.posted += 1
+            self.ctx.planned(STATUS_KIND, change["order"], "post", issue=change["issue"],
+                             status=f"{change['to']} -> JDE {change['code']}")
             return True
         posted[cid] = {**change, "state": "pending"}
         self.state.dirty = True

@@ -278,6 +278,7 @@ class PeopleSoftJiraPass:
             entry = self.state.entry(kind, c.parent_key)
             if self.dry_run and (entry is None or not entry.get("issue")):
                 counts.commented += 1  # would be posted right after its record is created
+                self.ctx.planned(kind, c.parent_key, "comment", comment=c.comment_id, after="its issue is created")
                 continue
             if entry is None or not entry.get("issue"):
                 self._fail(kind, ckey, row, RecordError(
@@ -296,6 +297,8 @@ class PeopleSoftJiraPass:
             todo.append((c, row, entry))
         if self.dry_run:
             counts.commented += len(todo)
+            for c, _row, entry in todo:
+                self.ctx.planned(kind, c.parent_key, "comment", comment=c.comment_id, issue=entry["issue"])
             return done
         if not todo:
             return done

@@ -466,14 +466,14 @@ class JdeSandbox:
 
     @staticmethod
     def env() -> dict[str, str]:
-        from mlconnector.sandbox.run import JIRA_TOKEN
+        from mlconnector.sandbox.accounts import JIRA_TOKEN
 
         return {"MLCONNECTOR_JDE_PASSWORD": PASSWORD, "MLCONNECTOR_JIRA_API_TOKEN": JIRA_TOKEN,
                 "MLCONNECTOR_JIRA_WEBHOOK_SECRET": "sandbox-webhook-secret"}
 
     def config_text(self, state_file: Any = None, *, extra_jde: str = "", extra_jira: str = "",
                     fast_retries: bool = True) -> str:
-        from mlconnector.sandbox.run import JIRA_EMAIL, settle_for
+        from mlconnector.sandbox.accounts import JIRA_EMAIL, settle_for
 
         retry = ("max_attempts = 3\nbackoff_initial = 0.02\nbackoff_max = 0.2\nread_timeout = 10\n"
                  if fast_retries else "")
@@ -512,8 +512,8 @@ settle_seconds = {settle_for(self.search_lag)}
 def start_jde_sandbox(*, seed: int = 11, work_orders: int = 12, change_orders: int = 4, latency: float = 0.0,
                       request_validator: Callable[[Any], None] | None = None,
                       search_lag: float = 0.0) -> JdeSandbox:
+    from mlconnector.sandbox.accounts import JIRA_EMAIL, JIRA_TOKEN
     from mlconnector.sandbox.jira_sim import JiraSim
-    from mlconnector.sandbox.run import JIRA_EMAIL, JIRA_TOKEN
     from mlconnector.sandbox.server import SandboxServer
 
     jde = JdeSim(seed=seed, work_orders=work_orders, change_orders=change_orders)

@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlconnector.sandbox.accounts import JIRA_EMAIL as JIRA_EMAIL
+from mlconnector.sandbox.accounts import JIRA_TOKEN as JIRA_TOKEN
+from mlconnector.sandbox.accounts import settle_for
 from mlconnector.sandbox.jira_sim import JiraSim
 from mlconnector.sandbox.peoplesoft_sim import PeopleSoftSim
 from mlconnector.sandbox.peoplesoft_soap import PeopleSoftGateway, PeopleSoftSoap
@@ -20,8 +23,6 @@ from mlconnector.sandbox.server import SandboxServer
 
 PS_USER = "ML_CONNECTOR"
 PS_PASSWORD = "sandbox-ps-password"
-JIRA_EMAIL = "sync-bot@example.com"
-JIRA_TOKEN = "sandbox-jira-token"
 NODE = "PSFT_EP"
 
 
@@ -75,11 +76,6 @@ project = "PROC"
 settle_seconds = {settle_for(self.search_lag)}
 {retry}{extra_jira}
 """
-
-
-def settle_for(search_lag: float) -> float:
-    """The settle time a configuration pointing at a sandbox Jira with this search lag needs (with margin)."""
-    return round(max(1.0, search_lag * 1.5 + 0.5), 2)
 
 
 def start_sandbox(*, seed: int = 7, counts: dict[str, int] | None = None, latency: float = 0.0,

@@ -63,6 +63,9 @@ class PassResult:
     queue_size: int = 0
     seconds: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
+    # --plan / --dry-run: what the pass would do, per record (create, adopt, update with the fields that
+    # differ, transition with its path, comment, post, wait, fail, conflict); empty on a real pass.
+    plan: list[dict[str, Any]] = field(default_factory=list)
 
     def kind(self, kind: str) -> Counts:
         return self.counts.setdefault(kind, Counts())
@@ -91,6 +94,12 @@ class PassContext:
     def __post_init__(self) -> None:
         self.result = PassResult(pair=self.pair, dry_run=self.dry_run)
 
+    def planned(self, kind: str, key: str, action: str, **detail: Any) -> None:
+        """Note what a planning pass (--plan) would do to one record; nothing on a real pass."""
+        if self.dry_run:
+            self.result.plan.append({"kind": kind, "key": key, "action": action,
+                                     **{k: v for k, v in detail.items() if v not in (None, "", [], {})}})
+
     def fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record") -> None:
         """Count, redact, audit and queue one failed record (or comment, or back-flow change)."""
         counts = self.result.kind(kind)
@@ -102,6 +111,8 @@ class PassContext:
         self.result.failures.append({"kind": kind, "key": key, "what": what, "error": message})
         self.audit.write("failed", kind, key, what=what, error=message, raw=raw)
         if self.dry_run:
+            self.planned(kind, key, "wait" if isinstance(exc, MissingReference) else "fail", what=what,
+                         reason=message)
             return
         item = self.state.enqueue(kind, key, row, message, raw, what=what)
         # A record waiting for a reference mapping is retried by every pass until the mapping exists.

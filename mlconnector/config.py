@@ -163,11 +163,15 @@ class Config:
     jira: JiraConfig
     jde: Any = None  # parsed by mlconnector.jde.config when a [jde] section is present
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
-    legacy_state_file: Path | None = None  # where versions before 0.2 kept the default state file
+    # Where versions before 0.2 kept the default state file: <instance>-<digest of the config's path>.json,
+    # the instance then defaulting to the file's stem (so both names are candidates once an instance is set).
+    legacy_state_files: tuple[Path, ...] = ()
 
     def sites(self) -> dict[str, str]:
         """The sites a state file of this configuration describes (see State.bind_sites)."""
-        out = {"jira": f"{_site(self.jira.api_base)} project {self.jira.project}"}
+        jde_project = getattr(self.jde, "project", "") if self.jde is not None else ""
+        projects = [self.jira.project] + ([jde_project] if jde_project and jde_project != self.jira.project else [])
+        out = {"jira": f"{_site(self.jira.api_base)} project {', '.join(projects)}"}
         if self.ps is not None:
             out["peoplesoft"] = f"{_site(self.ps.base_url)} node {self.ps.node}"
         if self.jde is not None:
@@ -406,7 +410,8 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     # The default follows the instance name, not the file's path: a configuration moved to another folder
     # keeps its state (earlier versions added a digest of the path; runner.adopt_legacy_state moves that file).
     sp = Path(state_file).expanduser() if state_file else default_state_dir() / f"{instance}.json"
-    legacy = None if state_file else default_state_dir() / f"{instance}-{digest}.json"
+    legacy = () if state_file else tuple(dict.fromkeys(
+        default_state_dir() / f"{name}-{digest}.json" for name in (instance, path.stem)))
     if not sp.is_absolute():
         sp = path.resolve().parent / sp
     audit_file = data.get("audit_file")
@@ -416,4 +421,4 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
     return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
-                  legacy_state_file=legacy)
+                  legacy_state_files=legacy)

@@ -19,7 +19,7 @@ from mlconnector.jira import adf
 from mlconnector.jira.client import FieldInfo
 from mlconnector.jira.sink import IssueWrite
 from mlconnector.peoplesoft.qas import parse_ps_datetime
-from mlconnector.sync.keys import decode_key, display_key, encode_key, handle
+from mlconnector.sync.keys import comment_key, decode_key, display_key, encode_key, handle, legacy_handle
 
 STATUS_TEXT: dict[str, dict[str, str]] = {
     "requisitions": {"P": "Pending approval", "A": "Approved", "D": "Denied", "C": "Complete", "X": "Canceled",
@@ -55,6 +55,11 @@ class MappedComment:
     ts: datetime
     ref: str  # marker written into the comment so a rerun can recognise it
     body: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The comment's own key (queue, audit): injective over (record, comment id)."""
+        return comment_key(self.parent_key, self.comment_id)
 
 
 def _cell(row: dict[str, Any], column: str) -> Any:
@@ -214,7 +219,8 @@ def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
               **fields, "labels": sorted({*target.labels, spec["label"], label})}
     target_status = target.status_map.get(kind, {}).get(status_code)
     return IssueWrite(kind=kind, key=key, ts=ts, status_code=status_code, target_status=target_status,
-                        create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label)
+                        create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label,
+                      legacy_label=legacy_handle(spec["label"], decode_key(key)))
 
 
 def _priority(target: JiraTarget, amount: float | None) -> str:

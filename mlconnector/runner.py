@@ -10,12 +10,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
 from mlconnector.config import Config
 from mlconnector.credentials import SecretStore
-from mlconnector.errors import ConfigError
+from mlconnector.errors import ConfigError, StateError
 from mlconnector.state import State, run_lock
 from mlconnector.sync.engine import PassResult, Progress, no_progress, run_pass, run_replay
 
@@ -40,19 +41,37 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
 COMPANIONS = (".webhooks.jsonl", ".jira-token.json")
 
 
+def legacy_state(cfg: Config) -> Path | None:
+    """The state file an earlier version kept for this configuration, if one is there."""
+    return next((p for p in cfg.legacy_state_files if p.exists()), None)
+
+
 def adopt_legacy_state(cfg: Config) -> None:
     """Move a state file from the path earlier versions derived from the config's location (a digest of
-    it) to the instance's own path, with the files kept beside it. Call with the run lock held."""
-    old, new = cfg.legacy_state_file, cfg.state_file
-    if old is None or not old.exists() or new.exists():
+    it) to the instance's own path, with the files kept beside it. Call with the run lock held.
+
+    The legacy file's own lock is taken too: a pass of the earlier version still running on it would
+    otherwise save into a file nobody reads again. When the instance's path is already taken (another
+    configuration with the same instance name, or an earlier migration), nothing is moved: the admin is
+    told which file is whose, so no state is stranded silently."""
+    old, new = legacy_state(cfg), cfg.state_file
+    if old is None:
         return
-    moves = [(old.with_name(old.name + s), new.with_name(new.name + s)) for s in COMPANIONS]
-    if cfg.audit_file == new.with_suffix(".audit.jsonl"):  # the audit trail follows the state by default
-        moves.append((old.with_suffix(".audit.jsonl"), cfg.audit_file))
-    for src, dst in moves:
-        if src.exists() and not dst.exists():
-            os.replace(src, dst)
-    os.replace(old, new)  # last: until it moves, a rerun finds the old file and tries again
+    if new.exists():
+        raise StateError(
+            f"Two state files claim this configuration ({cfg.path}): {old}, written by an earlier version for it, "
+            f"and {new}, where this version keeps the state of instance {cfg.instance!r} (another configuration "
+            f"with the same instance name, or a run of the earlier version after the upgrade). Nothing was "
+            f"changed. Give this configuration its own name (instance = \"...\" in {cfg.path.name}): {old.name} "
+            f"is then moved to it on the next run. Or, if {new.name} is this configuration's, move {old.name} aside.")
+    with run_lock(old):
+        moves = [(old.with_name(old.name + s), new.with_name(new.name + s)) for s in COMPANIONS]
+        if cfg.audit_file == new.with_suffix(".audit.jsonl"):  # the audit trail follows the state by default
+            moves.append((old.with_suffix(".audit.jsonl"), cfg.audit_file))
+        for src, dst in moves:
+            if src.exists() and not dst.exists():
+                os.replace(src, dst)
+        os.replace(old, new)  # last: until it moves, a rerun finds the old file and tries again
 
 
 def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
@@ -61,8 +80,8 @@ def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
     if locked:
         adopt_legacy_state(cfg)
     path = cfg.state_file
-    if not locked and not path.exists() and cfg.legacy_state_file is not None and cfg.legacy_state_file.exists():
-        path = cfg.legacy_state_file
+    if not locked and not path.exists():
+        path = legacy_state(cfg) or path
     state = State.load(path)
     state.bind_sites(cfg.sites(), rebind=rebind)
     return state

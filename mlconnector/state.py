@@ -149,6 +149,8 @@ class State:
         PeopleSoft, would otherwise apply one site's links to another site's records. Systems that the
         state does not know yet are added; ``rebind`` replaces every site (the admin's deliberate move).
         """
+        if not rebind and not self.sites:
+            self._check_first_bind(sites)
         if not rebind:
             moved = {k: (self.sites[k], v) for k, v in sites.items() if k in self.sites and self.sites[k] != v}
             if moved:
@@ -163,6 +165,26 @@ class State:
         if changed != self.sites:
             self.sites = changed
             self.dirty = True
+
+    def _check_first_bind(self, sites: dict[str, str], sample: int = 200) -> None:
+        """A state written before sites were recorded: before binding it, check that its links fit. Linked
+        issue keys (``PROC-17``) must belong to a project the configuration names ("... project PROC")."""
+        named = [v.rsplit(" project ", 1)[1] for v in sites.values() if " project " in v]
+        projects = {p.strip() for v in named for p in v.split(",")}
+        if not projects:
+            return
+        for kind in self.kinds():
+            for n, (_key, entry) in enumerate(self.keymap.items(kind)):
+                if n >= sample:
+                    break
+                issue = str(entry.get("issue") or "")
+                if "-" in issue and issue.rsplit("-", 1)[0] not in projects:
+                    raise StateError(
+                        f"The state file {self.path} links records to issue {issue}, which is not in the project "
+                        f"this configuration names ({', '.join(sorted(projects))}). It was written for another "
+                        f"site or project and was not changed. Give this configuration its own 'instance' name "
+                        f"(or state_file); if the project really was renamed, run 'mlconnector state rebind "
+                        f"--config ...' once.")
 
     # -- key map ---------------------------------------------------------------------------------
     def entry(self, kind: str, key: str) -> dict[str, Any] | None:

@@ -43,7 +43,9 @@ KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"
 class IssueWrite:
     """One record as its Jira issue should be: what pairs' mapping functions return and the writer writes.
 
-    ``key`` is the record's encoded key (sync/keys.py) and ``label`` its handle; ``hash`` covers
+    ``key`` is the record's encoded key (sync/keys.py) and ``label`` its handle; ``create_fields`` holds a
+    ``summary`` that starts with the record's title and shown key (``Purchase order US001/PO 7: ...``);
+    ``hash`` covers
     ``edit_fields``, so an unchanged record costs no request; ``target_status`` is the Jira status the
     source status ``status_code`` maps to (None: leave the status alone).
     """
@@ -57,6 +59,9 @@ class IssueWrite:
     edit_fields: dict[str, Any]
     hash: str
     label: str
+    # The label an earlier version gave this record, where it differs from ``label`` (keys that do not
+    # sanitise losslessly): searched too before a create, and adopted only when the summary names the record.
+    legacy_label: str = ""
 
 
 Item = tuple[IssueWrite, dict[str, Any]]  # (mapped record, source row)
@@ -299,7 +304,7 @@ class IssueWriter:
             part = labels[i:i + LABELS_PER_SEARCH]
             wanted = set(part)
             jql = f"project = {jql_quote(self.project)} AND labels in ({', '.join(jql_quote(x) for x in part)})"
-            for issue in self.jira.search(jql, ["labels"], properties=[KEY_PROPERTY]):
+            for issue in self.jira.search(jql, ["labels", "summary"], properties=[KEY_PROPERTY]):
                 for lab in (issue.get("fields") or {}).get("labels", []):
                     if lab in wanted and all(x.get("id") != issue.get("id") for x in found.get(lab, [])):
                         found.setdefault(lab, []).append(issue)
@@ -307,18 +312,37 @@ class IssueWriter:
             issues.sort(key=lambda x: (len(str(x.get("id"))), str(x.get("id"))))
         return found
 
-    def lookup(self, kind: str, labels: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    def lookup(self, kind: str, labels: dict[str, str], recs: dict[str, IssueWrite] | None = None,
+               ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         """Find the issues of these records (key -> label): (key -> the issue to adopt, key -> issue keys that
         carry the label but name another record). Where two issues of ours carry one label (made by an
-        earlier version), the oldest is adopted and the others are reported in the audit trail."""
-        found = self.search_labels(sorted(set(labels.values())))
+        earlier version), the oldest is adopted and the others are reported in the audit trail.
+
+        An issue whose ``mlconnector.key`` property names the record is ours; one whose property names another
+        record is not. An issue without the property was made by an earlier version, whose labels were not
+        injective (``PO 7`` and ``PO_7`` shared one): with the records at hand (``recs``) it is ours only when
+        its summary starts with the record's title and shown key (``Purchase order US001/PO 7``). The label
+        an earlier version gave a record (``legacy_label``) is searched as well."""
+        recs = recs or {}
+        legacy = {k: r.legacy_label for k, r in recs.items() if r.legacy_label and r.legacy_label != labels.get(k)}
+        found = self.search_labels(sorted({*labels.values(), *legacy.values()}))
         ours: dict[str, dict[str, Any]] = {}
         foreign: dict[str, list[str]] = {}
         for key, label in labels.items():
             parts = decode_key(key)
+            rec = recs.get(key)
+            lead = _lead(rec.create_fields.get("summary")) if rec is not None else None
+
+            def is_mine(issue: dict[str, Any], parts: tuple[str, ...] = parts, lead: str | None = lead) -> bool:
+                carried = (issue.get("properties") or {}).get(KEY_PROPERTY)
+                if carried is not None:
+                    return not conflicts_with(carried, kind, parts)
+                return lead is None or _summary_lead(issue) == lead
+
             candidates = found.get(label, [])
-            mine = [i for i in candidates if not conflicts_with((i.get("properties") or {}).get(KEY_PROPERTY),
-                                                                kind, parts)]
+            mine = [i for i in candidates if is_mine(i)]
+            if not mine and key in legacy:
+                mine = [i for i in found.get(legacy[key], []) if is_mine(i)]
             if mine:
                 ours[key] = mine[0]
                 if len(mine) > 1:
@@ -342,16 +366,17 @@ class IssueWriter:
             return creates
         by_key = {rec.key: (rec, row) for rec, row in creates}
         labels = {rec.key: rec.label for rec, _ in creates}
+        recs = {rec.key: rec for rec, _ in creates}
         marks = {rec.key: pending_since(e) for rec, _ in creates
                  if (e := self.state.entry(kind, rec.key)) is not None and e.get("pending")}
         settler = Settler(self.settle_seconds, clock=self.clock, sleep=self.sleep)
         searched_at = self.clock()
-        ours, foreign = self.lookup(kind, labels)
+        ours, foreign = self.lookup(kind, labels, recs)
         waiting = settler.unsettled({k: v for k, v in marks.items() if k not in ours and k not in foreign},
                                     searched_at)
         if waiting and not self.dry_run:
             self.sleep(max(waiting.values()))
-            more, more_foreign = self.lookup(kind, {k: labels[k] for k in waiting})
+            more, more_foreign = self.lookup(kind, {k: labels[k] for k in waiting}, recs)
             ours.update(more)
             foreign.update(more_foreign)
         rest: list[Item] = []
@@ -383,7 +408,7 @@ class IssueWriter:
     def adopt_by_label(self, kind: str, recs: list[IssueWrite]) -> set[str]:
         """Record in the key map the issues that already carry these records' labels (after an unanswered
         create: the content is what was just sent)."""
-        ours, _ = self.lookup(kind, {r.key: r.label for r in recs})
+        ours, _ = self.lookup(kind, {r.key: r.label for r in recs}, {r.key: r for r in recs})
         adopted: set[str] = set()
         for rec in recs:
             issue = ours.get(rec.key)
@@ -507,3 +532,12 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _lead(summary: Any) -> str:
+    """The part of a summary that names the record: "Purchase order US001/PO 7" of "Purchase order US001/PO 7: ..."."""
+    return str(summary or "").split(": ", 1)[0]
+
+
+def _summary_lead(issue: dict[str, Any]) -> str:
+    return _lead((issue.get("fields") or {}).get("summary"))

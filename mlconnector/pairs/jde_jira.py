@@ -47,7 +47,7 @@ from mlconnector.pairs.peoplesoft_jira import describe
 from mlconnector.state import State, iso, utcnow
 from mlconnector.sync.echo import is_echo
 from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
-from mlconnector.sync.keys import decode_key, encode_key, handle
+from mlconnector.sync.keys import decode_key, encode_key, handle, legacy_handle
 from mlconnector.sync.window import WindowRule
 
 log = logging.getLogger("mlconnector.jde")
@@ -354,7 +354,8 @@ class JdeJiraPass:
                   "labels": sorted({*t.labels, src.label, label})}
         return IssueWrite(kind=src.name, key=key, ts=ts,
                           status_code=status, target_status=self.jde.status_from_jde.get(status),
-                           create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label)
+                           create_fields=create, edit_fields=fields, hash=content_hash(fields, ""), label=label,
+                          legacy_label=legacy_handle(src.label, (number, otype)))
 
     def process_rows(self, src: SourceSettings, rows: list[dict[str, Any]]) -> datetime | None:
         """Map and write one window of rows; return the newest row time read (for the watermark)."""

@@ -36,8 +36,9 @@ from mlconnector.mapping import (
 from mlconnector.peoplesoft.connect import ci_readers, peoplesoft_auth
 from mlconnector.peoplesoft.qas import QASClient
 from mlconnector.state import State, iso
+from mlconnector.sync.echo import is_echo
 from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
-from mlconnector.sync.keys import decode_key
+from mlconnector.sync.keys import comment_key, decode_key
 from mlconnector.sync.window import WindowRule
 
 PAIR = "peoplesoft-jira"
@@ -107,6 +108,7 @@ class PeopleSoftJiraPass:
         self.now = self.ctx.now
         self.window = WindowRule(timedelta(minutes=cfg.peoplesoft.overlap_minutes))
         self.selected = kinds
+        self._me: str | None = None
         self.target: JiraTarget | None = None
         self.writer = IssueWriter.for_pass(self.ctx, jira, cfg.jira, cfg.jira.project,
                                            lambda kind: self.target.issue_type_ids[kind] if self.target else "")
@@ -274,7 +276,7 @@ class PeopleSoftJiraPass:
             except RecordError as exc:
                 self._fail(kind, _row_id(row, kind), row, exc, what="comment")
                 continue
-            ckey = f"{c.parent_key}#{c.comment_id}"
+            ckey = c.key
             entry = self.state.entry(kind, c.parent_key)
             if self.dry_run and (entry is None or not entry.get("issue")):
                 counts.commented += 1  # would be posted right after its record is created
@@ -310,10 +312,13 @@ class PeopleSoftJiraPass:
         def work(item: tuple[MappedComment, dict[str, Any], dict[str, Any]]) -> tuple[str | None, Exception | None]:
             c, _row, entry = item
             try:
-                if f"{c.parent_key}#{c.comment_id}" in was_pending:
+                if c.key in was_pending:
                     for existing in self.jira.comments(entry["issue"]):
-                        # The whole bracketed marker: "#1" must not match inside "#10".
-                        if f"[{c.ref}]" in adf.plain_text(existing.get("body")):
+                        # Ours only: written by the connector's account, the whole bracketed marker ending the
+                        # footer ("#1" must not match inside "#10", nor a person quoting the marker).
+                        author = str((existing.get("author") or {}).get("accountId") or "")
+                        if is_echo(author, {self._my_account()}, None, None) and \
+                                adf.plain_text(existing.get("body")).rstrip().endswith(f"[{c.ref}]"):
                             return str(existing.get("id")), None
                 return str(self.jira.add_comment(entry["issue"], c.body).get("id")), None
             except ConnectorError as exc:
@@ -339,7 +344,7 @@ class PeopleSoftJiraPass:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for items, results in zip(groups.values(), pool.map(work_group, list(groups.values())), strict=True):
                 for (c, row, entry), (cid, err) in zip(items, results, strict=True):
-                    ckey = f"{c.parent_key}#{c.comment_id}"
+                    ckey = c.key
                     if cid:
                         entry["comments"][c.comment_id] = cid
                         counts.commented += 1
@@ -360,6 +365,12 @@ class PeopleSoftJiraPass:
         if fatal is not None:
             raise fatal
         return done
+
+    def _my_account(self) -> str:
+        """The connector's own Jira account id (read once, only when a comment must be looked up)."""
+        if self._me is None:
+            self._me = str(self.jira.myself().get("accountId") or "")
+        return self._me
 
     # -- failures and replay ---------------------------------------------------------------------
     def _fail(self, kind: str, key: str, row: dict[str, Any], exc: Exception, *, what: str = "record") -> None:
@@ -392,7 +403,7 @@ class PeopleSoftJiraPass:
                     try:
                         key = natural_key(kind, row)
                         if what == "comment":
-                            key = f"{key}#{row.get('COMMENT_ID')}"
+                            key = comment_key(key, str(row.get("COMMENT_ID")))
                         ts = row_ts(kind, row, key)
                     except RecordError:
                         continue

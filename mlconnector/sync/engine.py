@@ -122,7 +122,7 @@ class PassContext:
     def kind_error(self, kind: str, exc: RemoteError) -> None:
         """One entity could not be read or written as a whole: report it; its watermark stays."""
         message = self.audit.redactor(exc.message)
-        self.audit.write("kind_failed", kind, error=message, raw=exc.raw)
+        self.audit.write("kind_failed", kind, error=message, raw=self.audit.redactor(exc.raw or ""))
         self.result.errors.append({"kind": kind, "error": message})
         if self.result.fatal is None:
             self.result.fatal = message

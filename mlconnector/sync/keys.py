@@ -68,3 +68,18 @@ def handle(prefix: str, parts: Sequence[str], limit: int = HANDLE_MAX) -> str:
     suffix = "--" + key_digest(parts)
     body = UNSAFE_CHAR.sub("_", readable).replace("--", "-_")
     return body[: limit - len(suffix)].rstrip("-") + suffix
+
+
+def legacy_handle(prefix: str, parts: Sequence[str]) -> str:
+    """The label versions before handles were hashed wrote: sanitised and cut, so NOT injective. Used only to
+    find issues those versions made, and only with a second check (see jira/sink.py)."""
+    return UNSAFE_CHAR.sub("_", f"{prefix}-{'-'.join(parts)}")[:HANDLE_MAX]
+
+
+def comment_key(parent: str, child: str) -> str:
+    """The queue key of a child record (a comment) of ``parent`` (an encoded key): ``parent#child`` with ``#``
+    and ``\\`` escaped in both, so no two (parent, child) pairs share one. Plain keys read as before."""
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("#", "\\#")
+
+    return f"{esc(parent)}#{esc(child)}"

@@ -382,10 +382,14 @@ class HttpClient:
                 )
                 self._read_body(resp, deadline)
             except _TooLarge:
-                raise RemoteError(
-                    f"{self.system} sent more than {s.max_response_bytes // (1024 * 1024)} MB in answer to {method} "
-                    f"{_path_of(url)}; the answer was dropped. Check that {self.config_hint} points at the right "
-                    f"server.", system=self.system, retryable=True) from None
+                text = (f"{self.system} sent more than {s.max_response_bytes // (1024 * 1024)} MB in answer to "
+                        f"{method} {_path_of(url)}; the answer was dropped. Check that {self.config_hint} points at "
+                        f"the right server.")
+                if not idempotent:
+                    # The server acted on the write; only its answer was refused: look it up, never resend.
+                    raise AmbiguousWriteError(text + " It is unknown whether the write took effect.",
+                                              system=self.system) from None
+                raise RemoteError(text, system=self.system, retryable=True) from None
             except (requests.exceptions.RequestException, _DeadlineExceeded) as exc:
                 raise self._transport_error(exc, method, url, idempotent, read_timeout, deadline) from None
             finally:

@@ -191,6 +191,9 @@ def test_a_huge_answer_is_refused_not_buffered() -> None:
         client = HttpClient("Jira", srv.url, HttpSettings(max_attempts=1, max_response_bytes=1024 * 1024))
         with pytest.raises(RemoteError, match="more than 1 MB"):
             client.request("GET", "/")
+        # A write the server answered too fully has taken effect: look it up, never resend blindly.
+        with pytest.raises(AmbiguousWriteError, match="more than 1 MB"):
+            client.request("POST", "/rest/api/3/issue/bulk", json={})
 
 
 # -- 13: a body cut off mid-response is a transport error -------------------------------------------

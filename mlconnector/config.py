@@ -166,6 +166,7 @@ class Config:
     # Where versions before 0.2 kept the default state file: <instance>-<digest of the config's path>.json,
     # the instance then defaulting to the file's stem (so both names are candidates once an instance is set).
     legacy_state_files: tuple[Path, ...] = ()
+    preflight: bool = True  # the first pass (no watermark yet) runs ping's checks before writing
 
     def sites(self) -> dict[str, str]:
         """The sites a state file of this configuration describes (see State.bind_sites)."""
@@ -383,9 +384,10 @@ def load(path: Path | str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], path: Path) -> Config:
-    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde"})
+    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde", "preflight"})
     if unknown:
         raise ConfigError(f"Unknown top-level key {unknown[0]!r} in the configuration. Known: instance, "
+                          f"preflight, "
                           f"state_file, audit_file, [peoplesoft], [jira], [jde]. Check the spelling and the section "
                           f"headers.")
     if "peoplesoft" not in data and "jde" not in data:
@@ -421,4 +423,4 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
     return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
-                  legacy_state_files=legacy)
+                  legacy_state_files=legacy, preflight=root_sec.bool("preflight", True))

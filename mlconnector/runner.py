@@ -16,7 +16,7 @@ from typing import Any
 from mlconnector.audit import Audit, Redactor
 from mlconnector.config import Config
 from mlconnector.credentials import SecretStore
-from mlconnector.errors import ConfigError, StateError
+from mlconnector.errors import EXIT_CONFIG, EXIT_UNREACHABLE, ConfigError, ConnectorError, StateError
 from mlconnector.state import State, run_lock
 from mlconnector.sync.engine import PassResult, Progress, no_progress, run_pass, run_replay
 
@@ -113,8 +113,30 @@ def sync(pair: str, cfg: Config, *, dry_run: bool = False, since: datetime | Non
          kinds: list[str] | None = None, progress: Progress = no_progress, refresh_wsdl: bool = False) -> PassResult:
     """One pass of ``pair`` (see sync/engine.py). A dry run writes nothing, so it does not need the lock."""
     with session(cfg, pair, lock=not dry_run, refresh_wsdl=refresh_wsdl) as (mod, clients, state, audit):
+        if not state.watermarks and cfg.preflight:
+            preflight(cfg, refresh_wsdl=refresh_wsdl)
         steps = mod.make_pass(cfg, clients, state, audit, dry_run=dry_run, progress=progress, kinds=kinds)
         return run_pass(steps, since)
+
+
+# Checks whose failure means a system could not be reached or logged into (exit 3), not a wrong setting.
+REACH_CHECKS = ("reachable", "authentication", "AIS server", "login", "token")
+
+
+def preflight(cfg: Config, *, refresh_wsdl: bool = False) -> None:
+    """The first pass of a configuration runs `ping`'s checks before it writes anything, and stops with one
+    message listing every problem: a misconfigured first pass would otherwise fail record by record."""
+    from mlconnector.ping import run_ping
+
+    failed = [c for c in run_ping(cfg, refresh_wsdl=refresh_wsdl) if not c.ok]
+    if not failed:
+        return
+    lines = "\n".join(f"- {c.system}: {c.name}: {c.detail}" + (f" Fix: {c.fix}" if c.fix else "") for c in failed)
+    reach = all(any(c.name.startswith(r) for r in REACH_CHECKS) for c in failed)
+    raise ConnectorError(
+        f"This is the first pass of {cfg.path.name}, so everything it will use was checked first: {len(failed)} "
+        f"check(s) failed and nothing was written (the same list as 'mlconnector ping'):\n{lines}",
+        exit_code=EXIT_UNREACHABLE if reach else EXIT_CONFIG)
 
 
 def sync_peoplesoft_jira(cfg: Config, **kwargs: Any) -> PassResult:

@@ -107,3 +107,20 @@ def test_ping_lists_every_jde_jira_problem_at_once(tmp_path, monkeypatch) -> Non
         assert "jde.priority_map.5" in failed["priority Lowest (Work Order)"]["fix"]
         print(subprocess.run([sys.executable, "-m", "mlconnector", "ping", "--config", str(cfg)],
                              capture_output=True, text=True, env=env, timeout=120).stdout)
+
+
+def test_the_first_pass_checks_everything_first_and_lists_every_problem(sandbox_env) -> None:  # noqa: ANN001
+    """A misconfigured first pass stops before writing, with one message listing what ping would list."""
+    env = sandbox_env
+    text = env.config.read_text().replace("preflight = false\n", "")
+    env.write_config(extra_jira='default_priority = "Urgent"\n[jira.status_map.purchase_orders]\nA = "Signed Off"\n')
+    env.config.write_text(env.config.read_text().replace("preflight = false\n", ""))
+    first = env.cli("sync", "peoplesoft-jira")
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert "first pass" in first.stderr and "Urgent" in first.stderr and "Signed Off" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert env.box.jira.writes == 0 and not env.state_file.exists()
+
+    env.config.write_text(text)  # fixed: the first pass checks again, then syncs
+    assert env.cli("sync", "peoplesoft-jira").returncode == 0
+    assert env.box.jira.writes > 0

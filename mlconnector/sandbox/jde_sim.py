@@ -479,6 +479,8 @@ class JdeSandbox:
                  if fast_retries else "")
         since = (self.jde.now().date() - timedelta(days=90)).isoformat()
         lines = ['instance = "jde-sandbox"']
+        if fast_retries:  # the tests' setting: each test that wants the first-pass checks turns them on
+            lines.append("preflight = false")
         if state_file is not None:
             lines.append(f'state_file = "{state_file.as_posix()}"')
         return "\n".join(lines) + f"""

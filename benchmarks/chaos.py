@@ -15,7 +15,12 @@ Drives the real CLI (``python -m mlconnector``) as subprocesses against the loop
    state files, webhooks), including hostile HTTP: a server dripping its answer, a body cut off
    mid-chunk, webhook lengths that lie (-1, non-numeric, missing, chunked), a connection flood, an
    idle connection, replayed and stale signed deliveries;
-5. a scan of every state file, audit trail, log and captured output for the configured secrets.
+5. a scan of every state file, audit trail, log and captured output for the configured secrets;
+6. kill and rerun at once while Jira's search lags its writes by 2 s and 5 s and each issue created costs
+   Jira ``--create-cost`` seconds: a pass SIGKILLed at a random instant of its creates, or while Jira holds
+   the answer to a bulk create it performed, then at once a rerun (``--lag-trials`` per pair per lag);
+7. state deleted after a full sync, restored from an older copy, a config moved to another folder (default
+   state location), a config naming another site over the same state file.
 
 Prints a table of figures and a JSON document, then one closing line:
 ``lost N, duplicated N, leaked N, tracebacks N``. Exit status 0 only when all four are 0.
@@ -40,6 +45,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,7 +58,15 @@ from mlconnector.mapping import record_label
 from mlconnector.sandbox.jde_sim import PASSWORD as JDE_PASSWORD
 from mlconnector.sandbox.jde_sim import USER as JDE_USER
 from mlconnector.sandbox.jde_sim import JdeSandbox, start_jde_sandbox
-from mlconnector.sandbox.run import JIRA_EMAIL, JIRA_TOKEN, PS_PASSWORD, PS_USER, Sandbox, start_sandbox
+from mlconnector.sandbox.run import (
+    JIRA_EMAIL,
+    JIRA_TOKEN,
+    PS_PASSWORD,
+    PS_USER,
+    Sandbox,
+    settle_for,
+    start_sandbox,
+)
 from mlconnector.state import State
 from mlconnector.webhook import sign
 
@@ -1353,6 +1367,306 @@ def scenario_secrets(h: Harness, crash_file_before: float | None) -> dict[str, A
             "leaks": len(leaks), "leak_sample": leaks[:10]}
 
 
+# -- scenario 6: kill and rerun at once under Jira search lag -----------------------------------------------
+LAGS = (2.0, 5.0)
+CREATE_COST = 0.05  # seconds of Jira's work per issue created (JiraSim.create_cost): 2.5 s per bulk of 50
+BULK_CALLS = f"POST {API}/issue/bulk"
+
+
+def _lag_box(h: Harness, pair: str, lag: float, cost: float, d: Path) -> tuple[Any, Any]:
+    """A small sandbox whose Jira search lags by ``lag`` and whose creates cost ``cost`` per issue; the config's
+    settle_seconds follows both (sandbox.accounts.settle_for)."""
+    if pair == "peoplesoft-jira":
+        box: Any = start_sandbox(counts={"vendors": 10, "requisitions": 0, "purchase_orders": 20, "vouchers": 0},
+                                 search_lag=lag, create_cost=cost, latency=0.002)
+        return box, PsWs(h, box, d)
+    jbox = start_jde_sandbox(work_orders=20, change_orders=4, search_lag=lag, create_cost=cost, latency=0.002)
+    return jbox, JdeWs(h, jbox, d, page_size=50)
+
+
+def _new_work(ws: Any, rng: random.Random, n: int, trial: int) -> None:
+    """``n`` new orders (each needs a create), a few changes to existing ones, comments on new PeopleSoft POs."""
+    if isinstance(ws, PsWs):
+        ps = ws.box.ps
+        old = ps.keys("purchase_orders")
+        now = datetime.now(UTC)
+        ps.bulk_load("purchase_orders", n, now - timedelta(seconds=2), now)
+        new = [k for k in ps.keys("purchase_orders") if k not in set(old)]
+        for key in rng.sample(new, min(len(new), 5)):
+            ps.add_comment("purchase_orders", key, f"Lag trial {trial} note ({rng.random():.6f}).", "CHAOS")
+        for key in rng.sample(old, min(len(old), 4)):
+            ps.touch("purchase_orders", key, PO_STATUS=rng.choice(("A", "PA", "D", "C")))
+    else:
+        jde = ws.box.jde
+        old = jde.rows(order_type="WO")
+        jde.add_orders(n)
+        for row in rng.sample(old, min(len(old), 4)):
+            jde.touch(row["DOCO"], SRST=rng.choice(["10", "40", "45", "90"]), DL01=f"Lag trial {trial}")
+
+
+def _kill_window(n: int, cost: float) -> float:
+    """How long the creates of ``n`` records take in Jira: the first chunk alone (it teaches the transition ids),
+    the others four at a time; plus a margin for what follows them (edits, transitions, comments)."""
+    chunks = max(1, -(-n // 50))
+    waves = 1 + -(-(chunks - 1) // 4)
+    return waves * min(n, 50) * cost + 0.5
+
+
+def lag_kill_trials(h: Harness, pair: str, lag: float, trials: int, cost: float, held_every: int,
+                    n_range: tuple[int, int], d: Path) -> dict[str, Any]:
+    """Trials of: new work, a pass SIGKILLed while its creates are in Jira's hands (at a random instant of the
+    create phase, or on a bulk create Jira performed and holds the answer to), and at once a rerun."""
+    rng = random.Random(f"{h.seed}/{pair}/{lag}")
+    box, ws = _lag_box(h, pair, lag, cost, d)
+    account: Callable[[Any], dict[str, Any]] = ps_account if isinstance(ws, PsWs) else jde_account
+    t0 = time.monotonic()
+    tag = f"{pair} lag {lag:g}s"
+    out: dict[str, Any] = {"pair": pair, "lag_s": lag, "create_cost_s": cost, "trials": trials,
+                           "settle_s": settle_for(lag, cost)}
+    try:
+        first = ws.sync(f"{tag}: first pass")
+        killed = finished = held = rerun_bad = rerun_tb = dup_trials = 0
+        rerun_s: list[float] = []
+        dup_seen = 0
+        dup_first: list[str] = []
+        for trial in range(trials):
+            n = rng.randint(*n_range)
+            _new_work(ws, rng, n, trial)
+            hold = held_every > 0 and trial % held_every == 0
+            if hold:
+                # Jira performs every bulk create of this pass, then sits on the answer.
+                box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=None, delay=30)
+            calls, writes = box.jira.calls[BULK_CALLS], box.jira.writes
+            log = ws.dir / f"lag-{trial}.out"
+            proc, _ = h.start(f"{tag} trial {trial}", ["sync", pair, "--config", str(ws.config)], ws.env, log)
+            # Synchronised on Jira's own events: a bulk create arrived (and, held, was performed).
+            wait_for(lambda c=calls, p=proc: box.jira.calls[BULK_CALLS] > c or p.poll() is not None, 90)
+            if hold:
+                wait_for(lambda w=writes, p=proc: box.jira.writes > w or p.poll() is not None, 90)
+            else:
+                wait_for(lambda p=proc: p.poll() is not None, rng.uniform(0.0, _kill_window(n, cost)))
+            rc = kill(proc)
+            box.jira_server.faults.clear()
+            h.collect(f"{tag} trial {trial}", proc, log)
+            if rc == -signal.SIGKILL:
+                killed += 1
+                held += hold
+            else:
+                finished += 1
+            again = ws.sync(f"{tag} trial {trial}: rerun at once")  # immediately: Jira's search still lags
+            rerun_s.append(again.seconds)
+            rerun_bad += again.rc != EXIT_OK
+            rerun_tb += is_traceback(again.text, again.rc)
+            acc = account(ws)
+            if acc["duplicates"] > dup_seen:
+                dup_trials += 1
+                dup_first = dup_first or [f"trial {trial} ({'held' if hold else 'random'} kill, {n} new): "
+                                          f"{acc['duplicates'] - dup_seen} duplicated"]
+                dup_seen = acc["duplicates"]
+        completion = ws.sync(f"{tag}: completion pass")
+        writes = box.jira.writes + (len(box.jde.calls) if isinstance(ws, JdeWs) else 0)
+        settle = ws.sync(f"{tag}: settling pass")
+        settle_writes = box.jira.writes + (len(box.jde.calls) if isinstance(ws, JdeWs) else 0) - writes
+        acc = account(ws)
+        out.update({"first_exit": first.rc, "killed": killed, "held_kills": held, "finished_before_kill": finished,
+                    "rerun_nonzero": rerun_bad, "rerun_tracebacks": rerun_tb,
+                    "rerun_max_s": round(max(rerun_s, default=0.0), 1),
+                    "trials_with_duplicates": dup_trials, "first_duplicate": "; ".join(dup_first),
+                    "completion_exit": completion.rc, "settle_exit": settle.rc, "settle_writes": settle_writes,
+                    "source": acc["source"], "issues": acc["issues"], "duplicates": acc["duplicates"],
+                    "missing": acc["missing"], "comments_duplicated": acc.get("comments_duplicated", 0),
+                    "comments_missing": acc.get("comments_missing", 0),
+                    "backflow_duplicated": acc.get("backflow_duplicated", 0), "pending": acc["pending"],
+                    "state_loadable": acc["state_loadable"]})
+    finally:
+        box.stop()
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    return out
+
+
+LAG_COMBOS = [(pair, lag) for lag in LAGS for pair in ("peoplesoft-jira", "jde-jira")]
+STATE_PAIRS = ("peoplesoft-jira", "jde-jira")
+
+
+def scenario_lag_kill(h: Harness, trials: int, cost: float, quick: bool,
+                      dirs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Both pairs x both lags, side by side (each its own sandbox): the trials mostly wait out settle times."""
+    # Quick: the 2 s lag only (the 5 s one waits out 10 s settle times), held kills only, one chunk each, so
+    # the figure does not depend on where a random kill lands.
+    combos = [c for c in LAG_COMBOS if c[1] == LAGS[0]] if quick else LAG_COMBOS
+    dirs = dirs or [h.workdir(f"lag-{'ps' if p.startswith('p') else 'jde'}-{lag:g}s") for p, lag in combos]
+    held_every, n_range = (1, (20, 50)) if quick else (5, (20, 160))
+    with ThreadPoolExecutor(max_workers=len(combos)) as pool:
+        futures = [pool.submit(lag_kill_trials, h, p, lag, trials, cost, held_every, n_range, d)
+                   for (p, lag), d in zip(combos, dirs, strict=True)]
+        return [f.result() for f in futures]
+
+
+# -- scenario 7: state lost, restored from an old copy, config moved, state of another site ------------------
+STATE_LAG = 2.0  # the state scenarios run against a lagging search too
+
+
+def _wait_indexed(box: Any) -> None:
+    """Wait until Jira's search shows every issue (the lag has passed since the last create): a state lost or
+    restored right after a pass, before Jira's index caught up, is a case the connector cannot see."""
+    newest = max((i["updated_ms"] for i in box.jira.all_issues()), default=0) / 1000
+    time.sleep(max(0.0, min(box.search_lag + 0.2, newest + box.search_lag + 0.2 - time.time())))
+
+
+def _writes(box: Any) -> int:
+    return int(box.jira.writes) + (len(box.jde.calls) if isinstance(box, JdeSandbox) else 0)
+
+
+def _created_adopted(p: Proc) -> tuple[int, int]:
+    counts = p.json().get("counts") or {}
+    return (sum(int(c.get("created", 0)) for c in counts.values()),
+            sum(int(c.get("adopted", 0)) for c in counts.values()))
+
+
+def _state_row(pair: str, case: str, p: Proc, acc: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    dup = acc["duplicates"] + acc.get("comments_duplicated", 0) + acc.get("backflow_duplicated", 0)
+    lost = acc["missing"] + acc.get("comments_missing", 0) + acc.get("backflow_missing", 0)
+    row = {"pair": pair, "case": case, "exit": p.rc, "issues": acc["issues"], "duplicated": dup, "lost": lost,
+           "traceback": is_traceback(p.text, p.rc), "message": p.message()[:120] if p.rc else ""}
+    row.update(extra)
+    return row
+
+
+def _touch_one(ws: Any, text: str) -> Callable[[], bool]:
+    """Change one order's description; return a check that its Jira issue shows the change."""
+    if isinstance(ws, PsWs):
+        key = ws.box.ps.keys("purchase_orders")[1]
+        ws.box.ps.touch("purchase_orders", key, DESCR254=text)
+        label = record_label("purchase_orders", f"{key[0]}|{key[1]}")
+    else:
+        row = ws.box.jde.rows(order_type="WO")[1]
+        ws.box.jde.touch(row["DOCO"], DL01=text)
+        label = jde_label(row)
+    return lambda: all(text in json.dumps(i["fields"].get("summary")) for i in ws.box.jira.find_by_label(label))
+
+
+def _more_work(ws: Any, trial: int) -> None:
+    if isinstance(ws, PsWs):
+        now = datetime.now(UTC)
+        ws.box.ps.bulk_load("purchase_orders", 7, now - timedelta(seconds=2), now)
+        key = ws.box.ps.keys("purchase_orders")[-1]
+        ws.box.ps.add_comment("purchase_orders", key, f"Note after the backup ({trial}).", "CHAOS")
+    else:
+        ws.box.jde.add_orders(7)
+
+
+def state_loss_cases(h: Harness, pair: str, cost: float, d: Path, lag: float = STATE_LAG) -> list[dict[str, Any]]:
+    """One sandbox per pair, the cases one after the other on it."""
+    if pair == "peoplesoft-jira":
+        box: Any = start_sandbox(counts=SMALL, search_lag=lag, create_cost=cost)
+        ws: Any = PsWs(h, box, d)
+        account: Callable[[Any], dict[str, Any]] = ps_account
+    else:
+        box = start_jde_sandbox(work_orders=30, change_orders=6, search_lag=lag, create_cost=cost)
+        ws = JdeWs(h, box, d, page_size=50)
+        account = jde_account
+    rows: list[dict[str, Any]] = []
+    rng = random.Random(f"{h.seed}/state/{pair}")
+    try:
+        # a) state deleted after a full sync (with a Jira -> JDE change already posted, for the JDE pair)
+        ws.sync(f"{pair} state: full sync")
+        if isinstance(ws, JdeWs):
+            mutate_jde(ws, rng, 0)
+            ws.sync(f"{pair} state: sync with a back-flow change")
+        issues = len(box.jira.all_issues())
+        _wait_indexed(box)
+        ws.state_file.unlink()
+        p = ws.sync(f"{pair} state deleted: pass")
+        created, adopted = _created_adopted(p)
+        w = _writes(box)
+        nxt = ws.sync(f"{pair} state deleted: next pass")
+        acc = account(ws)
+        rows.append(_state_row(pair, "state deleted after a full sync", p, acc, created=created, adopted=adopted,
+                               expected_adopted=issues, next_exit=nxt.rc, next_writes=_writes(box) - w,
+                               ok=p.rc == EXIT_OK and created == 0 and adopted == issues and nxt.rc == EXIT_OK
+                               and _writes(box) == w and acc["issues"] == issues))
+
+        # b) state restored from a copy taken before some creates and changes
+        backup = ws.dir / "state-backup.json"
+        shutil.copy(ws.state_file, backup)
+        _more_work(ws, 1)
+        _touch_one(ws, "Changed after the backup")
+        ws.sync(f"{pair} state restored: pass after the backup")
+        issues = len(box.jira.all_issues())
+        _wait_indexed(box)
+        shutil.copy(backup, ws.state_file)
+        caught_up = _touch_one(ws, "Changed once more after the restore")
+        p = ws.sync(f"{pair} state restored: pass")
+        created, adopted = _created_adopted(p)
+        w = _writes(box)
+        nxt = ws.sync(f"{pair} state restored: next pass")
+        acc = account(ws)
+        rows.append(_state_row(pair, "state restored from an older copy", p, acc, created=created,
+                               adopted=adopted, caught_up=caught_up(), next_exit=nxt.rc,
+                               next_writes=_writes(box) - w,
+                               ok=p.rc == EXIT_OK and created == 0 and acc["issues"] == issues and caught_up()
+                               and nxt.rc == EXIT_OK))
+
+        # c) a config without state_file (default location under XDG_STATE_HOME) moved to another folder
+        xdg = ws.dir / "xdg-state"
+        env = {**ws.env, "XDG_STATE_HOME": str(xdg)}
+        text = "\n".join(x for x in ws.config.read_text(encoding="utf-8").splitlines()
+                         if not x.startswith(("state_file", "instance")))
+        inst = "chaos-" + ("ps" if isinstance(ws, PsWs) else "jde")
+        a, b = ws.dir / "etc-a" / "mlconnector.toml", ws.dir / "etc-b" / "mlconnector.toml"
+        a.parent.mkdir()
+        b.parent.mkdir()
+        a.write_text(f'instance = "{inst}"\n' + text, encoding="utf-8")
+        args = ["sync", pair, "--json"]
+        h.run(f"{pair} config moved: first pass", [*args, "--config", str(a)], env)
+        a.rename(b)
+        w = _writes(box)
+        p = h.run(f"{pair} config moved: pass from the new folder", [*args, "--config", str(b)], env)
+        found = (xdg / "mlconnector" / f"{inst}.json").is_file()
+        acc = account(ws)
+        rows.append(_state_row(pair, "config moved to another folder", p, acc, next_writes=_writes(box) - w,
+                               state_found=found, ok=p.rc == EXIT_OK and _writes(box) == w and found))
+
+        # d) the state of another site: the same state file, a config naming another Jira site
+        before = ws.state_file.read_bytes()
+        url = box.jira_server.url
+        ws.write_config(ws.config.read_text(encoding="utf-8").replace(
+            f'site = "{url}"', f'site = "{url.replace("127.0.0.1", "localhost")}"'))
+        w = _writes(box)
+        p = ws.sync(f"{pair} state of another site: pass")
+        unchanged = ws.state_file.read_bytes() == before
+        clear = "belongs to other sites" in p.text and "state rebind" in p.text
+        acc = account(ws)
+        rows.append(_state_row(pair, "state of another site", p, acc, next_writes=_writes(box) - w,
+                               state_unchanged=unchanged, clear_message=clear,
+                               ok=p.rc == EXIT_STATE and unchanged and clear and _writes(box) == w))
+    finally:
+        box.stop()
+    return rows
+
+
+def scenario_state_loss(h: Harness, cost: float, dirs: list[Path] | None = None,
+                        lag: float = STATE_LAG) -> list[dict[str, Any]]:
+    pairs = STATE_PAIRS
+    dirs = dirs or [h.workdir(f"state-{'ps' if p.startswith('p') else 'jde'}") for p in pairs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(state_loss_cases, h, p, cost, d, lag) for p, d in zip(pairs, dirs, strict=True)]
+        return [row for f in futures for row in f.result()]
+
+
+def scenario_lag_and_state(h: Harness, lag_trials: int, cost: float,
+                           quick: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scenarios 6 and 7 side by side: both spend most of their time waiting out search lag and settle times."""
+    # Work directories first: Harness.workdir numbers them and is not meant for threads.
+    lag_dirs = [h.workdir(f"lag-{'ps' if p.startswith('p') else 'jde'}-{lag:g}s") for p, lag in LAG_COMBOS
+                if not quick or lag == LAGS[0]]
+    state_dirs = [h.workdir(f"state-{'ps' if p.startswith('p') else 'jde'}") for p in STATE_PAIRS]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        lag = pool.submit(scenario_lag_kill, h, lag_trials, cost, quick, lag_dirs)
+        state = pool.submit(scenario_state_loss, h, cost, state_dirs, 1.0 if quick else STATE_LAG)
+        return lag.result(), state.result()
+
+
 # -- report --------------------------------------------------------------------------------------------------------
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
     print(f"\n{title}")
@@ -1399,6 +1713,18 @@ def totals(doc: dict[str, Any], h: Harness) -> dict[str, int]:
         lost += r["lost"]
         if not r["exit_ok"]:
             problems.append(f"bad input {r['pair']}: {r['case']} (exit {r['exit']}, want {r['expected']})")
+    for r in doc.get("lag_kill", []):
+        lost += r["missing"] + r["comments_missing"]
+        dup += r["duplicates"] + r["comments_duplicated"] + r["backflow_duplicated"]
+        if r["rerun_nonzero"] or r["completion_exit"] != EXIT_OK or r["settle_writes"] or r["pending"] or \
+                not r["state_loadable"]:
+            problems.append(f"lag kill {r['pair']} @{r['lag_s']:g}s (reruns not 0: {r['rerun_nonzero']}, "
+                            f"settle writes {r['settle_writes']}, pending {r['pending']})")
+    for r in doc.get("state_loss", []):
+        lost += r["lost"]
+        dup += r["duplicated"]
+        if not r["ok"]:
+            problems.append(f"state {r['pair']}: {r['case']} (exit {r['exit']})")
     doc["problems"] = problems
     return {"lost": lost, "duplicated": dup, "leaked": doc["secrets"]["leaks"], "tracebacks": len(h.tracebacks),
             "other_problems": len(problems)}
@@ -1413,8 +1739,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     ap.add_argument("--seed", type=int, default=None, help="random seed (printed; reuse it to replay a run)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (state files, audit, outputs)")
+    ap.add_argument("--lag-trials", type=int, default=None, help="kill-and-rerun trials per pair per search lag "
+                                                                  "(default 50; 1 with --quick)")
+    ap.add_argument("--create-cost", type=float, default=CREATE_COST, help="seconds of Jira's work per issue "
+                                                                            f"created (default {CREATE_COST:g})")
     a = ap.parse_args(argv)
     trials = a.trials if a.trials is not None else (8 if a.quick else 50)
+    lag_trials = a.lag_trials if a.lag_trials is not None else (1 if a.quick else 50)
     records = a.records if a.records is not None else (300 if a.quick else 1000)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     crash_before = time.time()  # crash reports (unique names) written after this are scanned
@@ -1422,15 +1753,21 @@ def main(argv: list[str] | None = None) -> int:
     h = Harness(root, seed)
     quiet_sandbox_resets()
     t0 = time.monotonic()
-    doc: dict[str, Any] = {"seed": seed, "trials": trials, "records": records, "quick": a.quick}
+    doc: dict[str, Any] = {"seed": seed, "trials": trials, "records": records, "quick": a.quick,
+                           "lag_trials": lag_trials, "create_cost": a.create_cost}
     timings: dict[str, float] = {}
     try:
         for name, fn in (("kill", lambda: scenario_kill(h, trials, records)),
                          ("faults", lambda: scenario_faults(h, a.quick)),
                          ("overlap", lambda: scenario_overlap(h, records)),
-                         ("bad_inputs", lambda: scenario_bad_inputs(h, a.quick))):
+                         ("bad_inputs", lambda: scenario_bad_inputs(h, a.quick)),
+                         ("lag_kill+state_loss", lambda: scenario_lag_and_state(h, lag_trials, a.create_cost,
+                                                                                a.quick))):
             t = time.monotonic()
-            doc[name] = fn()
+            if name == "lag_kill+state_loss":
+                doc["lag_kill"], doc["state_loss"] = fn()
+            else:
+                doc[name] = fn()
             timings[name] = round(time.monotonic() - t, 1)
             print(f"[chaos] {name} done in {timings[name]} s", file=sys.stderr, flush=True)
         doc["secrets"] = scenario_secrets(h, crash_before)
@@ -1455,6 +1792,20 @@ def main(argv: list[str] | None = None) -> int:
             "duplicates", "missing"])
     _table(f"4. Bad input catalogue ({len(doc['bad_inputs'])} cases)", doc["bad_inputs"],
            ["pair", "case", "exit", "expected", "exit_ok", "traceback", "lost", "message"])
+    _vtable(f"6. Kill and rerun at once under Jira search lag ({lag_trials} trials per pair per lag, "
+            f"create cost {a.create_cost:g} s/issue)",
+            [{**r, "pair": f"{'psft' if r['pair'].startswith('p') else 'jde'} @{r['lag_s']:g}s"}
+             for r in doc["lag_kill"]],
+            ["trials", "settle_s", "killed", "held_kills", "finished_before_kill", "rerun_nonzero",
+             "rerun_tracebacks", "rerun_max_s", "source", "issues", "duplicates", "trials_with_duplicates",
+             "missing", "comments_duplicated", "comments_missing", "backflow_duplicated", "pending",
+             "completion_exit", "settle_writes", "seconds"])
+    for r in doc["lag_kill"]:
+        if r.get("first_duplicate"):
+            print(f"  {r['pair']} @{r['lag_s']:g}s first duplicate: {r['first_duplicate']}")
+    _table("7. State lost, restored, moved, of another site", doc["state_loss"],
+           ["pair", "case", "exit", "ok", "created", "adopted", "issues", "duplicated", "lost", "next_writes",
+            "traceback", "message"])
     s = doc["secrets"]
     print(f"\n5. Secrets: {s['needles']} needles (secrets + Basic base64) in {s['outputs_scanned']} captured outputs "
           f"and {s['files_scanned']} files: {s['leaks']} found {s['leak_sample'] or ''}")

@@ -294,3 +294,33 @@ def test_request_validator_rejections_become_400(host: Any) -> None:
     r = host(sim).post("/issue", json={"fields": po_fields(1, summary="forbidden")})
     assert r.status_code == 400 and "OpenAPI" in r.json()["errorMessages"][0]
     assert sim.all_issues() == []
+
+
+def test_create_cost_makes_bulk_creates_progressive_without_blocking_other_requests(host: Any) -> None:
+    """JiraSim(create_cost=...): a bulk create takes its issues' cost and creates them one after the other;
+    other requests (reads, searches, even other creates) are served meanwhile, as on a Jira cluster."""
+    import threading
+    import time
+
+    sim = JiraSim(create_cost=0.3)
+    api = host(sim)
+    answers: list[requests.Response] = []
+    worker = threading.Thread(target=lambda: answers.append(
+        api.post("/issue/bulk", json={"issueUpdates": [{"fields": po_fields(n)} for n in range(5)]})))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not sim.all_issues() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The first issue exists, the request has not answered: the others are still to come.
+        partial = len(sim.all_issues())
+        other = Client(api.base.removesuffix("/rest/api/3"))
+        assert other.get("/myself").status_code == 200
+        assert search(other, "project = PROC", fields=["summary"]).status_code == 200
+        assert worker.is_alive() and 1 <= partial < 5  # served while the bulk create was still working
+    finally:
+        worker.join(timeout=20)
+    assert answers and answers[0].status_code == 201 and len(answers[0].json()["issues"]) == 5
+    created = sorted(int(i["updated_ms"]) for i in sim.all_issues())
+    assert created[-1] - created[0] >= 4 * 300 * 0.9  # one cost apart each
+    assert sim.writes == 1

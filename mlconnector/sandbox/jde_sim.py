@@ -453,6 +453,7 @@ class JdeSandbox:
     jde_server: Any  # SandboxServer
     jira_server: Any
     search_lag: float = 0.0  # seconds Jira's search trails its writes (see JiraSim)
+    create_cost: float = 0.0  # seconds of Jira's work per issue created (see JiraSim)
 
     def stop(self) -> None:
         self.jde_server.stop()
@@ -506,21 +507,21 @@ initial_since = "{since}"
 site = "{self.jira_server.url}"
 email = "{JIRA_EMAIL}"
 project = "PROC"
-settle_seconds = {settle_for(self.search_lag)}
+settle_seconds = {settle_for(self.search_lag, self.create_cost)}
 {retry}{extra_jira}
 """
 
 
 def start_jde_sandbox(*, seed: int = 11, work_orders: int = 12, change_orders: int = 4, latency: float = 0.0,
                       request_validator: Callable[[Any], None] | None = None,
-                      search_lag: float = 0.0) -> JdeSandbox:
+                      search_lag: float = 0.0, create_cost: float = 0.0) -> JdeSandbox:
     from mlconnector.sandbox.accounts import JIRA_EMAIL, JIRA_TOKEN
     from mlconnector.sandbox.jira_sim import JiraSim
     from mlconnector.sandbox.server import SandboxServer
 
     jde = JdeSim(seed=seed, work_orders=work_orders, change_orders=change_orders)
     jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator,
-                   search_lag=search_lag)
+                   search_lag=search_lag, create_cost=create_cost)
     jde_server = SandboxServer(jde, "jde", latency=latency).start()
     jira_server = SandboxServer(jira, "jira", latency=latency).start()
-    return JdeSandbox(jde, jira, jde_server, jira_server, search_lag=search_lag)
+    return JdeSandbox(jde, jira, jde_server, jira_server, search_lag=search_lag, create_cost=create_cost)

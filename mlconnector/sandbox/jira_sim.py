@@ -258,7 +258,7 @@ class JiraSim:
                  duplicate_field_name: str | None = None, time_zone: str = "Europe/Berlin",
                  clock: Callable[[], float] = time.time, workflows: str | dict[str, Workflow] = "multi-hop",
                  workflow_admin: bool = True, priorities: list[tuple[str, str]] | None = None,
-                 search_lag: float = 0.0) -> None:
+                 search_lag: float = 0.0, create_cost: float = 0.0) -> None:
         self.email, self.api_token, self.project_key = email, api_token, project_key
         self.workflows = dict(WORKFLOW_SCHEMES[workflows] if isinstance(workflows, str) else workflows)
         self.workflow_admin = workflow_admin
@@ -271,6 +271,12 @@ class JiraSim:
         # Jira's search index is eventually consistent: an issue created less than this many seconds ago
         # is not yet found by /search/jql (GET /issue/{key} sees it at once).
         self.search_lag = search_lag
+        # Jira's own work per issue created (validation, indexing, events): a bulk create of n issues takes
+        # n * create_cost seconds and creates them one after the other, so a client that gives up (or is
+        # killed) mid-request still finds issues appearing after it. Paid outside the lock: concurrent
+        # requests, creates included, are served in parallel as on a Jira Cloud cluster. 0 (the default)
+        # keeps the unit tests instant; the benchmarks and the chaos harness set a realistic value.
+        self.create_cost = create_cost
         self.project = {"id": "10000", "key": project_key, "name": "Procurement"}
         self.fields: dict[str, _Field] = {f[0]: _Field(f[0], f[1], f[2], False, f[3]) for f in SYSTEM_FIELDS}
         customs = list(CUSTOM_FIELDS)
@@ -341,6 +347,8 @@ class JiraSim:
                 except ValueError as exc:
                     raise ApiError(400, [f"Unexpected character in request body: {exc}"]) from exc
             args = [unquote(a) for a in route[2].groups()]
+            if route[3] in (self._create, self._bulk_create):
+                return route[3](req, body, *args)  # they take the lock per issue (see create_cost)
             with self._lock:
                 return route[3](req, body, *args)
         except ApiError as err:
@@ -693,9 +701,16 @@ class JiraSim:
             self._set_status(issue, target_status, author)
         return {"id": iid, "key": issue.key, "self": self._url(req, f"/issue/{iid}")}
 
+    def _create_cost(self) -> None:
+        """The server-side work of one issue; never called with the lock held (see create_cost)."""
+        if self.create_cost > 0:
+            time.sleep(self.create_cost)
+
     def _create(self, req: Request, body: Any) -> Response:
-        created = self._create_one(req, body, BOT_ACCOUNT)
-        self.writes += 1
+        self._create_cost()
+        with self._lock:
+            created = self._create_one(req, body, BOT_ACCOUNT)
+            self.writes += 1
         return json_response(201, created)
 
     def _bulk_create(self, req: Request, body: Any) -> Response:
@@ -706,13 +721,16 @@ class JiraSim:
             raise ApiError(400, ["The number of issues to create exceeds the limit of 50."])
         issues, errors = [], []
         for n, payload in enumerate(updates):
-            try:
-                issues.append(self._create_one(req, payload, BOT_ACCOUNT))
-            except ApiError as err:
-                errors.append({"status": err.status, "failedElementNumber": n,
-                               "elementErrors": _error_body(err.messages, err.errors)})
-        if issues:
-            self.writes += 1
+            self._create_cost()
+            with self._lock:
+                try:
+                    issues.append(self._create_one(req, payload, BOT_ACCOUNT))
+                except ApiError as err:
+                    errors.append({"status": err.status, "failedElementNumber": n,
+                                   "elementErrors": _error_body(err.messages, err.errors)})
+        with self._lock:
+            if issues:
+                self.writes += 1
         return json_response(201 if issues else 400, {"issues": issues, "errors": errors})
 
     def _get_issue(self, req: Request, body: Any, ref: str) -> Response:

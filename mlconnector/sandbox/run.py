@@ -15,7 +15,7 @@ from typing import Any
 
 from mlconnector.sandbox.accounts import JIRA_EMAIL as JIRA_EMAIL
 from mlconnector.sandbox.accounts import JIRA_TOKEN as JIRA_TOKEN
-from mlconnector.sandbox.accounts import settle_for
+from mlconnector.sandbox.accounts import settle_for as settle_for
 from mlconnector.sandbox.jira_sim import JiraSim
 from mlconnector.sandbox.peoplesoft_sim import PeopleSoftSim
 from mlconnector.sandbox.peoplesoft_soap import PeopleSoftGateway, PeopleSoftSoap
@@ -35,6 +35,7 @@ class Sandbox:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     soap: PeopleSoftSoap | None = None  # CI web services on ps_server, over the same data as ps
     search_lag: float = 0.0  # seconds Jira's search trails its writes (see JiraSim)
+    create_cost: float = 0.0  # seconds of Jira's work per issue created (see JiraSim)
 
     def stop(self) -> None:
         self.ps_server.stop()
@@ -75,22 +76,23 @@ maxrows = 100
 site = "{self.jira_server.url}"
 email = "{JIRA_EMAIL}"
 project = "PROC"
-settle_seconds = {settle_for(self.search_lag)}
+settle_seconds = {settle_for(self.search_lag, self.create_cost)}
 {retry}{extra_jira}
 """
 
 
 def start_sandbox(*, seed: int = 7, counts: dict[str, int] | None = None, latency: float = 0.0,
                   ps_port: int = 0, jira_port: int = 0, rate_limit: float | None = None,
-                  request_validator: Callable[[Any], None] | None = None, search_lag: float = 0.0) -> Sandbox:
+                  request_validator: Callable[[Any], None] | None = None, search_lag: float = 0.0,
+                  create_cost: float = 0.0) -> Sandbox:
     ps = PeopleSoftSim(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, counts=counts)
     jira = JiraSim(email=JIRA_EMAIL, api_token=JIRA_TOKEN, request_validator=request_validator,
-                   search_lag=search_lag)
+                   search_lag=search_lag, create_cost=create_cost)
     # QAS REST and CI SOAP share one PeopleSoft web server, as on a real gateway (split by path).
     soap = PeopleSoftSoap(ps)
     ps_server = SandboxServer(PeopleSoftGateway(ps, soap), "peoplesoft", port=ps_port, latency=latency).start()
     jira_server = SandboxServer(jira, "jira", port=jira_port, latency=latency, rate_limit=rate_limit).start()
-    return Sandbox(ps, jira, ps_server, jira_server, soap=soap, search_lag=search_lag)
+    return Sandbox(ps, jira, ps_server, jira_server, soap=soap, search_lag=search_lag, create_cost=create_cost)
 
 
 def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: float,

@@ -346,9 +346,12 @@ class HttpClient:
         allow: Iterable[int] = (),
         timeout: float | None = None,
         auth: Any = None,
+        before_send: Callable[[], None] | None = None,
     ) -> requests.Response:
         """Send a request under the retry policy; return a 2xx response (or one whose status is in
-        ``allow``); raise a ConnectorError subclass otherwise."""
+        ``allow``); raise a ConnectorError subclass otherwise. ``before_send`` runs right before each attempt
+        goes out (after any wait): a writer renews its pending marks there, since a retried write takes
+        effect when that attempt is sent, not when the first one was."""
         method = method.upper()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
@@ -371,6 +374,8 @@ class HttpClient:
 
         def attempt() -> requests.Response:
             self._wait_for_pause()
+            if before_send is not None:
+                before_send()
             self.requests_made += 1
             deadline = _Deadline(s.request_deadline)
             _current.deadline = deadline

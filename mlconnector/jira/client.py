@@ -6,7 +6,7 @@ Field names from the configuration are resolved through /rest/api/3/field once p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -128,10 +128,13 @@ class JiraClient:
     def create_issue(self, fields: dict[str, Any]) -> dict[str, Any]:
         return self.http.request("POST", f"{API}/issue", json={"fields": fields}).json()
 
-    def bulk_create(self, items: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, RemoteError]]:
+    def bulk_create(self, items: list[dict[str, Any]], before_send: Callable[[], None] | None = None,
+                    ) -> tuple[dict[int, dict[str, Any]], dict[int, RemoteError]]:
         """Create up to 50 issues from IssueUpdateDetails ({"fields": ..., "transition": ...}); return
-        ({index: created}, {index: error}). Not atomic: the caller reconciles each element."""
-        resp = self.http.request("POST", f"{API}/issue/bulk", json={"issueUpdates": items}, allow=(400,))
+        ({index: created}, {index: error}). Not atomic: the caller reconciles each element. ``before_send``
+        runs right before each attempt is sent (see HttpClient.request)."""
+        resp = self.http.request("POST", f"{API}/issue/bulk", json={"issueUpdates": items}, allow=(400,),
+                                 before_send=before_send)
         body = resp.json()
         errors: dict[int, RemoteError] = {}
         import json

@@ -19,6 +19,7 @@ Crash safety lives here (the rules are in sync/links.py):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,8 @@ class IssueWriter:
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
     _start: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     _fresh: set[tuple[str, str]] = field(default_factory=set)  # created this pass, still in the start status
+    # Chunks in flight renew their pending marks and save from their worker threads: one at a time.
+    _save_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def for_pass(cls, ctx: PassContext, jira: JiraClient, settings: Any, project: str,
@@ -228,8 +231,20 @@ class IssueWriter:
         prepared = [[(rec, row, *self._payload(kind, rec)) for rec, row in chunk] for chunk in chunks]
 
         def send(items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]]) -> Any:
+            def renew_marks() -> None:
+                # The creates take effect when this attempt goes out (after other chunks, a 429 wait, a retry),
+                # not when the pass marked them: the settle time of a rerun counts from here. On disk first.
+                with self._save_lock:
+                    now = self.clock()
+                    for rec, _, _, _ in items:
+                        entry = self.state.entry(kind, rec.key)
+                        if entry is not None and entry.get("pending"):
+                            mark_pending(entry, now)
+                    self.state.dirty = True
+                    self.state.save()
+
             try:
-                return self.jira.bulk_create([payload for _, _, payload, _ in items])
+                return self.jira.bulk_create([payload for _, _, payload, _ in items], before_send=renew_marks)
             except ConnectorError as exc:
                 return exc
 

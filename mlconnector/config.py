@@ -36,6 +36,10 @@ KINDS: dict[str, dict[str, Any]] = {
     "vendors": {
         "keys": ("SETID", "VENDOR_ID"),
         "query": "ML_VENDOR_CHANGED",
+        # Reference data: PS_VENDOR has no change stamp, so by default the whole table is read on a cadence
+        # and diffed by content hash (read = "full"); a view with a stamp can be read by window instead.
+        "read": "full",
+        "full_query": "ML_VENDOR_ALL",
         "comments_query": None,
         "columns": {"name": "NAME1", "address1": "ADDRESS1", "city": "CITY", "state": "STATE",
                     "postal": "POSTAL", "country": "COUNTRY", "terms": "PYMNT_TERMS_CD",
@@ -104,6 +108,8 @@ class RecordSettings:
     ci: str = ""  # component interface name when transport is "ci" (service CI_<ci>)
     find_keys: dict[str, str] = field(default_factory=dict)  # CI Find key -> value sent ("" any, "%" wildcard)
     get_keys: list[str] = field(default_factory=list)  # CI Get keys; [] = the Get request's required elements
+    read: str = "stamped"  # "stamped": windows on LAST_DTTM_UPDATE | "full": the whole table, diffed by hash
+    full_read_every_hours: float = 1.0  # read = "full": how often (0 = every pass)
 
 
 @dataclass
@@ -242,7 +248,11 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
     records: dict[str, RecordSettings] = {}
     for kind, spec in KINDS.items():
         r = records_section.table(kind, {"enabled", "query", "comments_query", "columns", "initial_since",
-                                         "transport", "ci", "find_keys", "get_keys"})
+                                         "transport", "ci", "find_keys", "get_keys", "read", "full_read_every_hours"})
+        read = r.str("read", spec.get("read", "stamped"), choices=("stamped", "full"))
+        if read == "full" and "full_query" not in spec:
+            raise ConfigError(f"{r.key('read')} = \"full\" is for reference tables (vendors) only: a document is "
+                              f"read by the window of its change stamp. Remove the key or write \"stamped\".")
         cols = dict(spec["columns"])
         col_section = r.table("columns", set(cols))
         for k, v in col_section.data.items():
@@ -260,7 +270,7 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
         records[kind] = RecordSettings(
             kind=kind,
             enabled=r.bool("enabled", True),
-            query=r.str("query", spec["query"]),
+            query=r.str("query", spec["full_query"] if read == "full" else spec["query"]),
             comments_query=cq or None,
             columns=cols,
             initial_since=_parse_since(r, "initial_since", "1900-01-01" if kind == "vendors" else default_since),
@@ -268,6 +278,8 @@ def _peoplesoft(root: _Section) -> PeopleSoftConfig:
             ci=ci,
             find_keys=r.str_map("find_keys"),
             get_keys=_str_list(r, "get_keys"),
+            read=read,
+            full_read_every_hours=r.num("full_read_every_hours", 1.0, minimum=0),
         )
     return PeopleSoftConfig(
         base_url=base_url,

@@ -306,6 +306,28 @@ class KeyMap:
                 found[issue] = (kind, key, entry)
         return found
 
+    def find_by(self, kind: str, name: str, values: set[str]) -> list[str]:
+        """The keys of ``kind`` whose entry's top-level string field ``name`` is one of ``values``.
+
+        One scan of the saved lines for ``"<name>":"..."`` (only matching lines are parsed), plus the
+        entries touched since the last save; no entry is handed out, so memory stays flat however many
+        match. Lines whose key was touched are judged by their touched entry."""
+        if not values:
+            return []
+        touched = self._touched.get(kind, {})
+        out = [k for k, e in touched.items() if e is not None and e.get(name) in values]
+        buf = self._live()
+        lo, hi = self._ranges.get(kind, (0, 0))
+        pattern = re.compile(re.escape(enc_key(name)) + rb'("(?:[^"\\]|\\.)*")')
+        for m in pattern.finditer(buf, lo, hi):
+            if json.loads(m.group(1)) not in values:
+                continue
+            start = max(lo, buf.rfind(b"\n", lo, m.start()) + 1)
+            key, entry = _parse_line(buf[start:_eol(buf, m.end() - 1, hi)])
+            if key not in touched and entry.get(name) in values:
+                out.append(key)
+        return out
+
     # -- writing ----------------------------------------------------------------------------------
     def changed(self) -> bool:
         """Whether any touched entry differs from its saved line (in-place changes included)."""

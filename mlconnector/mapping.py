@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from mlconnector.config import KINDS, Config
 from mlconnector.errors import RecordError
@@ -29,6 +29,12 @@ STATUS_TEXT: dict[str, dict[str, str]] = {
                         "X": "Canceled"},
     "vouchers": {"A": "Approved", "D": "Denied", "P": "Pending approval"},
 }
+# Source statuses after which a document no longer changes: its issue keeps the vendor facts it closed with,
+# and its key-map entry drops the copy of its source inputs (see sync/reference.py). Vouchers have no such
+# status among the columns read (APPR_STATUS), so every voucher stays open.
+CLOSED_STATUS: dict[str, frozenset[str]] = {"requisitions": frozenset({"C", "X"}),
+                                            "purchase_orders": frozenset({"C", "X"})}
+STAMP = "LAST_DTTM_UPDATE"
 SUMMARY_MAX = 254
 LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
@@ -82,7 +88,7 @@ def natural_key(kind: str, row: dict[str, Any]) -> str:
 
 
 def row_ts(kind: str, row: dict[str, Any], key: str) -> datetime:
-    raw = row.get("LAST_DTTM_UPDATE")
+    raw = row.get(STAMP)
     try:
         return parse_ps_datetime(raw)
     except ValueError:
@@ -141,6 +147,28 @@ def vendor_from_row(row: dict[str, Any], columns: dict[str, str]) -> dict[str, A
     return {k: (_cell(row, c) or "") for k, c in columns.items() if c}
 
 
+class VendorFacts(Protocol):
+    """Where mapping finds a vendor's facts by its vendor key (a dict, or the key map's vendor rows)."""
+
+    def get(self, key: str, /) -> dict[str, Any] | None: ...
+
+
+def source_inputs(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """The compact copy of a document row that ``map_record`` needs again: the configured columns that hold
+    a value (its key and stamp are kept by the key map entry itself; see ``source_row``)."""
+    return {c: row[c] for c in sorted(set(columns.values())) if c and row.get(c) not in (None, "")}
+
+
+def source_row(kind: str, key: str, inputs: dict[str, Any], ts: str) -> dict[str, Any]:
+    """A row ``map_record`` maps exactly as the one ``source_inputs`` was taken from (stamp ``ts``)."""
+    return {**inputs, **dict(zip(KINDS[kind]["keys"], decode_key(key), strict=True)), STAMP: ts}
+
+
+def row_vendor(row: dict[str, Any], columns: dict[str, str]) -> str | None:
+    """The vendor key a document row shows, or None."""
+    return vendor_key(_cell(row, columns["vendor_setid"]), _cell(row, columns["vendor_id"]))
+
+
 def _field_value(f: FieldInfo, value: Any) -> Any:
     """Shape a value as the Jira field type expects (reference jira.md 3.6)."""
     if f.is_rich_text:
@@ -155,7 +183,7 @@ def _field_value(f: FieldInfo, value: Any) -> Any:
 
 
 def map_record(cfg: Config, target: JiraTarget, kind: str, row: dict[str, Any],
-               vendors: dict[str, dict[str, Any]]) -> IssueWrite:
+               vendors: VendorFacts) -> IssueWrite:
     spec = KINDS[kind]
     cols = cfg.peoplesoft.records[kind].columns
     key = natural_key(kind, row)

@@ -74,20 +74,20 @@ def _peoplesoft(cfg: Config, ps: object) -> list[Check]:
     except UnreachableError as exc:
         return [Check("PeopleSoft", "reachable", False, exc.message,
                       "Check host/port/base_url in [peoplesoft], DNS, firewall, and ca_bundle for internal CAs.")]
-    queries: list[str] = []
+    queries: list[tuple[str, bool]] = []  # (query, read in full: takes no prompts)
     for kind, rs in cfg.peoplesoft.records.items():
         if rs.enabled:
             if rs.transport != "ci":  # kinds read through a CI are checked by _peoplesoft_ci
-                queries.append(rs.query)
+                queries.append((rs.query, rs.read == "full"))
             if rs.comments_query and kind in ISSUE_KINDS:
-                queries.append(rs.comments_query)
+                queries.append((rs.comments_query, False))
     now = utcnow()
     window = ps.prompt_values(now - timedelta(days=1), now)
-    for q in queries:
+    for q, full in queries:
         try:
-            result = ps.execute(q, window, 1)
-            out.append(Check("PeopleSoft", f"query {q}", True, f"runnable on node {cfg.peoplesoft.node} "
-                                                                f"({result.numrows} row(s) in the last day)"))
+            result = ps.execute(q, None if full else window, 1)
+            out.append(Check("PeopleSoft", f"query {q}", True, f"runnable on node {cfg.peoplesoft.node} " + (
+                "(read in full, no prompts)" if full else f"({result.numrows} row(s) in the last day)")))
         except AuthError as exc:
             out.append(Check("PeopleSoft", "authentication", False, exc.message,
                              "Fix the user or secret, then ping again."))

@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
-COLUMNS = ("read", "created", "adopted", "updated", "unchanged", "transitioned", "commented", "posted", "failed",
-           "queued")
+COLUMNS = ("read", "remapped", "created", "adopted", "updated", "unchanged", "transitioned", "commented", "posted",
+           "failed", "queued")
 
 
 def is_tty() -> bool:

@@ -225,6 +225,10 @@ class State:
     def find_issues(self, kinds: list[str], issues: set[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
         return self.keymap.find_issues(kinds, issues)
 
+    def find_by(self, kind: str, name: str, values: set[str]) -> list[str]:
+        """Keys of ``kind`` whose entry field ``name`` is one of ``values`` (one scan; see KeyMap.find_by)."""
+        return self.keymap.find_by(kind, name, values)
+
     def release(self, can_save: bool = True) -> None:
         """Drop the parsed entries handed out so far, saving first if any changed. Call it between batches,
         when no caller still holds an entry: it keeps a pass over many records flat in memory."""

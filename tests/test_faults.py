@@ -111,7 +111,7 @@ def test_bursts_rate_limits_and_resets_lose_and_duplicate_nothing(sandbox_env: E
     jf.add(kind="drop_after", path=COMMENT, method="POST", count=1)
     jf.add(kind="status", status=503, path=COMMENT, method="POST", count=1)
     # PeopleSoft queries: each burst stays inside the retry budget (max_attempts = 4).
-    pf.add(kind="status", status=503, path=r"ML_VENDOR_CHANGED", count=2)
+    pf.add(kind="status", status=503, path=r"ML_VENDOR_ALL", count=2)
     pf.add(kind="drop_before", path=r"ML_REQ_CHANGED", count=1)
     pf.add(kind="status", status=429, retry_after=0, path=r"ML_PO_CHANGED", count=1)
     pf.add(kind="drop_after", path=r"ML_PO_COMMENTS", count=1)

@@ -184,6 +184,7 @@ def test_corrupt_and_raw_rows_pass_through(server: SandboxServer, sim: PeopleSof
     sim.corrupt("vouchers", key, "VOUCHER_ID", "")
     got = sim.get("vouchers", (key[0], ""))
     assert got["INVOICE_DT"] == "2024-13-45" and got["LAST_DTTM_UPDATE"] == stamp
+    sim.vendor_stamp = True  # a customer view with a stamp: the windowed vendor query exists
     sim.add_raw("vendors", {"SETID": "SHARE", "VENDOR_ID": "", "NAME1": None,
                             "LAST_DTTM_UPDATE": "2024-03-31T10:00:00-0600"})
     rows = rows_of(query(server, "ML_VENDOR_CHANGED", "2024-03-31T10:00:00", "2024-03-31T10:00:01"))
@@ -212,3 +213,34 @@ def test_bulk_load_narrow_window(server: SandboxServer, sim: PeopleSoftSim) -> N
     assert len(rows) == 417
     assert all(r["A.LAST_DTTM_UPDATE"].startswith("2024-01-05T00:") for r in rows)
     assert len({r["A.PO_ID"] for r in rows}) == 417
+
+
+def full_query(server: SandboxServer, name: str, maxrows: int = 1000) -> requests.Response:
+    url = (f"{server.url}/PSIGW/RESTListeningConnector/PSFT_EP/ExecuteQuery.v1/PUBLIC/{name}/JSON/NONFILE"
+           f"?isconnectedquery=N&maxrows={maxrows}&json_resp=true")
+    return requests.get(url, auth=AUTH, timeout=10)
+
+
+def test_the_vendor_master_has_no_stamp_by_default(server: SandboxServer, sim: PeopleSoftSim) -> None:
+    # PS_VENDOR has no LAST_DTTM_UPDATE: rows carry none, and no windowed vendor query can exist.
+    assert all("LAST_DTTM_UPDATE" not in r for r in sim.rows("vendors"))
+    assert "LAST_DTTM_UPDATE" not in sim.columns("vendors")
+    missing = query(server, "ML_VENDOR_CHANGED", "2024-03-01", "2024-04-01")
+    assert "(262,62)" in missing.text
+    # The full query takes no prompts and returns every vendor, in key order, without a stamp.
+    rows = rows_of(full_query(server, "ML_VENDOR_ALL"))
+    assert [(r["A.SETID"], r["A.VENDOR_ID"]) for r in rows] == sorted(sim.keys("vendors"))
+    assert all("A.LAST_DTTM_UPDATE" not in r for r in rows)
+    assert len(rows_of(full_query(server, "ML_VENDOR_ALL", maxrows=5))) == 5  # maxrows still truncates
+    # A touch changes the content; there is no stamp to show it.
+    key = sim.keys("vendors")[0]
+    sim.touch("vendors", key, NAME1="Renamed Supply")
+    assert sim.get("vendors", key) == {**sim.get("vendors", key), "NAME1": "Renamed Supply"}
+    assert "LAST_DTTM_UPDATE" not in sim.get("vendors", key)
+
+
+def test_a_stamped_vendor_view_is_modelled_on_request(server: SandboxServer, clock: Clock) -> None:
+    server.app = sim = PeopleSoftSim(now=clock, vendor_stamp=True)
+    rows = rows_of(query(server, "ML_VENDOR_CHANGED", "2024-01-01", "2024-04-01"))
+    assert rows and all(r["A.LAST_DTTM_UPDATE"].endswith("-0600") for r in rows)
+    assert len(rows_of(full_query(server, "ML_VENDOR_ALL"))) == len(sim.keys("vendors"))

@@ -12,36 +12,54 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlconnector.audit import Audit, Redactor
 from mlconnector.config import ISSUE_KINDS, KINDS, Config
 from mlconnector.credentials import SecretStore
-from mlconnector.errors import AmbiguousWriteError, ConfigError, ConnectorError, RecordError, RemoteError
+from mlconnector.errors import (
+    EXIT_CONFIG,
+    AmbiguousWriteError,
+    ConfigError,
+    ConnectorError,
+    RecordError,
+    RemoteError,
+)
 from mlconnector.jira import adf
 from mlconnector.jira.client import JiraClient, error_text, resolve_field
 from mlconnector.jira.connect import open_jira
 from mlconnector.jira.sink import IssueWrite, IssueWriter
 from mlconnector.mapping import (
+    CLOSED_STATUS,
+    STAMP,
     JiraTarget,
     MappedComment,
     map_comment,
     map_record,
     natural_key,
     row_ts,
+    row_vendor,
+    source_inputs,
+    source_row,
     vendor_from_row,
     vendor_key,
 )
 from mlconnector.peoplesoft.connect import ci_readers, peoplesoft_auth
 from mlconnector.peoplesoft.qas import QASClient
 from mlconnector.state import State, iso
+from mlconnector.sync import reference
 from mlconnector.sync.echo import is_echo
 from mlconnector.sync.engine import FATAL, PassContext, PassResult, Progress, no_progress, run_pass
 from mlconnector.sync.keys import comment_key, decode_key
+from mlconnector.sync.reference import SOURCE, FullRead, ReferenceStore, ref_field
 from mlconnector.sync.window import WindowRule
 
 PAIR = "peoplesoft-jira"
+EPOCH = datetime(1900, 1, 1, tzinfo=UTC)
+REFRESH_BATCH = 500  # dependents re-mapped per write batch
+RELEASE_EVERY = 5000  # reference rows diffed between two releases of the parsed key-map entries
+VENDOR_REF = ref_field("vendors")
 
 
 def configured(cfg: Config) -> bool:
@@ -86,9 +104,23 @@ def describe(exc: Exception) -> str:
     return error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
 
 
+class _Vendors:
+    """Vendor facts for mapping: the key map's vendor rows, then (until the first save migrates them) the
+    vendor cache an earlier version kept in the state's header."""
+
+    def __init__(self, store: ReferenceStore, legacy: dict[str, dict[str, Any]]) -> None:
+        self.store = store
+        self.legacy = legacy
+
+    def get(self, key: str, /) -> dict[str, Any] | None:
+        return self.store.get(key) or self.legacy.get(key)
+
+
 class PeopleSoftJiraPass:
-    """The steps of `sync peoplesoft-jira` for the engine (sync/engine.py): vendors refresh the vendor cache,
-    then each issue kind and its comments are read, mapped and written through the Jira issue writer."""
+    """The steps of `sync peoplesoft-jira` for the engine (sync/engine.py): vendors are read (in full on their
+    cadence, or by window where the source has a stamp) and diffed into the key map, then each issue kind and
+    its comments are read, mapped and written through the Jira issue writer, and the open documents of the
+    vendors that changed are re-mapped from the state and written where their content changed."""
 
     def __init__(self, cfg: Config, state: State, ps: QASClient, jira: JiraClient, audit: Audit, *,
                  dry_run: bool = False, progress: Progress = no_progress, now: datetime | None = None,
@@ -112,12 +144,15 @@ class PeopleSoftJiraPass:
         self.target: JiraTarget | None = None
         self.writer = IssueWriter.for_pass(self.ctx, jira, cfg.jira, cfg.jira.project,
                                            lambda kind: self.target.issue_type_ids[kind] if self.target else "")
+        self.vendors = ReferenceStore(state, "vendors", self._kinds())
+        self.vendor_facts = _Vendors(self.vendors, state.vendors)
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> JiraTarget:
         """Resolve names in the configuration against Jira's metadata; any mismatch is a ConfigError."""
         if self.target is not None:
             return self.target
+        self._migrate_vendor_cache()
         j = self.cfg.jira
         all_fields = self.jira.fields()
         fields = {name: resolve_field(all_fields, wanted, f"jira.fields.{name}") for name, wanted in j.fields.items()}
@@ -204,29 +239,90 @@ class PeopleSoftJiraPass:
 
     # -- vendors ---------------------------------------------------------------------------------
     def sync_vendors(self, since: datetime | None) -> None:
+        """Read the vendor master (in full on its cadence, or by window) and store the rows whose content
+        changed; their open documents are marked for a re-map by the issue kinds that follow."""
         rs = self.cfg.peoplesoft.records["vendors"]
-        counts = self.result.kind("vendors")
+        # Marks only for kinds that have documents yet (a first pass has none: nothing can show a vendor).
+        self.vendors.dependents = [k for k in self._kinds() if next(self.state.keymap.items(k), None) is not None]
+        if rs.read == "full":
+            self._read_vendors_in_full(rs, since)
+            return
         start, end = self._window("vendors", rs.initial_since, since)
         for rows, until in self.reader("vendors").read_window(rs.query, start, end):
+            if rows and not any(STAMP in row for row in rows):
+                raise RemoteError(
+                    f"Vendor query {rs.query} returns no {STAMP} column, so it cannot be read by window "
+                    f"([peoplesoft.records.vendors] read = \"stamped\"). PS_VENDOR has no change stamp: set "
+                    f"read = \"full\" (the default) with a query that takes no prompts, like ML_VENDOR_ALL, "
+                    f"so the vendor master is read in full every full_read_every_hours and diffed; or add the "
+                    f"stamp to the query's view.", system="PeopleSoft", exit_code=EXIT_CONFIG)
             for row in rows:
-                counts.read += 1
-                try:
-                    key = natural_key("vendors", row)
-                    ts = row_ts("vendors", row, key)
-                except RecordError as exc:
-                    self._fail("vendors", _row_id(row), row, exc)
-                    continue
-                vk = vendor_key(*decode_key(key))
-                assert vk is not None
-                cached = self.state.vendors.get(vk)
-                if cached and cached.get("ts", "") >= iso(ts):
-                    counts.unchanged += 1
-                    continue
-                if not self.dry_run:
-                    self.state.vendors[vk] = {**vendor_from_row(row, rs.columns), "ts": iso(ts)}
-                    self.state.dirty = True
-                counts.updated += 1
+                self._vendor_row(row, stamped=True)
             self._advance("vendors", until, since)
+
+    def _read_vendors_in_full(self, rs: Any, since: datetime | None) -> None:
+        rule = FullRead(timedelta(hours=rs.full_read_every_hours))
+        if not rule.due(self.state, "vendors", self.now, forced=since is not None):
+            return  # between two full reads: no request at all
+        reader = self.reader("vendors")
+        if hasattr(reader, "read_all"):
+            batches: Any = reader.read_all(rs.query)
+        else:  # a CI reader: a Find of everything, then a Get per vendor (rows without a stamp are kept)
+            batches = (rows for rows, _ in reader.read_window(rs.query, EPOCH, self.now))
+        seen = 0
+        try:
+            for rows in batches:
+                for row in rows:
+                    self._vendor_row(row, stamped=False)
+                    seen += 1
+                    if seen % RELEASE_EVERY == 0:
+                        self.state.release(can_save=not self.dry_run)  # memory stays flat over 50,000 rows
+        except RemoteError as exc:
+            if exc.exit_code == EXIT_CONFIG:
+                raise
+            raise RemoteError(f"{exc.message} (The vendor master is read in full: [peoplesoft.records.vendors] "
+                              f"read = \"full\" sends no prompts, so query {rs.query} must take none; set "
+                              f"read = \"stamped\" for a query that has BIND1/BIND2 date prompts.)",
+                              system=exc.system, status=exc.status, raw=exc.raw) from None
+        if not self.dry_run:
+            rule.done(self.state, "vendors", self.now)
+
+    def _vendor_row(self, row: dict[str, Any], *, stamped: bool) -> None:
+        counts = self.result.kind("vendors")
+        counts.read += 1
+        try:
+            key = natural_key("vendors", row)
+            ts = iso(row_ts("vendors", row, key)) if stamped else None
+        except RecordError as exc:
+            self._fail("vendors", _row_id(row), row, exc)
+            return
+        vk = vendor_key(*decode_key(key))
+        assert vk is not None
+        if ts is not None and self.vendors.older(vk, ts):
+            counts.unchanged += 1
+            return
+        facts = vendor_from_row(row, self.cfg.peoplesoft.records["vendors"].columns)
+        if self.dry_run:
+            entry = self.state.entry("vendors", vk)
+            changed = entry is None or entry.get("hash") != reference.digest(facts)
+        else:
+            changed = self.vendors.store(vk, facts, ts)
+            self.state.dequeue("vendors", key)
+        if changed:
+            counts.updated += 1
+        else:
+            counts.unchanged += 1
+
+    def _migrate_vendor_cache(self) -> None:
+        """Move the vendor cache an earlier version kept in the state's header into the key map (once)."""
+        legacy = self.state.vendors
+        if not legacy or self.dry_run:
+            return
+        for vk, cached in legacy.items():
+            facts = {k: v for k, v in cached.items() if k != "ts"}
+            ReferenceStore(self.state, "vendors").store(vk, facts, cached.get("ts") or None)
+        legacy.clear()
+        self.state.dirty = True
 
     # -- records ---------------------------------------------------------------------------------
     def sync_kind(self, kind: str, since: datetime | None) -> None:
@@ -237,6 +333,8 @@ class PeopleSoftJiraPass:
             self.progress("read", kind=kind, n=len(rows))
             self.process_rows(kind, rows)
             self._advance(kind, until, since)
+        # After the window: documents it wrote already show the new vendor data and are found unchanged.
+        self.refresh_dependents(kind)
 
     def process_rows(self, kind: str, rows: list[dict[str, Any]]) -> set[str]:
         """Map and write a batch of rows of one kind; return the keys that were fully handled."""
@@ -244,14 +342,64 @@ class PeopleSoftJiraPass:
         mapped: dict[str, tuple[IssueWrite, dict[str, Any]]] = {}
         for row in rows:
             try:
-                rec = map_record(self.cfg, self.target, kind, row, self.state.vendors)
+                rec = map_record(self.cfg, self.target, kind, row, self.vendor_facts)
             except RecordError as exc:
                 self._fail(kind, _row_id(row, kind), row, exc)
                 continue
             prev = mapped.get(rec.key)
             if prev is None or rec.ts >= prev[0].ts:
                 mapped[rec.key] = (rec, row)
-        return self.writer.write(kind, mapped.values())
+        done = self.writer.write(kind, mapped.values())
+        self._remember_sources(kind, mapped, done)
+        return done
+
+    def _remember_sources(self, kind: str, mapped: dict[str, tuple[IssueWrite, dict[str, Any]]],
+                          done: set[str]) -> None:
+        """Keep, in the key-map entry of each open document just written, the inputs its mapping needs and the
+        vendor it shows, so a vendor change re-maps it without reading PeopleSoft (sync/reference.py). A closed
+        document drops them: it no longer follows its vendor."""
+        if self.dry_run:
+            return
+        cols = self.cfg.peoplesoft.records[kind].columns
+        closed = CLOSED_STATUS.get(kind, frozenset())
+        for key in done:
+            rec, row = mapped[key]
+            entry = self.state.entry(kind, key)
+            if entry is None or not entry.get("issue") or entry.get("ts") != iso(rec.ts):
+                continue  # not written (or an older version than the one written): its entry stays as it is
+            keep = rec.status_code not in closed
+            wanted = {SOURCE: source_inputs(row, cols) if keep else None,
+                      VENDOR_REF: row_vendor(row, cols) if keep else None}
+            for name, value in wanted.items():
+                if value is None and name in entry:
+                    del entry[name]
+                    self.state.dirty = True
+                elif value is not None and entry.get(name) != value:
+                    entry[name] = value
+                    self.state.dirty = True
+
+    def refresh_dependents(self, kind: str) -> None:
+        """Re-map, from their key-map entries, the open documents of ``kind`` whose vendor changed, and write
+        those whose content changed; then forget the marks handled. A pass stopped before the marks are
+        cleared leaves them on disk: the next pass does the re-map again (edits only where content differs)."""
+        refs = reference.marked(self.state, kind)
+        if not refs:
+            return
+        keys = reference.dependents(self.state, kind, refs)
+        counts = self.result.kind(kind)
+        for i in range(0, len(keys), REFRESH_BATCH):
+            rows = []
+            for key in keys[i:i + REFRESH_BATCH]:
+                entry = self.state.entry(kind, key)
+                if entry is None or not isinstance(entry.get(SOURCE), dict) or not entry.get("ts"):
+                    continue
+                rows.append(source_row(kind, key, entry[SOURCE], entry["ts"]))
+            counts.remapped += len(rows)
+            self.progress("read", kind=kind, n=len(rows))
+            self.process_rows(kind, rows)
+        if not self.dry_run:
+            reference.clear(self.state, kind, refs)
+            self.state.save()
 
     # -- comments --------------------------------------------------------------------------------
     def sync_comments(self, kind: str, since: datetime | None) -> None:
@@ -416,17 +564,18 @@ class PeopleSoftJiraPass:
         return replaced
 
     def _replay_vendor(self, item: dict[str, Any]) -> None:
+        rs = self.cfg.peoplesoft.records["vendors"]
         row = item["row"]
         try:
             key = natural_key("vendors", row)
-            ts = row_ts("vendors", row, key)
+            ts = iso(row_ts("vendors", row, key)) if rs.read == "stamped" else None
         except RecordError as exc:
             self._fail("vendors", item["key"], row, exc)
             return
         vk = vendor_key(*decode_key(key))
         assert vk is not None
-        self.state.vendors[vk] = {**vendor_from_row(row, self.cfg.peoplesoft.records["vendors"].columns),
-                                  "ts": iso(ts)}
+        if ts is None or not self.vendors.older(vk, ts):
+            self.vendors.store(vk, vendor_from_row(row, rs.columns), ts)
         self.state.dequeue("vendors", item["key"])
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import requests
 
 from mlconnector.config import PeopleSoftConfig
-from mlconnector.errors import AuthError, RemoteError, TokenError
+from mlconnector.errors import EXIT_CONFIG, AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 from mlconnector.jira.adf import scrub
 
@@ -190,6 +190,21 @@ class QASClient:
                                                                                       datetime]]:
         """Yield (rows, covered_until) for [start, end) in chronological sub-windows, none truncated."""
         yield from self._read(query, start, end, self.cfg.maxrows)
+
+    def read_all(self, query: str) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a query that takes no prompts (a reference table read in full, see sync/reference.py).
+
+        QAS has no paging, so this is one request with maxrows = max_maxrows; a result that fills it is
+        refused rather than diffed (the rows cut off would look unchanged)."""
+        maxrows = self.cfg.max_maxrows
+        result = self.execute(query, None, maxrows)
+        if result.truncated:
+            raise RemoteError(
+                f"Query {query} returned the maximum of {maxrows} rows, so the rest of the table was cut off and "
+                f"it was not diffed (nothing was written). It is read in full (read = \"full\"): raise "
+                f"max_maxrows in [peoplesoft] above the number of rows the table has.", system=SYSTEM,
+                exit_code=EXIT_CONFIG)
+        yield result.rows
 
     def _read(self, query: str, start: datetime, end: datetime, maxrows: int) -> Iterator[
             tuple[list[dict[str, Any]], datetime]]:

@@ -5,6 +5,12 @@ Host it with ``SandboxServer(PeopleSoftSim())``. It mimics the behaviours the co
 HTML page with HTTP 200, permission errors (158,536) as an IBResponse with HTTP 200, silent
 ``maxrows`` truncation, alias-prefixed columns and datetimes carrying the database base offset.
 
+The vendor master has no change stamp by default, as in PeopleSoft (PS_VENDOR has no
+LAST_DTTM_UPDATE, reference §5): vendor rows carry no such column, ``ML_VENDOR_ALL`` returns every
+vendor without prompts (prompts sent to it are ignored), and ``ML_VENDOR_CHANGED`` does not exist.
+``vendor_stamp=True`` models a customer view that has one: vendor rows are stamped and
+``ML_VENDOR_CHANGED`` reads a prompt window like the document queries.
+
 Data is deterministic from ``seed``. Rows are kept in a per-kind index sorted by
 (LAST_DTTM_UPDATE, key) so a prompt window is two bisects, and bulk-loaded rows are only
 materialised when a query actually returns them, which keeps 100,000-row benchmarks cheap.
@@ -61,10 +67,13 @@ COMMENT_KIND = {"requisitions": "req_comments", "purchase_orders": "po_comments"
                 "vouchers": "voucher_comments"}
 PARENT_KIND = {v: k for k, v in COMMENT_KIND.items()}
 QUERIES = {
-    "ML_VENDOR_CHANGED": "vendors", "ML_REQ_CHANGED": "requisitions", "ML_PO_CHANGED": "purchase_orders",
+    "ML_VENDOR_CHANGED": "vendors", "ML_VENDOR_ALL": "vendors", "ML_REQ_CHANGED": "requisitions",
+    "ML_PO_CHANGED": "purchase_orders",
     "ML_VOUCHER_CHANGED": "vouchers", "ML_REQ_COMMENTS": "req_comments", "ML_PO_COMMENTS": "po_comments",
     "ML_VOUCHER_COMMENTS": "voucher_comments",
 }
+FULL_QUERIES = {"ML_VENDOR_ALL"}  # no prompts: every row, in key order
+STAMPLESS = "vendors"  # the kind whose source has no LAST_DTTM_UPDATE unless vendor_stamp is set
 ID_WIDTH = {"vendors": 10, "requisitions": 10, "purchase_orders": 10, "vouchers": 8}
 
 _NAMES = ("Acme Industrial Supply", "Northwind Office Products", "Globex Lab Equipment",
@@ -133,8 +142,10 @@ class PeopleSoftSim:
 
     def __init__(self, node: str = "PSFT_EP", users: dict[str, str] | None = None,
                  bearer_tokens: set[str] | None = None, utc_offset: str = "-0600", seed: int = 7,
-                 counts: dict[str, int] | None = None, now: Callable[[], datetime] | None = None) -> None:
+                 counts: dict[str, int] | None = None, now: Callable[[], datetime] | None = None,
+                 vendor_stamp: bool = False) -> None:
         self.node = node
+        self.vendor_stamp = vendor_stamp  # see the module docstring; may be switched at any time
         self.users = dict(users) if users is not None else {"ML_CONNECTOR": "sandbox-ps-password"}
         self.bearer_tokens = set(bearer_tokens or ())
         self.utc_offset = utc_offset
@@ -251,8 +262,19 @@ class PeopleSoftSim:
     def _fmt_ts(self, epoch: int) -> str:
         return datetime.fromtimestamp(epoch, self.tz).strftime("%Y-%m-%dT%H:%M:%S%z")
 
+    def stamped(self, kind: str) -> bool:
+        """Whether rows of ``kind`` carry LAST_DTTM_UPDATE (all but unstamped vendors do)."""
+        return kind != STAMPLESS or self.vendor_stamp
+
+    def columns(self, kind: str) -> tuple[str, ...]:
+        """The columns of ``kind`` as its source record has them (no stamp on an unstamped vendor master)."""
+        return COLUMNS[kind] if self.stamped(kind) else tuple(c for c in COLUMNS[kind] if c != "LAST_DTTM_UPDATE")
+
     def _output(self, kind: str, rid: int) -> Row:
         row = dict(self._materialize(kind, rid))
+        if not self.stamped(kind):
+            row.pop("LAST_DTTM_UPDATE", None)
+            return row
         # A corrupt() override of LAST_DTTM_UPDATE is kept in the row; otherwise derive it from the index.
         row.setdefault("LAST_DTTM_UPDATE", self._fmt_ts(self._tables[kind].ts[rid]))
         return row
@@ -433,6 +455,8 @@ class PeopleSoftSim:
                 return _ib_error(200, 536, f"User {oprid} not authorized to invoke Service Operation {op}. "
                                            "(158,536)")
             kind = QUERIES.get(qname) if owner.upper() == "PUBLIC" else None
+            if kind is not None and qname not in FULL_QUERIES and not self.stamped(kind):
+                kind = None  # a windowed query needs a stamp to prompt on: the customer could not build it
             if kind is None:
                 return _ib_error(200, 62, f"Query {qname} does not exist or the user does not have access. "
                                           "(262,62)")
@@ -464,12 +488,15 @@ class PeopleSoftSim:
         maxrows_text = request.arg("maxrows")
         if maxrows_text is None or not maxrows_text.strip().isdigit():
             return _ib_error(500, 31, "Required parameter maxrows is missing or invalid. (262,31)")
-        window = self._prompt_window(request)
-        if isinstance(window, str):
-            return _ib_error(500, 32, f"{window} (262,32)")
         maxrows = int(maxrows_text)
         table = self._tables[kind]
-        rids = table.window(*window)
+        if qname in FULL_QUERIES:
+            rids = [table.by_key[k] for k in sorted(table.by_key, key=_sort_key)]
+        else:
+            window = self._prompt_window(request)
+            if isinstance(window, str):
+                return _ib_error(500, 32, f"{window} (262,32)")
+            rids = table.window(*window)
         if maxrows:  # 0 is read as "no limit"; the real meaning is unverified (reference §3.1)
             rids = rids[:maxrows]
         rows = [self._output(kind, rid) for rid in rids]
@@ -513,9 +540,10 @@ def _no_routing() -> Response:
 
 
 def _prompts_response(qname: str, request: Request) -> Response:
-    prompts = [{"UniquePromptName": name, "FieldName": "LAST_DTTM_UPDATE", "FieldType": "date",
-                "FieldLength": 10, "HeadingText": heading, "EditType": "NONE", "PromptTable": ""}
-               for name, heading in (("BIND1", "Updated From"), ("BIND2", "Updated Before"))]
+    prompts = [] if qname in FULL_QUERIES else [
+        {"UniquePromptName": name, "FieldName": "LAST_DTTM_UPDATE", "FieldType": "date", "FieldLength": 10,
+         "HeadingText": heading, "EditType": "NONE", "PromptTable": ""}
+        for name, heading in (("BIND1", "Updated From"), ("BIND2", "Updated Before"))]
     if (request.arg("json_resp") or "").lower() == "true":
         return json_response(200, {"status": "success", "data": {"queryprompts": {
             "queryname": qname, "prompts": prompts}}})

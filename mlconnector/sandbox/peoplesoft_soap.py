@@ -218,7 +218,7 @@ class PeopleSoftSoap:
         response = rest.endswith("Response")
         ci = rest[:-8] if response else rest
         kind = CIS[ci][0]
-        keys, cols = KEYS[kind], COLUMNS[kind]
+        keys, cols = KEYS[kind], self.ps.columns(kind)
         m = ELEMENT_METHOD[method]
 
         nonempty = self.nonempty_find_keys.get(ci, set()) if m == "F" and not response else set()
@@ -363,7 +363,7 @@ class PeopleSoftSoap:
         except KeyError:
             return _fault(500, _ci_fault(self._ns["CIFault"], 91, 50,
                                          f"No rows exist for the specified keys. {{{ci}.GETKEYS}} (91,50)"))
-        content = "".join(_field(c, self._wire(c, row.get(c))) for c in COLUMNS[kind])
+        content = "".join(_field(c, self._wire(c, row.get(c))) for c in self.ps.columns(kind))
         return self._response(element, content)
 
     def _epoch(self, text: str, *, ceil: bool = False) -> int:

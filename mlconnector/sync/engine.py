@@ -37,6 +37,7 @@ class Counts:
     """What a pass did to one entity (one row of the summary)."""
 
     read: int = 0
+    remapped: int = 0  # mapped again from the state because reference data they show changed (not re-read)
     created: int = 0
     adopted: int = 0  # found on the target by handle (no link in the state) and linked, not created
     updated: int = 0

@@ -160,14 +160,16 @@ class Config:
     state_file: Path
     audit_file: Path
     ps: PeopleSoftConfig | None
-    jira: JiraConfig
+    jira: JiraConfig  # None when no configured pair needs Jira (a [procurify] + [peoplesoft] configuration)
     jde: Any = None  # parsed by mlconnector.jde.config when a [jde] section is present
+    sections: dict[str, Any] = field(default_factory=dict)  # other sections parsed by their system (registry)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     legacy_state_file: Path | None = None  # where versions before 0.2 kept the default state file
 
     def sites(self) -> dict[str, str]:
         """The sites a state file of this configuration describes (see State.bind_sites)."""
-        out = {"jira": f"{_site(self.jira.api_base)} project {self.jira.project}"}
+        out = {"jira": f"{_site(self.jira.api_base)} project {self.jira.project}"} if self.jira is not None else {}
+        out.update({name: sec.site() for name, sec in self.sections.items() if hasattr(sec, "site")})
         if self.ps is not None:
             out["peoplesoft"] = f"{_site(self.ps.base_url)} node {self.ps.node}"
         if self.jde is not None:
@@ -379,7 +381,9 @@ def load(path: Path | str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], path: Path) -> Config:
-    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde"})
+    from mlconnector.registry import SECTIONS, section_parser
+
+    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde"} - set(SECTIONS))
     if unknown:
         raise ConfigError(f"Unknown top-level key {unknown[0]!r} in the configuration. Known: instance, "
                           f"state_file, audit_file, [peoplesoft], [jira], [jde]. Check the spelling and the section "
@@ -392,12 +396,14 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
         raise ConfigError("instance must be a name in quotes.")
     root_sec = _RootSection(data)
     ps = _peoplesoft(root_sec) if "peoplesoft" in data else None
-    jira = _jira(root_sec)
+    # Jira is optional only for a configuration whose pairs do not use it (Procurify -> PeopleSoft).
+    jira = _jira(root_sec) if "jira" in data or "procurify" not in data else None
     jde = None
     if "jde" in data:
-        from mlconnector.registry import section_parser  # the JD Edwards pair's own settings
-
-        jde = section_parser("jde")(_Section(data["jde"], "jde"))
+        jde = section_parser("jde")(_Section(data["jde"], "jde"))  # the JD Edwards pair's own settings
+    # Other systems' and pairs' sections, each parsed by its own package.
+    sections = {name: section_parser(name)(_Section(data[name], name)) for name in SECTIONS
+                if name != "jde" and name in data}
     resolved = str(path.resolve())
     digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
     state_file = data.get("state_file")
@@ -416,4 +422,4 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
     return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
-                  legacy_state_file=legacy)
+                  sections=sections, legacy_state_file=legacy)

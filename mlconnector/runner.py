@@ -30,7 +30,10 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
             value = secrets.find(name)
         except ConfigError:
             continue  # an unreadable keyring only matters for the secrets this command needs (read later)
-        user = (cfg.ps.user if cfg.ps else "") if name.startswith("peoplesoft") else cfg.jira.email
+        if name.startswith("peoplesoft"):
+            user = cfg.ps.user if cfg.ps else ""
+        else:
+            user = cfg.jira.email if cfg.jira is not None else ""
         r.add(value, user)
         GLOBAL.add(value, user)
     return r
@@ -108,7 +111,10 @@ def sync_jde_jira(cfg: Config, **kwargs: Any) -> PassResult:
 def configured_pairs(cfg: Config) -> list[str]:
     from mlconnector.registry import PAIRS
 
-    return [name for name, spec in PAIRS.items() if spec.load().configured(cfg)]
+    # A pair runs only where every section it needs is present (a PeopleSoft + Procurify configuration does not
+    # configure the PeopleSoft -> Jira pair).
+    return [name for name, spec in PAIRS.items()
+            if all(s in cfg.raw for s in spec.sections) and spec.load().configured(cfg)]
 
 
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:

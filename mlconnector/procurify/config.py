@@ -37,6 +37,10 @@ class ProcurifyConfig:
     whoami_path: str = "/api/v3/users/me/"
     http: HttpSettings = field(default_factory=HttpSettings)
 
+    def site(self) -> str:
+        """The tenant a state file of this configuration describes (State.bind_sites)."""
+        return self.base_url.lower()
+
 
 KNOWN = HTTP_KEYS | {"domain", "base_url", "client_id", "audience", "token_path", "token_cache",
                      "token_margin_minutes", "page_size", "overlap_hours", "initial_since", "order_items_path",

@@ -293,8 +293,8 @@ class POWriter:
             both = {"purchase_order": self._current_version(current), "wanted": self._version(w)}
             self.ctx.fail(kind, w.key, w.row, NeedsPerson(
                 f"{w.title} changed, but {why}. Nothing was changed in PeopleSoft and no second PO was created: a "
-                f"person must apply the change (both versions are in the audit trail), then run `mlconnector replay "
-                f"drop` for this item.", json.dumps(both, default=str)))
+                f"person must apply the change in PeopleSoft (both versions are in the audit trail); the next pass "
+                f"that finds the PO equal to the requisition clears this item.", json.dumps(both, default=str)))
             return
         if self.ctx.dry_run:
             counts.updated += 1

@@ -356,3 +356,40 @@ def test_secrets_and_tokens_never_reach_state_or_audit_and_the_token_file_is_pri
     audit = [json.loads(line) for line in penv.audit_file.read_text(encoding="utf-8").splitlines()]
     ids = [a.get("request_id") for a in audit if a.get("action") == "procurify_response"]
     assert ids and all(ids)  # x-request-id of every Procurify answer is in the audit trail
+
+
+# -- 6. ping ------------------------------------------------------------------------------------------
+def test_ping_checks_procurify_the_po_ci_and_the_account_crosswalk(penv: PEnv) -> None:
+    from mlconnector.ping import run_ping
+
+    checks = run_ping(config_mod.load(penv.config))
+    names = {(c.system, c.name): c for c in checks}
+    assert all(c.ok for c in checks), [(c.name, c.detail) for c in checks if not c.ok]
+    assert ("Procurify", "token") in names and ("Procurify", "GET /api/v3/order-items/") in names
+    assert names[("PeopleSoft", "lookup CI_PO_EXPRESS")].detail == "Find by BUSINESS_UNIT, PO_REF, VENDOR_ID"
+    assert ("Jira", "reachable") not in names  # this configuration has no [jira]
+    penv.write_config(accounts={k: v for k, v in ACCOUNTS.items() if not k.startswith("6200")})
+    bad = [c for c in run_ping(config_mod.load(penv.config)) if not c.ok]
+    assert [c.name for c in bad] == ["account crosswalk"]
+    assert "6200" in bad[0].detail and "IT" in bad[0].detail and "procurify_peoplesoft.accounts" in bad[0].fix
+    penv.box.purchasing.inactive.add("CI_PO_EXPRESS_F")
+    penv.write_config()
+    bad = [c for c in run_ping(config_mod.load(penv.config)) if not c.ok]
+    assert [c.name for c in bad] == ["find CI_PO_EXPRESS"] and "Routing" in bad[0].detail
+
+
+def test_cli_sync_and_ping_run_without_a_jira_section(penv: PEnv) -> None:
+    base = [sys.executable, "-m", "mlconnector"]
+    done = subprocess.run([*base, "sync", "procurify-peoplesoft", "--config", str(penv.config), "--json"],
+                          env=penv.env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["counts"]["requisitions"]["created"] == 4
+    done = subprocess.run([*base, "ping", "--config", str(penv.config)], env=penv.env(), capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    env = {k: v for k, v in penv.env().items() if k != "MLCONNECTOR_PROCURIFY_CLIENT_SECRET"}
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
+    done = subprocess.run([*base, "sync", "procurify-peoplesoft", "--config", str(penv.config)], env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "MLCONNECTOR_PROCURIFY_CLIENT_SECRET" in done.stdout + done.stderr

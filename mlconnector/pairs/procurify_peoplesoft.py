@@ -369,3 +369,77 @@ class ProcurifyPeopleSoftPass:
                     f"Order item {iid} is already on purchase order {po or '(pending)'} (posted under another vendor "
                     f"or requisition) and now belongs to this group; it is not posted twice. A person must move the "
                     f"line in PeopleSoft, then run `mlconnector replay drop` for this item.")
+
+
+# -- ping -----------------------------------------------------------------------------------------
+def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
+    """The PO CI (WSDL, operations, the Find fields the lookup needs, a harmless Find) and the crosswalk's
+    coverage of Procurify's active account codes and departments."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import AuthError, ConnectorError
+    from mlconnector.peoplesoft.ci import ADMIN_CI, CIClient
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
+    from mlconnector.procurify.client import SECRET
+    from mlconnector.procurify.ping import open_client
+
+    s = settings(cfg)
+    p = s.po
+    out: list[Check] = []
+    name = f"CI_{s.po_ci}"
+    client = CIClient(cfg.peoplesoft, peoplesoft_auth(cfg, secrets))
+    try:
+        try:
+            svc = client.service(s.po_ci)
+        except ConnectorError as exc:
+            return [Check("PeopleSoft", f"WSDL {name}", False, exc.message,
+                          f"Set po_ci in [{SECTION}] to the PO component interface, or ask the PeopleSoft admin to "
+                          f"generate {name} with Find, Get, Create and UpdateData ({ADMIN_CI}) and activate its "
+                          f"service operations.")]
+        missing = [m for m in ("F", "G", "C", "UD") if m not in svc.operations and not (m == "UD" and "UP" in
+                                                                                         svc.operations)]
+        out.append(Check("PeopleSoft", f"operations {name}", not missing,
+                         ", ".join(sorted(svc.operations.values())) if not missing else
+                         f"missing {', '.join(missing)} (has: {', '.join(svc.all_operations) or 'none'})",
+                         f"Ask the PeopleSoft admin to include Find, Get, Create and UpdateData in {name} "
+                         f"({ADMIN_CI}), then ping with --refresh-wsdl."))
+        need = [p.business_unit, p.handle, p.vendor_id]
+        lacking = [f for f in need if f not in svc.inputs.get("F", [])]
+        out.append(Check("PeopleSoft", f"lookup {name}", not lacking,
+                         f"Find by {', '.join(need)}" if not lacking else
+                         f"the Find of {name} has no field {', '.join(lacking)} (it has: "
+                         f"{', '.join(svc.inputs.get('F', []))}): the PO could not be looked up before a create",
+                         f"Set [{SECTION}.po_fields] to the CI's names, or ask the admin to add {', '.join(lacking)} "
+                         f"to the component's search keys."))
+        if not missing and not lacking:
+            try:
+                client.find(s.po_ci, {p.business_unit: s.business_unit, p.handle: f"{s.handle_prefix}~~PING~~",
+                                      p.vendor_id: "~~PING~~"})
+                out.append(Check("PeopleSoft", f"find {name}", True, f"{svc.operations['F']} allowed"))
+            except (AuthError, ConnectorError) as exc:
+                out.append(Check("PeopleSoft", f"find {name}", False, exc.message,
+                                 "Do the admin action the message names, then ping again."))
+    finally:
+        client.close()
+    procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))
+    try:
+        codes = {str(r.get("code")) for page in procurify.pages("/api/v3/account-codes/", {"active": "true"})
+                 for r in page if r.get("active", True)}
+        depts = {str(r.get("name")) for page in procurify.pages("/api/v3/departments/", {"active": "true"})
+                 for r in page if r.get("active", True)}
+        mapped = [k.split("|", 1) for k in s.accounts]
+        no_code = sorted(c for c in codes if not any(m[0] == c for m in mapped))
+        no_dept = sorted(d for d in depts if not any(m[1] == d for m in mapped))
+        ok = not no_code and not no_dept
+        out.append(Check("Procurify", "account crosswalk", ok,
+                         f"{len(codes)} active account code(s), {len(depts)} department(s) all mapped" if ok else
+                         f"no mapping for account code(s) {', '.join(no_code) or '-'} / department(s) "
+                         f"{', '.join(no_dept) or '-'}: their order lines will wait",
+                         f"Add \"<code>|<department>\" = \"<ACCOUNT>/<DEPTID>\" lines to [{SECTION}.accounts]."))
+    except ConnectorError as exc:
+        out.append(Check("Procurify", "account crosswalk", False, exc.message,
+                         "Check the [procurify] section; the account-codes and departments endpoints need the role's "
+                         "read rights."))
+    finally:
+        procurify.close()
+    return out
+

@@ -28,3 +28,12 @@ def test_scheduler_examples_run_one_pass_with_a_config() -> None:
     assert args is not None and args.text is not None and "sync peoplesoft-jira --config" in args.text
     policy = task.find("t:Settings/t:MultipleInstancesPolicy", ns)
     assert policy is not None and policy.text == "IgnoreNew"
+
+
+def test_procurify_example_config_is_valid_and_needs_no_jira() -> None:
+    cfg = config_mod.load(EXAMPLES / "procurify-peoplesoft.toml")
+    assert cfg.jira is None
+    assert cfg.sections["procurify"].base_url == "https://acme.procurify.com"
+    pair = cfg.sections["procurify_peoplesoft"]
+    assert pair.po_ci == "PO_EXPRESS" and pair.po.handle == "PO_REF"
+    assert "procurify.client_secret" in (EXAMPLES / "procurify-peoplesoft.toml").read_text(encoding="utf-8")

@@ -393,3 +393,20 @@ def test_cli_sync_and_ping_run_without_a_jira_section(penv: PEnv) -> None:
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "MLCONNECTOR_PROCURIFY_CLIENT_SECRET" in done.stdout + done.stderr
+
+
+def test_a_young_pending_create_is_neither_looked_up_nor_resent(penv: PEnv) -> None:
+    # The Create's answer is lost and nothing was saved yet (the app server may still be at it): within the
+    # grace period an absence proves nothing, so the record waits instead of being created again.
+    penv.write_config(extra_pair="pending_grace_seconds = 3600")
+    penv.box.ps_server.faults.add(Fault("drop_before", method="POST", body_match=CREATE, count=1))
+    penv.sync()
+    finds = penv.box.purchasing.calls["CI_PO_EXPRESS_F"]
+    r = penv.sync()
+    (failure,) = r.failures
+    assert "may still be running" in failure["error"] and "pending_grace_seconds" in failure["error"]
+    assert penv.box.purchasing.calls["CI_PO_EXPRESS_C"] == 3 and len(penv.box.purchasing.pos) == 3
+    assert penv.box.purchasing.calls["CI_PO_EXPRESS_F"] == finds
+    penv.write_config(extra_pair="pending_grace_seconds = 0")  # as if the grace period had passed
+    assert penv.sync().exit_code == 0
+    _assert_one_po_per_group(penv)

@@ -249,7 +249,7 @@ class ProcurifyPeopleSoftPass:
                              vendor_id=p.vendor_id, status=p.status, lines=p.lines, line_nbr=p.line_nbr,
                              distributions=p.distributions, distrib_nbr=p.distrib_nbr,
                              updatable_statuses=tuple(self.s.updatable_statuses), create_only=(p.po_date,))
-        self.writer = POWriter(self.ctx, ci, self.names)
+        self.writer = POWriter(self.ctx, ci, self.names, grace_seconds=self.s.pending_grace_seconds)
         procurify.on_response = self._audit_response
 
     def _audit_response(self, method: str, path: str, status: int, request_id: str) -> None:

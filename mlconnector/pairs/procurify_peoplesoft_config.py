@@ -82,6 +82,9 @@ class PairSettings:
     updatable_statuses: list[str] = field(default_factory=lambda: ["I", "O", "PA", "A"])  # not dispatched
     vendor_key: str = "xref"  # "xref": [..vendors] table + learned | "external_id": Procurify external_id = VENDOR_ID
     amount_places: int = 3  # MERCHANDISE_AMT is (28,3)
+    # A PO Create whose answer was lost is not looked up (nor its requisition posted) until this old: the
+    # application server may still be committing it after the client gave up.
+    pending_grace_seconds: float = 600.0
     vendors: dict[str, str] = field(default_factory=dict)  # Procurify vendor id -> PeopleSoft VENDOR_ID
     accounts: dict[str, str] = field(default_factory=dict)  # "<account code>|<department>" -> "ACCOUNT/DEPTID"
     units: dict[str, str] = field(default_factory=dict)  # Procurify unit -> PeopleSoft UNIT_OF_MEASURE
@@ -96,6 +99,7 @@ class PairSettings:
 
 KNOWN = {"business_unit", "buyer_id", "po_ci", "vendor_setid", "handle_prefix", "handle_max", "group_by",
          "currencies", "approved_statuses", "updatable_statuses", "vendor_key", "amount_places", "vendors",
+         "pending_grace_seconds",
          "accounts", "units", "po_fields", "item_fields"}
 
 
@@ -137,6 +141,7 @@ def parse_section(s: Section) -> PairSettings:
         updatable_statuses=updatable,
         vendor_key=s.str("vendor_key", "xref", choices=("xref", "external_id")),
         amount_places=s.num("amount_places", 3, minimum=0, integer=True),
+        pending_grace_seconds=s.num("pending_grace_seconds", 600.0, minimum=0),
         vendors=s.str_map("vendors"),
         accounts=accounts,
         units=s.str_map("units"),

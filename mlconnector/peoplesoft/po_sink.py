@@ -94,12 +94,23 @@ def _rows(record: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
 class POWriter:
     """Writes ``POWrite``s for one pass through ``ci``, counting and queueing through ``ctx``."""
 
-    def __init__(self, ctx: PassContext, ci: CIClient, names: PONames) -> None:
+    def __init__(self, ctx: PassContext, ci: CIClient, names: PONames, *, grace_seconds: float = 0.0) -> None:
         self.ctx = ctx
         self.ci = ci
         self.n = names
         self.state: State = ctx.state
         self.settler = Settler(0.0, current=True)  # a CI Find/Get is current: an absence is proof at once
+        # ...of what is committed. A Create whose answer was lost may still be running in the application server
+        # (PeopleCode, a slow commit) after the client gave up: a mark younger than this is not looked up, and
+        # its record waits, so an absence is only trusted once no earlier request can still land.
+        self.grace = grace_seconds
+
+    def _young(self, entry: Mapping[str, Any]) -> float:
+        """Seconds left before a pending mark's absence may be trusted (0 when it may)."""
+        since = pending_since(entry)
+        if self.grace <= 0 or since is None:
+            return 0.0
+        return max(0.0, self.grace - (self.ctx.now - since).total_seconds())
 
     # -- lookup ----------------------------------------------------------------------------------
     def lookup(self, business_unit: str, handle: str, vendor_id: str) -> list[dict[str, Any]]:
@@ -138,7 +149,7 @@ class POWriter:
         entries: dict[str, dict[str, Any]] = {}
         for key in self.state.pending(kind):
             entry = self.state.entry(kind, key)
-            if entry is None:
+            if entry is None or self._young(entry):
                 continue
             entries[key] = entry
             marks[key] = pending_since(entry)
@@ -178,6 +189,14 @@ class POWriter:
         login or network, which stops the pass)."""
         counts = self.ctx.result.kind(kind)
         entry = self.state.entry(kind, w.key)
+        left = self._young(entry) if entry is not None and entry.get("pending") else 0.0
+        if left:
+            self.ctx.fail(kind, w.key, w.row, RecordError(
+                f"{w.title}: an earlier Create of its PO lost its answer {self.grace - left:.0f} s ago and may still "
+                f"be running in PeopleSoft. Nothing is sent until {self.grace:.0f} s have passed "
+                f"(pending_grace_seconds); then the PO is looked up by {self.n.handle} {w.handle!r} and vendor "
+                f"{w.vendor_id} first."))
+            return
         if entry is not None and entry.get("po") and not entry.get("pending"):
             if entry.get("hash") == w.hash:
                 counts.unchanged += 1

@@ -73,7 +73,7 @@ user = "{PS_USER}"
 business_unit = "US001"
 buyer_id = "BUYER1"
 currencies = ["USD", "CAD"]
-{extra_pair}
+{extra_pair or "pending_grace_seconds = 0"}
 
 [procurify_peoplesoft.vendors]
 {vendors}

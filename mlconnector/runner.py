@@ -78,6 +78,10 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
     clients built before the lock is taken; the state is bound to the configuration's sites."""
     from mlconnector.registry import PAIRS
 
+    missing = [s for s in PAIRS[pair].sections if s not in cfg.raw]
+    if missing:
+        raise ConfigError(f"{pair} needs a [{missing[0]}] section, which {cfg.path} does not have. Copy it from the "
+                          f"examples folder and fill it in.")
     mod = PAIRS[pair].load()
     secrets = SecretStore(cfg.instance)
     redactor = make_redactor(cfg, secrets)

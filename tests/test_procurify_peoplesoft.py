@@ -410,3 +410,10 @@ def test_a_young_pending_create_is_neither_looked_up_nor_resent(penv: PEnv) -> N
     penv.write_config(extra_pair="pending_grace_seconds = 0")  # as if the grace period had passed
     assert penv.sync().exit_code == 0
     _assert_one_po_per_group(penv)
+
+
+def test_a_pair_whose_section_is_missing_is_refused_plainly(penv: PEnv) -> None:
+    from mlconnector.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"peoplesoft-jira needs a \[jira\] section"):
+        runner.sync("peoplesoft-jira", config_mod.load(penv.config))

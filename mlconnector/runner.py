@@ -80,8 +80,9 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
 
     missing = [s for s in PAIRS[pair].sections if s not in cfg.raw]
     if missing:
-        raise ConfigError(f"{pair} needs a [{missing[0]}] section, which {cfg.path} does not have. Copy it from the "
-                          f"examples folder and fill it in.")
+        example = "examples/procurify-peoplesoft.toml" if missing[0].startswith("procurify") else "examples/config.toml"
+        raise ConfigError(f"{pair} needs a [{missing[0]}] section, which {cfg.path} does not have. Copy it from "
+                          f"{example} and fill it in.")
     mod = PAIRS[pair].load()
     secrets = SecretStore(cfg.instance)
     redactor = make_redactor(cfg, secrets)

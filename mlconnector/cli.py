@@ -211,7 +211,7 @@ def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt
 
     checks = _guard(as_json, lambda: run_ping(_load(config), refresh_wsdl=refresh_wsdl))
     report.print_checks(checks, as_json)
-    raise typer.Exit(0 if all(c.ok for c in checks) else 3)
+    raise typer.Exit(3 if any(c.blocking for c in checks) else 0)
 
 
 # -- replay ---------------------------------------------------------------------------------------

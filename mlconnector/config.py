@@ -166,8 +166,9 @@ class Config:
     state_file: Path
     audit_file: Path
     ps: PeopleSoftConfig | None
-    jira: JiraConfig
+    jira: JiraConfig  # None when no configured pair needs Jira (a [procurify] + [peoplesoft] configuration)
     jde: Any = None  # parsed by mlconnector.jde.config when a [jde] section is present
+    sections: dict[str, Any] = field(default_factory=dict)  # other sections parsed by their system (registry)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     # Where versions before 0.2 kept the default state file: <instance>-<digest of the config's path>.json,
     # the instance then defaulting to the file's stem (so both names are candidates once an instance is set).
@@ -176,9 +177,13 @@ class Config:
 
     def sites(self) -> dict[str, str]:
         """The sites a state file of this configuration describes (see State.bind_sites)."""
-        jde_project = getattr(self.jde, "project", "") if self.jde is not None else ""
-        projects = [self.jira.project] + ([jde_project] if jde_project and jde_project != self.jira.project else [])
-        out = {"jira": f"{_site(self.jira.api_base)} project {', '.join(projects)}"}
+        out: dict[str, str] = {}
+        if self.jira is not None:
+            jde_project = getattr(self.jde, "project", "") if self.jde is not None else ""
+            projects = [self.jira.project] + ([jde_project] if jde_project and jde_project != self.jira.project
+                                              else [])
+            out["jira"] = f"{_site(self.jira.api_base)} project {', '.join(projects)}"
+        out.update({name: sec.site() for name, sec in self.sections.items() if hasattr(sec, "site")})
         if self.ps is not None:
             out["peoplesoft"] = f"{_site(self.ps.base_url)} node {self.ps.node}"
         if self.jde is not None:
@@ -396,7 +401,10 @@ def load(path: Path | str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], path: Path) -> Config:
-    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde", "preflight"})
+    from mlconnector.registry import SECTIONS, section_parser
+
+    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde", "preflight"}
+                     - set(SECTIONS))
     if unknown:
         raise ConfigError(f"Unknown top-level key {unknown[0]!r} in the configuration. Known: instance, "
                           f"preflight, "
@@ -410,12 +418,14 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
         raise ConfigError("instance must be a name in quotes.")
     root_sec = _RootSection(data)
     ps = _peoplesoft(root_sec) if "peoplesoft" in data else None
-    jira = _jira(root_sec)
+    # Jira is optional only for a configuration whose pairs do not use it (Procurify -> PeopleSoft).
+    jira = _jira(root_sec) if "jira" in data or "procurify" not in data else None
     jde = None
     if "jde" in data:
-        from mlconnector.registry import section_parser  # the JD Edwards pair's own settings
-
-        jde = section_parser("jde")(_Section(data["jde"], "jde"))
+        jde = section_parser("jde")(_Section(data["jde"], "jde"))  # the JD Edwards pair's own settings
+    # Other systems' and pairs' sections, each parsed by its own package.
+    sections = {name: section_parser(name)(_Section(data[name], name)) for name in SECTIONS
+                if name != "jde" and name in data}
     resolved = str(path.resolve())
     digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
     state_file = data.get("state_file")
@@ -435,4 +445,4 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
     return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
-                  legacy_state_files=legacy, preflight=root_sec.bool("preflight", True))
+                  sections=sections, legacy_state_files=legacy, preflight=root_sec.bool("preflight", True))

@@ -21,6 +21,7 @@ KNOWN_SECRETS = {
     "peoplesoft.password": "PeopleSoft OPRID password (auth = \"basic\")",
     "peoplesoft.client_secret": "OAuth2 client secret for the PeopleSoft identity provider (auth = \"oauth2\")",
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
+    "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",
@@ -125,6 +126,10 @@ def required_secrets(cfg: Any) -> list[str]:
         names.append("peoplesoft.password" if cfg.ps.auth == "basic" else "peoplesoft.client_secret")
     if cfg.jde is not None and hasattr(cfg.jde, "required_secrets"):
         names += list(cfg.jde.required_secrets())
+    if "procurify" in getattr(cfg, "sections", {}):
+        names.append("procurify.client_secret")
+    if cfg.jira is None:
+        return names
     if cfg.jira.auth == "basic":
         names.append("jira.api_token")
     else:

@@ -18,10 +18,12 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
     for name in required_secrets(cfg):
         try:
             store.get(name)
-            checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira"),
+            checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira")
+                                .replace("procurify", "Procurify"),
                                 f"secret {name}", True, store.where(name)))
         except ConnectorError as exc:
-            checks.append(Check("PeopleSoft" if name.startswith("peoplesoft") else "Jira", f"secret {name}", False,
+            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify"}.get(name.split(".")[0], "Jira")
+            checks.append(Check(system, f"secret {name}", False,
                                 "not set", exc.message))
     if not all(c.ok for c in checks):
         return checks
@@ -30,7 +32,7 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
     from mlconnector.peoplesoft.connect import peoplesoft_auth
     from mlconnector.peoplesoft.qas import QASClient
 
-    if cfg.ps is not None:
+    if cfg.ps is not None and cfg.jira is not None:  # PS Query and CI readers serve the PeopleSoft -> Jira pair
         ps = QASClient(cfg.ps, peoplesoft_auth(cfg, store))
         try:
             checks += _peoplesoft(cfg, ps)
@@ -42,6 +44,15 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         from mlconnector.jde.ping import jde_checks  # the JD Edwards pair's own checks
 
         checks += jde_checks(cfg, store)
+    if "procurify" in cfg.sections:
+        from mlconnector.pairs.procurify_peoplesoft import configured, ping_checks
+        from mlconnector.procurify.ping import procurify_checks
+
+        checks += procurify_checks(cfg.sections["procurify"], cfg.instance, store.get("procurify.client_secret"))
+        if configured(cfg) and all(c.ok for c in checks):
+            checks += ping_checks(cfg, store)
+    if cfg.jira is None:
+        return checks
     jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, store), cfg.jira.http)
     try:
         checks += _jira(cfg, jira)

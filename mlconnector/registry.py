@@ -35,10 +35,15 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     PairSpec("jde-jira", "JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE "
              "orchestration (one pass).", "mlconnector.pairs.jde_jira",
              ("work_orders", "change_orders", "jira_status"), ("jde", "jira")),
+    PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
+             "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
+             ("procurify", "peoplesoft", "procurify_peoplesoft")),
 )}
 
 # Configuration sections parsed by a system package of their own: section -> "module:function".
-SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde"}
+SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde",
+                            "procurify": "mlconnector.procurify.config:parse_procurify",
+                            "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section"}
 
 
 def section_parser(name: str) -> Any:

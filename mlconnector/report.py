@@ -126,7 +126,7 @@ def failure_groups(failures: list[dict[str, str]]) -> list[str]:
 
 def print_checks(checks: list[Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}))
+        typer.echo(json.dumps({"ok": not any(c.blocking for c in checks), "checks": [asdict(c) for c in checks]}))
         return
     if is_tty():
         from rich.console import Console
@@ -136,12 +136,13 @@ def print_checks(checks: list[Any], as_json: bool) -> None:
         for col in ("system", "check", "result", "detail / fix"):
             table.add_column(col)
         for c in checks:
-            table.add_row(c.system, c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]",
+            table.add_row(c.system, c.name, "[green]ok[/]" if c.ok else "[yellow]WARNING[/]" if c.warning else
+                          "[red]FAILED[/]",
                           c.detail if c.ok else f"{c.detail}\nFix: {c.fix}" if c.fix else c.detail)
         Console().print(table)
         return
     for c in checks:
-        line = f"{'ok    ' if c.ok else 'FAILED'} {c.system}: {c.name}"
+        line = f"{'ok    ' if c.ok else 'WARN  ' if c.warning else 'FAILED'} {c.system}: {c.name}"
         if c.detail:
             line += f" - {c.detail}"
         if not c.ok and c.fix:

@@ -31,7 +31,10 @@ def make_redactor(cfg: Config, secrets: SecretStore) -> Redactor:
             value = secrets.find(name)
         except ConfigError:
             continue  # an unreadable keyring only matters for the secrets this command needs (read later)
-        user = (cfg.ps.user if cfg.ps else "") if name.startswith("peoplesoft") else cfg.jira.email
+        if name.startswith("peoplesoft"):
+            user = cfg.ps.user if cfg.ps else ""
+        else:
+            user = cfg.jira.email if cfg.jira is not None else ""
         r.add(value, user)
         GLOBAL.add(value, user)
     return r
@@ -94,6 +97,11 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
     clients built before the lock is taken; the state is bound to the configuration's sites."""
     from mlconnector.registry import PAIRS
 
+    missing = [s for s in PAIRS[pair].sections if s not in cfg.raw]
+    if missing:
+        example = "examples/procurify-peoplesoft.toml" if missing[0].startswith("procurify") else "examples/config.toml"
+        raise ConfigError(f"{pair} needs a [{missing[0]}] section, which {cfg.path} does not have. Copy it from "
+                          f"{example} and fill it in.")
     mod = PAIRS[pair].load()
     secrets = SecretStore(cfg.instance)
     redactor = make_redactor(cfg, secrets)
@@ -128,7 +136,7 @@ def preflight(cfg: Config, *, refresh_wsdl: bool = False) -> None:
     message listing every problem: a misconfigured first pass would otherwise fail record by record."""
     from mlconnector.ping import run_ping
 
-    failed = [c for c in run_ping(cfg, refresh_wsdl=refresh_wsdl) if not c.ok]
+    failed = [c for c in run_ping(cfg, refresh_wsdl=refresh_wsdl) if c.blocking]
     if not failed:
         return
     lines = "\n".join(f"- {c.system}: {c.name}: {c.detail}" + (f" Fix: {c.fix}" if c.fix else "") for c in failed)
@@ -150,7 +158,10 @@ def sync_jde_jira(cfg: Config, **kwargs: Any) -> PassResult:
 def configured_pairs(cfg: Config) -> list[str]:
     from mlconnector.registry import PAIRS
 
-    return [name for name, spec in PAIRS.items() if spec.load().configured(cfg)]
+    # A pair runs only where every section it needs is present (a PeopleSoft + Procurify configuration does not
+    # configure the PeopleSoft -> Jira pair).
+    return [name for name, spec in PAIRS.items()
+            if all(s in cfg.raw for s in spec.sections) and spec.load().configured(cfg)]
 
 
 def replay_items(cfg: Config, ids: list[str] | None) -> tuple[PassResult, int, int]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import mlconnector
 
 ROOT = Path(mlconnector.__file__).parent
-SYSTEM_PACKAGES = ("mlconnector.peoplesoft", "mlconnector.jira", "mlconnector.jde", "mlconnector.pairs",
+SYSTEM_PACKAGES = ("mlconnector.peoplesoft", "mlconnector.jira", "mlconnector.jde", "mlconnector.procurify",
+                   "mlconnector.pairs",
                    "mlconnector.sandbox")
 # Modules that may only depend on the core (never on a system, a pair or the composition layer).
 CORE = ("mlconnector.sync", "mlconnector.state", "mlconnector.keymap", "mlconnector.http", "mlconnector.audit",

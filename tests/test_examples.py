@@ -137,3 +137,12 @@ def test_the_systemd_timer_runs_the_oneshot_pass() -> None:
     timer = configparser.ConfigParser(strict=False, interpolation=None)
     timer.read_string((DEPLOY / "mlconnector-sync@.timer").read_text(encoding="utf-8"))
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_procurify_example_config_is_valid_and_needs_no_jira() -> None:
+    cfg = config_mod.load(EXAMPLES / "procurify-peoplesoft.toml")
+    assert cfg.jira is None
+    assert cfg.sections["procurify"].base_url == "https://acme.procurify.com"
+    pair = cfg.sections["procurify_peoplesoft"]
+    assert pair.po_ci == "PO_EXPRESS" and pair.po.handle == "PO_REF"
+    assert "procurify.client_secret" in (EXAMPLES / "procurify-peoplesoft.toml").read_text(encoding="utf-8")

@@ -5,6 +5,10 @@ sync peoplesoft-jira:
 2. second pass: nothing changed in PeopleSoft, so nothing is written to Jira;
 3. a buyer approves a PO, edits another and adds a comment in PeopleSoft: the third pass
    transitions one issue, updates one and posts one comment.
+sync procurify-peoplesoft:
+1. first pass: every approved requisition becomes one PeopleSoft purchase order per vendor;
+2. second pass: nothing changed, nothing written (not a single PeopleSoft call);
+3. a buyer approves one more requisition: the third pass posts exactly one more PO.
 sync jde-jira:
 1. first pass: every work order and change order becomes an issue;
 2. a planner blocks a work order's issue in Jira: the second pass puts the order on hold in JD Edwards
@@ -96,6 +100,7 @@ def run_demo(*, as_json: bool = False, echo: Callable[[str], None] = print) -> i
         ok = (first.exit_code == 0 and second_writes == 0 and po3 is not None and po3.transitioned == 1
               and po3.updated == 2 and po3.commented == 1)
     ok = _jde_demo(say, out) and ok
+    ok = _procurify_demo(say, out) and ok
     out["ok"] = ok
     if as_json:
         echo(json.dumps(out, ensure_ascii=False))
@@ -141,3 +146,35 @@ def _jde_demo(say: Callable[[str], None], out: dict[str, Any]) -> bool:
             say(f"Work order {wo['DOCO']} in JD Edwards: status HD (on hold).")
         return (first.exit_code == 0 and bool(entry.get("issue")) and calls2 == 1 and on_hold
                 and second.exit_code == 0 and writes3 == 0 and calls3 == 0)
+
+
+def _procurify_demo(say: Callable[[str], None], out: dict[str, Any]) -> bool:
+    from mlconnector.sandbox.procurify_run import start_procurify_sandbox
+
+    with tempfile.TemporaryDirectory(prefix="mlconnector-demo-procurify-") as tmp, \
+            start_procurify_sandbox(requisitions=4) as box, _env(box.env()), \
+            _env({"MLCONNECTOR_CACHE_DIR": str(Path(tmp) / "cache")}):
+        cfg_path = Path(tmp) / "sandbox-procurify.toml"
+        cfg_path.write_text(box.config_text(Path(tmp) / "state.json"), encoding="utf-8")
+        cfg = config_mod.load(cfg_path)
+        say(f"\nProcurify simulator {box.procurify_server.url}, PeopleSoft purchasing CIs {box.ps_server.url}")
+
+        def one(title: str) -> tuple[Any, int]:
+            before = len(box.purchasing.pos)
+            result = sync("procurify-peoplesoft", cfg)
+            made = len(box.purchasing.pos) - before
+            c = result.counts
+            say(f"{title}\n  POs in PeopleSoft +{made} (created {sum(k.created for k in c.values())}, updated "
+                f"{sum(k.updated for k in c.values())}, unchanged {sum(k.unchanged for k in c.values())}); "
+                f"PeopleSoft requests {result.requests.get('peoplesoft', 0)}; exit code {result.exit_code}")
+            out["passes"].append({"title": f"procurify-peoplesoft: {title}", **result.to_dict()})
+            return result, made
+
+        first, made1 = one("Pass 1: first sync procurify-peoplesoft")
+        second, made2 = one("Pass 2: nothing changed")
+        box.procurify.add_requisition(301, [{"name": "Safety gloves", "quantity": 10, "price": "4.20", "unit": "BOX",
+                                             "account_code": "6300", "department_id": 3}])
+        say("\nIn Procurify: one more requisition approved (10 boxes of safety gloves).")
+        third, made3 = one("Pass 3: after that")
+        return (first.exit_code == 0 and made1 > 0 and second.exit_code == 0 and made2 == 0
+                and second.requests.get("peoplesoft", 0) == 0 and third.exit_code == 0 and made3 == 1)

@@ -78,7 +78,8 @@ class Fault:
         (a window in which to kill the client after the write and before it learns the result);
       - ``body``: call nothing, answer ``status`` (default 200) with ``body`` verbatim (garbage, HTML...).
     ``count`` is how many matching requests it hits (None = all); ``skip`` lets that many matching
-    requests through first.
+    requests through first. ``body_match`` (a regular expression searched in the request body) tells SOAP
+    operations apart, which all share one path.
     """
 
     kind: str
@@ -91,14 +92,18 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     delay: float = 0.0
+    body_match: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
         self._re = re.compile(self.path)
+        self._body_re = re.compile(self.body_match.encode("utf-8")) if self.body_match else None
 
     def matches(self, req: Request) -> bool:
         if self.method and self.method.upper() != req.method:
+            return False
+        if self._body_re is not None and not self._body_re.search(req.body):
             return False
         return bool(self._re.search(req.path))
 

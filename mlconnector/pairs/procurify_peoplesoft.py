@@ -1,0 +1,446 @@
+"""`sync procurify-peoplesoft`: approved Procurify order items -> PeopleSoft purchase orders (one pass).
+
+Per pass: read the order items Procurify changed since the watermark (less a day: its filters are
+day-granular), merge them with what is known of their requisition (the link's items, a queued copy), group
+them into one PO per requisition and vendor, map each group (pure functions below: crosswalks for vendor,
+account x department and unit; bad input refuses its own group), and write through the PO sink
+(peoplesoft/po_sink.py: pending mark, lookup by PO_REF and vendor before every create, updates where allowed).
+
+A group whose items are unchanged (same id and modified time as on its link) costs no PeopleSoft call, so a
+pass with nothing new makes one list call on Procurify and none on PeopleSoft.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from mlconnector.audit import Audit, Redactor
+from mlconnector.config import Config
+from mlconnector.credentials import SecretStore
+from mlconnector.errors import ConfigError, RecordError
+from mlconnector.pairs.procurify_peoplesoft_config import SECTION, PairSettings
+from mlconnector.state import State
+from mlconnector.sync.engine import PassContext, PassResult, Progress, no_progress, run_pass
+from mlconnector.sync.keys import encode_key
+from mlconnector.sync.window import WindowRule
+from mlconnector.sync.xref import Crosswalk
+
+PAIR = "procurify-peoplesoft"
+KIND = "requisitions"
+ITEMS_INDEX = "procurify_items"  # state.extra: Procurify item id -> the group key it was last posted under
+DESCR_MAX = 254
+
+
+def settings(cfg: Config) -> PairSettings:
+    s = cfg.sections.get(SECTION)
+    if s is None:
+        raise ConfigError(f"{cfg.path} has no [{SECTION}] section, which `sync {PAIR}` needs. Copy it from "
+                          f"examples/procurify-peoplesoft.toml and set business_unit, buyer_id and the crosswalks.")
+    return s
+
+
+def configured(cfg: Config) -> bool:
+    return "procurify" in cfg.sections and SECTION in cfg.sections and cfg.ps is not None
+
+
+# -- mapping (pure) -------------------------------------------------------------------------------
+def pick(item: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path of an order item (``pref_vendor.id``); None when any step is missing. A plain
+    id where an object was expected (``pref_vendor`` = 301) answers for its ``id``."""
+    cur: Any = item
+    for step in path.split("."):
+        if isinstance(cur, dict):
+            cur = cur.get(step)
+        elif step == "id" and isinstance(cur, int | str):
+            return cur
+        else:
+            return None
+    return cur
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _decimal(item: dict[str, Any], path: str, what: str, title: str) -> Decimal:
+    raw = pick(item, path)
+    try:
+        # Procurify sends decimals as strings with up to 8 places: never through float.
+        d = Decimal(str(raw).strip()) if raw is not None and not isinstance(raw, float) else None
+    except InvalidOperation:
+        d = None
+    if d is None or not d.is_finite():
+        raise RecordError(f"{title}: order item {pick(item, 'id')} has no valid {what} ({raw!r} at {path}); the "
+                          f"requisition is held until Procurify sends one.")
+    return d
+
+
+def group_key(s: PairSettings, item: dict[str, Any]) -> tuple[str, ...]:
+    req = _text(pick(item, s.item.requisition))
+    if s.group_by == "requisition":
+        return (req,)
+    return (req, _text(pick(item, s.item.vendor)))
+
+
+def item_stamp(s: PairSettings, item: dict[str, Any]) -> str:
+    return _text(pick(item, s.item.modified))
+
+
+def newest(s: PairSettings, *sources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Items by id, the most recently modified copy of each (dedupe by id + modified time)."""
+    out: dict[str, dict[str, Any]] = {}
+    for items in sources:
+        for it in items:
+            iid = _text(pick(it, s.item.id))
+            if iid and (iid not in out or item_stamp(s, it) >= item_stamp(s, out[iid])):
+                out[iid] = it
+    return out
+
+
+def map_group(s: PairSettings, xref: Crosswalk, key: tuple[str, ...], items: list[dict[str, Any]],
+              line_numbers: dict[str, int], today: date) -> Any:
+    """One group of order items -> a POWrite (or None when none of them is approved). Raises RecordError for
+    bad input (the whole group is held: never posted in part) and MissingReference for an unmapped value."""
+    from mlconnector.peoplesoft.po_sink import POWrite
+
+    req = key[0]
+    title = f"Procurify requisition {req}" + (f" (vendor {key[1]})" if len(key) > 1 else "")
+    approved = [it for it in items if pick(it, s.item.status) in s.approved_statuses]
+    if not approved:
+        return None
+    approved.sort(key=lambda it: (_num(pick(it, s.item.line)), _text(pick(it, s.item.id))))
+    handle = f"{s.handle_prefix}{req}"
+    if not req or len(handle) > s.handle_max:
+        raise RecordError(f"{title}: the PO reference {handle!r} does not fit {s.po.handle} ({s.handle_max} "
+                          f"characters); it is not cut. Shorten handle_prefix in [{SECTION}].")
+    vendors = {_text(pick(it, s.item.vendor)) for it in approved}
+    if len(vendors) != 1 or "" in vendors:
+        raise RecordError(f"{title}: its approved items name {len(vendors)} vendors ({', '.join(sorted(vendors))}); "
+                          f"with group_by = \"requisition\" a PO has one vendor. Set group_by = "
+                          f"\"requisition_vendor\" in [{SECTION}].")
+    currencies = {_text(pick(it, s.item.currency)).upper() for it in approved}
+    if len(currencies) != 1:
+        raise RecordError(f"{title}: its items are in several currencies ({', '.join(sorted(currencies))}); a PO has "
+                          f"one. Nothing was posted.")
+    currency = currencies.pop()
+    if currency not in s.currencies:
+        raise RecordError(f"{title}: currency {currency!r} is not one PeopleSoft knows for business unit "
+                          f"{s.business_unit} (currencies in [{SECTION}]: {', '.join(s.currencies)}). It is not "
+                          f"replaced; fix the requisition or add the currency.")
+    first = approved[0]
+    procurify_vendor = vendors.pop()
+    external = _text(pick(first, s.item.vendor_external_id))
+    if s.vendor_key == "external_id" and external:
+        vendor_id = external
+    else:
+        name = _text(pick(first, s.item.vendor_name))
+        vendor_id = xref.need("vendor", procurify_vendor, f"{title} (vendor {name or procurify_vendor})")
+    p = s.po
+    places = Decimal(1).scaleb(-s.amount_places)
+    numbers = dict(line_numbers)
+    next_nbr = max(numbers.values(), default=0) + 1
+    lines: list[dict[str, Any]] = []
+    for it in approved:
+        iid = _text(pick(it, s.item.id))
+        qty = _decimal(it, s.item.quantity, "quantity", title)
+        price = _decimal(it, s.item.price, "price", title)
+        if qty <= 0:
+            raise RecordError(f"{title}: order item {iid} has quantity {qty}; a quantity must be greater than zero. "
+                              f"The requisition is not posted in part: fix the item in Procurify.")
+        if price < 0:
+            raise RecordError(f"{title}: order item {iid} has a negative price ({price}). Nothing was posted.")
+        descr = _text(pick(it, s.item.description))
+        if len(descr) > DESCR_MAX:
+            raise RecordError(f"{title}: the name of order item {iid} is {len(descr)} characters, longer than "
+                              f"{p.description} ({DESCR_MAX}); it is not cut. Shorten it in Procurify.")
+        unit = xref.need("unit", _text(pick(it, s.item.unit)), f"{title} (item {iid})")
+        code, dept = _text(pick(it, s.item.account_code)), _text(pick(it, s.item.department))
+        account, _, deptid = xref.need("account", encode_key((code, dept)),
+                                       f"{title} (item {iid}, account code {code}, department {dept})").partition("/")
+        if iid not in numbers:
+            numbers[iid] = next_nbr
+            next_nbr += 1
+        amount = (qty * price).quantize(places, rounding=ROUND_HALF_UP)
+        lines.append({p.line_nbr: numbers[iid], p.description: descr, p.unit: unit, p.quantity: qty, p.price: price,
+                      p.distributions: [{p.distrib_nbr: 1, p.account: account, p.deptid: deptid,
+                                         p.distrib_quantity: qty, p.amount: amount}]})
+    header = {p.business_unit: s.business_unit, p.handle: handle, p.vendor_setid: s.vendor_setid,
+              p.vendor_id: vendor_id, p.buyer: s.buyer_id, p.currency: currency}
+    digest = hashlib.sha256(json.dumps([header, lines], sort_keys=True, default=_canon).encode()).hexdigest()[:20]
+    return POWrite(key=encode_key(key), handle=handle, vendor_id=vendor_id, business_unit=s.business_unit,
+                   header={**header, p.po_date: today}, lines=lines, hash=digest,
+                   row={"group": list(key), "items": items}, title=title,
+                   extra={"lines": {k: v for k, v in numbers.items()}})
+
+
+def _num(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _canon(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def connect(cfg: Config, secrets: SecretStore, redactor: Redactor, *, refresh_wsdl: bool = False) -> Iterator[Any]:
+    """(Procurify client, PeopleSoft CI client), open for one command. Secrets are read first."""
+    from mlconnector.peoplesoft.ci import CIClient
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
+    from mlconnector.procurify.client import SECRET, ProcurifyClient, ProcurifyToken, token_cache_for
+
+    pcfg = cfg.sections["procurify"]
+    secret = secrets.get(SECRET)
+    redactor.add(secret)
+    ps_auth = peoplesoft_auth(cfg, secrets)
+    token = ProcurifyToken(pcfg, secret, token_cache_for(pcfg, cfg.instance), redactor=redactor)
+    procurify = ProcurifyClient(pcfg, token)
+    ci = CIClient(cfg.peoplesoft, ps_auth, refresh=refresh_wsdl)
+    try:
+        yield procurify, ci
+    finally:
+        ci.close()
+        procurify.close()
+
+
+def make_pass(cfg: Config, clients: Any, state: State, audit: Audit, *, dry_run: bool = False,
+              progress: Progress = no_progress, kinds: list[str] | None = None) -> ProcurifyPeopleSoftPass:
+    procurify, ci = clients
+    return ProcurifyPeopleSoftPass(cfg, state, procurify, ci, audit, dry_run=dry_run, progress=progress)
+
+
+def before_replay(steps: ProcurifyPeopleSoftPass, items: list[dict[str, Any]]) -> None:
+    """Nothing to refresh: a retried group is merged with the newest items known (its link, the fresh read)."""
+    return None
+
+
+class ProcurifyPeopleSoftPass:
+    """The engine's steps for this pair (sync/engine.py PassSteps): one entity, ``requisitions``."""
+
+    def __init__(self, cfg: Config, state: State, procurify: Any, ci: Any, audit: Audit, *, dry_run: bool = False,
+                 progress: Progress = no_progress, now: datetime | None = None) -> None:
+        from mlconnector.peoplesoft.po_sink import PONames, POWriter
+
+        self.cfg = cfg
+        self.s = settings(cfg)
+        self.pcfg = cfg.sections["procurify"]
+        self.state = state
+        self.procurify = procurify
+        self.ci = ci
+        self.audit = audit
+        self.dry_run = dry_run
+        self.ctx = PassContext(PAIR, state, audit, dry_run=dry_run, progress=progress,
+                               **({"now": now} if now else {}))
+        self.window = WindowRule(timedelta(hours=self.pcfg.overlap_hours))
+        self.xref = Crosswalk(state, self.s.crosswalk_tables(), PairSettings.CONFIG_KEYS)
+        p = self.s.po
+        self.names = PONames(ci=self.s.po_ci, business_unit=p.business_unit, po_id=p.po_id, handle=p.handle,
+                             vendor_id=p.vendor_id, status=p.status, lines=p.lines, line_nbr=p.line_nbr,
+                             distributions=p.distributions, distrib_nbr=p.distrib_nbr,
+                             updatable_statuses=tuple(self.s.updatable_statuses), create_only=(p.po_date,))
+        self.writer = POWriter(self.ctx, ci, self.names, grace_seconds=self.s.pending_grace_seconds)
+        procurify.on_response = self._audit_response
+
+    def _audit_response(self, method: str, path: str, status: int, request_id: str) -> None:
+        # Procurify support asks for the x-request-id of a call: keep it with every answer.
+        self.audit.write("procurify_response", method=method, path=path, status=status, request_id=request_id)
+
+    # -- the engine's steps ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        return None
+
+    def resolve_pending(self) -> None:
+        if self.state.pending(KIND):
+            self.writer.resolve_pending(KIND)
+
+    def entities(self) -> list[str]:
+        return [KIND]
+
+    def blocked(self, entity: str) -> str | None:
+        return None
+
+    def replay_kinds(self) -> list[str]:
+        return [KIND]
+
+    def requests(self) -> dict[str, int]:
+        return {"procurify": self.procurify.requests_made, "peoplesoft": self.ci.http.requests_made}
+
+    def run(self, since: datetime | None = None) -> PassResult:
+        return run_pass(self, since)
+
+    def sync_entity(self, entity: str, since: datetime | None) -> None:
+        start = self.window.start(self.state, KIND, self.pcfg.initial_since, since)
+        end = self.ctx.now
+        counts = self.ctx.result.kind(KIND)
+        read: list[dict[str, Any]] = []
+        for page in self.procurify.order_items(start, end):
+            read += page
+            counts.read += len(page)
+            self.ctx.progress("read", kind=KIND, n=len(page))
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for it in newest(self.s, read).values():
+            groups.setdefault(group_key(self.s, it), []).append(it)
+        for key, items in sorted(groups.items()):
+            self.process(key, items)
+        if not self.dry_run and self.window.advance(self.state, KIND, end, since):
+            self.state.watermarks_moved = True
+
+    def retry(self, item: dict[str, Any]) -> None:
+        row = item.get("row") or {}
+        key = tuple(str(p) for p in row.get("group", []))
+        if not key:
+            self.state.dequeue(item["kind"], item["key"])
+            return
+        self.process(key, [])
+
+    # -- one group -------------------------------------------------------------------------------
+    def _known(self, key: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        entry = self.state.entry(KIND, key)
+        known = list((entry or {}).get("items", {}).values())
+        queued = next((i for i in self.state.replay if i["kind"] == KIND and i["key"] == key), None)
+        if queued is not None:
+            known += list((queued.get("row") or {}).get("items", []))
+        return entry, known
+
+    def process(self, key_parts: tuple[str, ...], fresh: list[dict[str, Any]]) -> None:
+        key = encode_key(key_parts)
+        counts = self.ctx.result.kind(KIND)
+        entry, known = self._known(key)
+        posted = entry is not None and entry.get("po") and not entry.get("pending")
+        before = newest(self.s, known)
+        items = newest(self.s, known, fresh)
+        queued = any(i["kind"] == KIND and i["key"] == key for i in self.state.replay)
+        if posted and not queued and all(item_stamp(self.s, items[i]) == item_stamp(self.s, before.get(i, {}))
+                                         for i in items):
+            counts.unchanged += 1  # nothing newer than what was posted: no PeopleSoft call
+            return
+        try:
+            self._check_moves(key, items)
+            w = map_group(self.s, self.xref, key_parts, list(items.values()),
+                          dict((entry or {}).get("lines", {})), self.ctx.now.date())
+        except RecordError as exc:
+            self.ctx.fail(KIND, key, {"group": list(key_parts), "items": list(items.values())}, exc)
+            return
+        if w is None:
+            if posted:
+                # Every line left the requisition (rejected, denied): the PO is the person's to cancel.
+                from mlconnector.peoplesoft.po_sink import NeedsPerson
+
+                po = "/".join((entry or {}).get("po", {}).values())
+                self.ctx.fail(KIND, key, {"group": list(key_parts), "items": list(items.values())}, NeedsPerson(
+                    f"Procurify requisition {key_parts[0]} no longer has an approved item for this vendor, but "
+                    f"purchase order {po} was posted for it. Nothing was changed in PeopleSoft: a person must cancel "
+                    f"the PO if that is right.", json.dumps({"items": list(items.values())}, default=str)))
+            else:
+                counts.unchanged += 1
+                if not self.dry_run:
+                    self.state.dequeue(KIND, key)
+            return
+        self.writer.write(KIND, w)
+        done = self.state.entry(KIND, key)
+        if done is not None and done.get("po") and not self.dry_run and not any(
+                i["kind"] == KIND and i["key"] == key for i in self.state.replay):
+            # The link remembers what was posted, so an unchanged item costs nothing next time.
+            done["items"] = items
+            index = self.state.extra.setdefault(ITEMS_INDEX, {})
+            for iid in items:
+                index[iid] = key
+            self.state.dirty = True
+
+    def _check_moves(self, key: str, items: dict[str, dict[str, Any]]) -> None:
+        """An item already posted under another group (its vendor changed) is not posted again."""
+        index = self.state.extra.get(ITEMS_INDEX, {})
+        for iid, it in items.items():
+            other = index.get(iid)
+            if other is not None and other != key and pick(it, self.s.item.status) in self.s.approved_statuses:
+                po = "/".join((self.state.entry(KIND, other) or {}).get("po", {}).values())
+                raise RecordError(
+                    f"Order item {iid} is already on purchase order {po or '(pending)'} (posted under another vendor "
+                    f"or requisition) and now belongs to this group; it is not posted twice. A person must move the "
+                    f"line in PeopleSoft, then run `mlconnector replay drop` for this item.")
+
+
+# -- ping -----------------------------------------------------------------------------------------
+def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
+    """The PO CI (WSDL, operations, the Find fields the lookup needs, a harmless Find) and the crosswalk's
+    coverage of Procurify's active account codes and departments."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import AuthError, ConnectorError
+    from mlconnector.peoplesoft.ci import ADMIN_CI, CIClient
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
+    from mlconnector.procurify.client import SECRET
+    from mlconnector.procurify.ping import open_client
+
+    s = settings(cfg)
+    p = s.po
+    out: list[Check] = []
+    name = f"CI_{s.po_ci}"
+    client = CIClient(cfg.peoplesoft, peoplesoft_auth(cfg, secrets))
+    try:
+        try:
+            svc = client.service(s.po_ci)
+        except ConnectorError as exc:
+            return [Check("PeopleSoft", f"WSDL {name}", False, exc.message,
+                          f"Set po_ci in [{SECTION}] to the PO component interface, or ask the PeopleSoft admin to "
+                          f"generate {name} with Find, Get, Create and UpdateData ({ADMIN_CI}) and activate its "
+                          f"service operations.")]
+        missing = [m for m in ("F", "G", "C", "UD") if m not in svc.operations and not (m == "UD" and "UP" in
+                                                                                         svc.operations)]
+        out.append(Check("PeopleSoft", f"operations {name}", not missing,
+                         ", ".join(sorted(svc.operations.values())) if not missing else
+                         f"missing {', '.join(missing)} (has: {', '.join(svc.all_operations) or 'none'})",
+                         f"Ask the PeopleSoft admin to include Find, Get, Create and UpdateData in {name} "
+                         f"({ADMIN_CI}), then ping with --refresh-wsdl."))
+        need = [p.business_unit, p.handle, p.vendor_id]
+        lacking = [f for f in need if f not in svc.inputs.get("F", [])]
+        out.append(Check("PeopleSoft", f"lookup {name}", not lacking,
+                         f"Find by {', '.join(need)}" if not lacking else
+                         f"the Find of {name} has no field {', '.join(lacking)} (it has: "
+                         f"{', '.join(svc.inputs.get('F', []))}): the PO could not be looked up before a create",
+                         f"Set [{SECTION}.po_fields] to the CI's names, or ask the admin to add {', '.join(lacking)} "
+                         f"to the component's search keys."))
+        if not missing and not lacking:
+            try:
+                client.find(s.po_ci, {p.business_unit: s.business_unit, p.handle: f"{s.handle_prefix}~~PING~~",
+                                      p.vendor_id: "~~PING~~"})
+                out.append(Check("PeopleSoft", f"find {name}", True, f"{svc.operations['F']} allowed"))
+            except (AuthError, ConnectorError) as exc:
+                out.append(Check("PeopleSoft", f"find {name}", False, exc.message,
+                                 "Do the admin action the message names, then ping again."))
+    finally:
+        client.close()
+    procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))
+    try:
+        codes = {str(r.get("code")) for page in procurify.pages("/api/v3/account-codes/", {"active": "true"})
+                 for r in page if r.get("active", True)}
+        depts = {str(r.get("name")) for page in procurify.pages("/api/v3/departments/", {"active": "true"})
+                 for r in page if r.get("active", True)}
+        mapped = [k.split("|", 1) for k in s.accounts]
+        no_code = sorted(c for c in codes if not any(m[0] == c for m in mapped))
+        no_dept = sorted(d for d in depts if not any(m[1] == d for m in mapped))
+        ok = not no_code and not no_dept
+        out.append(Check("Procurify", "account crosswalk", ok,
+                         f"{len(codes)} active account code(s), {len(depts)} department(s) all mapped" if ok else
+                         f"no mapping for account code(s) {', '.join(no_code) or '-'} / department(s) "
+                         f"{', '.join(no_dept) or '-'}: their order lines will wait",
+                         f"Add \"<code>|<department>\" = \"<ACCOUNT>/<DEPTID>\" lines to [{SECTION}.accounts].",
+                         warning=True))
+    except ConnectorError as exc:
+        out.append(Check("Procurify", "account crosswalk", False, exc.message,
+                         "Check the [procurify] section; the account-codes and departments endpoints need the role's "
+                         "read rights."))
+    finally:
+        procurify.close()
+    return out
+

@@ -1,0 +1,1 @@
+"""Procurify (cloud procurement): REST client, configuration section, ping checks."""

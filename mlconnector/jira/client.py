@@ -265,6 +265,27 @@ class JiraClient:
                 # Someone moved it meanwhile (or a screen wants fields): look first, then walk.
         return self._walk(key, status_name, moved=known_id is not None)
 
+    def transition_from(self, key: str, current: str, goal: str, project: str, issue_type_id: str) -> bool:
+        """Move an issue whose status the caller knows (it created the issue moments ago) along the shortest
+        path of the workflow's definition, one request per hop and no look first; without the definition, or
+        at any surprise (a hop refused, an answer lost), fall back to ``transition_to``, which looks first."""
+        if current.lower() == goal.lower():
+            return False
+        graph = self.workflow_graph(project, issue_type_id)
+        path = graph.path(current, goal) if graph is not None and graph.complete else None
+        if not path:
+            return self.transition_to(key, goal)
+        for n, edge in enumerate(path):
+            try:
+                self.do_transition(key, edge.id)
+            except AmbiguousWriteError:
+                return self._walk(key, goal, moved=True)
+            except RemoteError as exc:
+                if exc.status != 400:
+                    raise
+                return self._walk(key, goal, moved=n > 0)
+        return True
+
     def _walk(self, key: str, goal: str, moved: bool = False) -> bool:
         visited: set[str] = set()
         look = self._look(key)

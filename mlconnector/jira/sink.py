@@ -92,7 +92,9 @@ class IssueWriter:
     sleep: Callable[[float], None] = time.sleep
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
     _start: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
-    _fresh: set[tuple[str, str]] = field(default_factory=set)  # created this pass, still in the start status
+    # created this pass and not yet in their mapped status -> the status they were created in
+    _fresh: dict[tuple[str, str], str] = field(default_factory=dict)
+    _hop_to: dict[str, str] = field(default_factory=dict)  # transition id carried by a create -> its status
     # Chunks in flight renew their pending marks and save from their worker threads: one at a time.
     _save_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -223,6 +225,14 @@ class IssueWriter:
         if tid:
             payload["transition"] = {"id": tid}
             return payload, True
+        # Several hops away: the create carries the first hop of the workflow's shortest path (when this user
+        # may read its definition); run_jobs takes the rest without looking first.
+        graph = self.jira.workflow_graph(self.project, self.issue_type_id(kind))
+        path = graph.path(start[0], rec.target_status) if graph is not None and graph.complete else None
+        first = start[1].get(path[0].to.lower()) if path else None
+        if path and first:
+            payload["transition"] = {"id": first}
+            self._hop_to[first] = path[0].to
         return payload, False
 
     def _send_chunks(self, kind: str, chunks: list[list[Item]]) -> set[str]:
@@ -279,13 +289,15 @@ class IssueWriter:
                 continue
             issue = ok[idx]
             if not in_status:
-                self._fresh.add((kind, rec.key))
+                start = self._start.get(self.issue_type_id(kind))
+                hop = (payload.get("transition") or {}).get("id")
+                self._fresh[(kind, rec.key)] = self._hop_to.get(hop, "") if hop else (start[0] if start else "")
             self.state.set_entry(kind, rec.key, {"issue": issue["key"], "hash": rec.hash, "ts": iso(rec.ts),
                                                  "status": rec.status_code if in_status else None})
             counts.created += 1
             created.add(rec.key)
             self.audit.write("created", kind, rec.key, issue=issue["key"])
-            if "transition" in payload:
+            if "transition" in payload and in_status:
                 counts.transitioned += 1
                 self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
         return created
@@ -494,13 +506,17 @@ class IssueWriter:
                     self.jira.edit_issue(entry["issue"], rec.edit_fields)
                     edited = True
                 if self._needs_transition(entry, rec):
-                    fresh = (kind, rec.key) in self._fresh and start is not None
-                    tid = start[1].get(rec.target_status.lower()) if start else None
-                    if fresh and start and rec.target_status.lower() == start[0].lower():
-                        pass  # created moments ago, already in the mapped start status
-                    elif fresh and tid:
+                    at = self._fresh.get((kind, rec.key)) if start is not None else None
+                    tid = start[1].get(rec.target_status.lower()) if start and at == start[0] else None
+                    if at and rec.target_status.lower() == at.lower():
+                        pass  # created moments ago, already in the mapped status
+                    elif at and tid:
                         # Created moments ago in the start status: the transition id is already known.
                         transitioned = self.jira.transition_to(entry["issue"], rec.target_status, known_id=tid)
+                    elif at:
+                        # Created moments ago in a known status: the rest of the path, one request per hop.
+                        transitioned = self.jira.transition_from(entry["issue"], at, rec.target_status, self.project,
+                                                                 self.issue_type_id(kind))
                     else:
                         transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
                 return edited, transitioned, None

@@ -469,6 +469,10 @@ def auth_jira(config: ConfigOpt = None,
         from mlconnector.state import run_lock
 
         cfg = _load(config)
+        if cfg.jira is None:
+            raise ConfigError(f"{cfg.path} has no [jira] section, so there is no Jira to authorize. Copy it from "
+                              f"examples/config.toml (auth = \"oauth2\", client_id, cloud_id) if this "
+                              f"configuration syncs to Jira.")
         with run_lock(cfg.state_file):  # no pass may refresh the old token meanwhile
             return consent(cfg.jira, SecretStore(cfg.instance), open_browser=not no_browser, echo=typer.echo,
                            token_file=token_file_for(cfg.state_file))

@@ -426,3 +426,12 @@ def test_a_plan_names_each_po_it_would_create_and_writes_nothing(penv: PEnv) -> 
     assert len(creates) == 4 and all(p["handle"].startswith("PRC-") for p in creates)
     assert penv.box.purchasing.pos == {} and not penv.state_file.exists()
     assert penv.sync().counts["requisitions"].created == 4  # the plan was what the pass did
+
+
+def test_auth_jira_on_a_configuration_without_jira_is_a_clear_error(penv: PEnv) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mlconnector", "auth", "jira", "--no-browser", "--config",
+                           str(penv.config)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "no [jira] section" in proc.stderr and "Traceback" not in proc.stderr

@@ -174,6 +174,7 @@ class Config:
     # the instance then defaulting to the file's stem (so both names are candidates once an instance is set).
     legacy_state_files: tuple[Path, ...] = ()
     preflight: bool = True  # the first pass (no watermark yet) runs ping's checks before writing
+    pass_deadline_minutes: float = 0.0  # stop a pass cleanly between two batches after this long (0 = never)
 
     def sites(self) -> dict[str, str]:
         """The sites a state file of this configuration describes (see State.bind_sites)."""
@@ -403,11 +404,12 @@ def load(path: Path | str | None = None) -> Config:
 def from_dict(data: dict[str, Any], path: Path) -> Config:
     from mlconnector.registry import SECTIONS, section_parser
 
-    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde", "preflight"}
+    unknown = sorted(set(data) - {"instance", "state_file", "audit_file", "peoplesoft", "jira", "jde", "preflight",
+                                  "pass_deadline_minutes"}
                      - set(SECTIONS))
     if unknown:
         raise ConfigError(f"Unknown top-level key {unknown[0]!r} in the configuration. Known: instance, "
-                          f"preflight, "
+                          f"preflight, pass_deadline_minutes, "
                           f"state_file, audit_file, [peoplesoft], [jira], [jde]. Check the spelling and the section "
                           f"headers.")
     if "peoplesoft" not in data and "jde" not in data:
@@ -445,4 +447,5 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     if not ap.is_absolute():
         ap = path.resolve().parent / ap
     return Config(path=path, instance=instance, state_file=sp, audit_file=ap, ps=ps, jira=jira, jde=jde, raw=data,
-                  sections=sections, legacy_state_files=legacy, preflight=root_sec.bool("preflight", True))
+                  sections=sections, legacy_state_files=legacy, preflight=root_sec.bool("preflight", True),
+                  pass_deadline_minutes=root_sec.num("pass_deadline_minutes", 0.0, minimum=0))

@@ -97,6 +97,8 @@ def _print_summary(result: Any) -> None:
         typer.echo(f"Error ({e['kind']}): {e['error']}", err=True)
     if result.fatal:
         typer.echo(f"Error: {result.fatal}", err=True)
+    if result.stopped:
+        typer.echo(result.stopped)
     if lines and result.queue_size:
         typer.echo(f"{result.queue_size} item(s) in the replay queue; the full list: mlconnector replay list.")
 

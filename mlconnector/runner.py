@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +125,8 @@ def sync(pair: str, cfg: Config, *, dry_run: bool = False, since: datetime | Non
         if not state.watermarks and cfg.preflight:
             preflight(cfg, refresh_wsdl=refresh_wsdl)
         steps = mod.make_pass(cfg, clients, state, audit, dry_run=dry_run, progress=progress, kinds=kinds)
+        if cfg.pass_deadline_minutes:
+            steps.ctx.deadline = time.monotonic() + cfg.pass_deadline_minutes * 60
         return run_pass(steps, since)
 
 

@@ -227,3 +227,18 @@ def test_a_pending_comment_is_not_mistaken_for_one_whose_marker_extends_it(sandb
     assert env.cli(*SYNC).returncode == EXIT_OK
     texts = [c["text"] for c in env.box.jira.issue(issue["key"])["comments"]]
     assert sum(f"[psft:po:{bu}/{po}#{cid}]" in t for t in texts) == 1, texts
+
+
+def test_a_pass_deadline_stops_cleanly_and_the_next_pass_goes_on(sandbox_env: Env) -> None:
+    env = sandbox_env
+    env.box.jira_server.latency = 0.05  # the pass's set-up alone outlasts the deadline below
+    env.config.write_text("pass_deadline_minutes = 0.001\n" + env.config.read_text())
+    stopped = env.cli(*SYNC, "--json")
+    assert stopped.returncode == EXIT_OK, stopped.stdout + stopped.stderr
+    out = json.loads(stopped.stdout)
+    assert "deadline" in (out["stopped"] or "") and out["fatal"] is None
+    env.box.jira_server.latency = 0.0
+    env.config.write_text(env.config.read_text().replace("pass_deadline_minutes = 0.001\n", ""))
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    _assert_one_issue_per_record(env)
+    _assert_state_clean(env)

@@ -88,6 +88,7 @@ class IssueWriter:
     dry_run: bool = False
     settle_seconds: float = 15.0
     plan: Callable[..., None] = lambda *a, **k: None  # the pass's planner (PassContext.planned)
+    check_deadline: Callable[[], None] = lambda: None  # raises PassDeadline between two batches
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     # issue type id -> (start status, {target status lower: transition id}), learned once per pass
@@ -104,13 +105,15 @@ class IssueWriter:
         """The writer of one pass: counts and failures go to the pass's context; ``settings`` is [jira]."""
         return cls(jira, ctx.state, ctx.audit, counts=ctx.result.kind, fail=ctx.fail, project=project,
                    issue_type_id=issue_type_id, bulk_size=settings.bulk_size, max_workers=settings.max_workers,
-                   dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds, plan=ctx.planned)
+                   dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds, plan=ctx.planned,
+                   check_deadline=ctx.check_deadline)
 
     # -- entry point -------------------------------------------------------------------------------
     def write(self, kind: str, items: Iterable[Item]) -> set[str]:
         """Create, update or transition the issues of these records; return the keys fully handled."""
         # Entries of earlier batches are on disk and nobody holds them any more: memory stays flat.
         self.state.release(can_save=not self.dry_run)
+        self.check_deadline()  # between two batches: the previous one is saved, this one not started
         counts = self.counts(kind)
         creates: list[Item] = []
         jobs: list[Job] = []

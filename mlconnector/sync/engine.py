@@ -16,12 +16,18 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mlconnector.audit import Audit
-from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, RemoteError, UnreachableError
+from mlconnector.errors import EXIT_OK, EXIT_RECORDS_FAILED, AuthError, ConnectorError, RemoteError, UnreachableError
 from mlconnector.state import State, iso, utcnow
 from mlconnector.sync.xref import MissingReference
 
 # A lost login or network stops the whole pass (every later request would fail the same way).
 FATAL = (AuthError, UnreachableError)
+class PassDeadline(ConnectorError):
+    """The pass's own deadline came (``pass_deadline_minutes``): not a failure; the pass stops cleanly."""
+
+    exit_code = EXIT_OK
+
+
 # Queued items are retried automatically by this many passes, then left to `replay retry`.
 AUTO_REPLAY_ATTEMPTS = 3
 
@@ -67,6 +73,7 @@ class PassResult:
     # --plan / --dry-run: what the pass would do, per record (create, adopt, update with the fields that
     # differ, transition with its path, comment, post, wait, fail, conflict); empty on a real pass.
     plan: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None  # the pass deadline came: what finished is saved, the next pass goes on
 
     def kind(self, kind: str) -> Counts:
         return self.counts.setdefault(kind, Counts())
@@ -91,9 +98,16 @@ class PassContext:
     now: datetime = field(default_factory=utcnow)
     result: PassResult = field(init=False)
     describe: Callable[[Exception], str] = str  # the message of a failure (a system may phrase its errors)
+    deadline: float | None = None  # time.monotonic() after which the pass stops between two batches
 
     def __post_init__(self) -> None:
         self.result = PassResult(pair=self.pair, dry_run=self.dry_run)
+
+    def check_deadline(self) -> None:
+        """Stop the pass cleanly (between two batches, never inside a write) once its deadline has come."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise PassDeadline("The pass reached its deadline (pass_deadline_minutes) and stopped between two "
+                               "batches; everything finished is saved and the next pass goes on from there.")
 
     def planned(self, kind: str, key: str, action: str, **detail: Any) -> None:
         """Note what a planning pass (--plan) would do to one record; nothing on a real pass."""
@@ -177,6 +191,7 @@ def run_pass(steps: PassSteps, since: datetime | None = None) -> PassResult:
         steps.prepare()
         steps.resolve_pending()
         for entity in steps.entities():
+            ctx.check_deadline()
             ctx.progress("kind", kind=entity)
             reason = steps.blocked(entity)
             if reason:
@@ -192,7 +207,11 @@ def run_pass(steps: PassSteps, since: datetime | None = None) -> PassResult:
             # After the fresh read: a row fixed at the source has already replaced its queued copy.
             items = ctx.auto_replay_items(steps.replay_kinds())
             if items:
+                ctx.check_deadline()
                 ctx.replay(items, steps.retry)
+    except PassDeadline as exc:
+        ctx.result.stopped = exc.message
+        ctx.audit.write("pass_stopped", error=exc.message)
     except FATAL as exc:
         ctx.result.fatal = ctx.audit.redactor(exc.message)
         ctx.result.exit_code = exc.exit_code

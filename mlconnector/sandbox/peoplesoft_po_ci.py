@@ -32,7 +32,6 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from mlconnector.sandbox.peoplesoft_soap import (
-    INTERNAL_ADDRESS,
     PASSWORD_TEXT,
     SCHEMA_BASE,
     SOAP_PREFIX,
@@ -176,36 +175,9 @@ class PurchasingCI:
         return self._soap(request)
 
     def wsdl(self, ci: str) -> str:
-        svc = f"CI_{ci}"
-        tns = f"http://xmlns.oracle.com/Enterprise/FSCM/services/{svc}.1"
-        elements = ["CIFault"] + [f"{m}__CompIntfc__{ci}{s}" for m in METHOD_ELEMENT.values() for s in ("", "Response")]
-        prefixes = {el: f"m{i}" for i, el in enumerate(elements)}
-        xmlns = "".join(f' xmlns:{p}="{self._ns[el]}"' for el, p in prefixes.items())
-        imports = "".join(f'<xsd:import namespace="{self._ns[el]}" schemaLocation="{el}.V1.xsd"/>' for el in elements)
-        messages = "".join(f'<wsdl:message name="{el}"><wsdl:part name="parameter" element="{prefixes[el]}:{el}"/>'
-                           f"</wsdl:message>" for el in elements)
-        port_ops = binding_ops = ""
-        for code, m in METHOD_ELEMENT.items():
-            op, el = f"{svc}_{code}", f"{m}__CompIntfc__{ci}"
-            port_ops += (f'<wsdl:operation name="{op}"><wsdl:input name="{el}" message="tns:{el}"/>'
-                         f'<wsdl:output name="{el}Response" message="tns:{el}Response"/>'
-                         f'<wsdl:fault name="CIFault" message="tns:CIFault"/></wsdl:operation>')
-            binding_ops += (f'<wsdl:operation name="{op}"><soap:operation soapAction="{op}.V1" style="document"/>'
-                            f'<wsdl:input name="{el}"><soap:body use="literal"/></wsdl:input>'
-                            f'<wsdl:output name="{el}Response"><soap:body use="literal"/></wsdl:output>'
-                            f'<wsdl:fault name="CIFault"><soap:fault name="CIFault" use="literal"/></wsdl:fault>'
-                            f"</wsdl:operation>")
-        return (f'<?xml version="1.0" encoding="UTF-8"?>'
-                f'<wsdl:definitions name="{svc}.1" targetNamespace="{tns}" xmlns:tns="{tns}"'
-                f' xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"'
-                f' xmlns:xsd="http://www.w3.org/2001/XMLSchema"{xmlns}>'
-                f"<wsdl:types><xsd:schema elementFormDefault=\"qualified\">{imports}</xsd:schema></wsdl:types>"
-                f"{messages}<wsdl:portType name=\"{svc}_PortType\">{port_ops}</wsdl:portType>"
-                f'<wsdl:binding name="{svc}_Binding" type="tns:{svc}_PortType">'
-                f'<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>{binding_ops}'
-                f'</wsdl:binding><wsdl:service name="{svc}"><wsdl:port name="{svc}_Port" binding="tns:{svc}_Binding">'
-                f'<soap:address location="{INTERNAL_ADDRESS}/{self.node}"/></wsdl:port></wsdl:service>'
-                f"</wsdl:definitions>")
+        from mlconnector.sandbox.peoplesoft_soap import ci_wsdl
+
+        return ci_wsdl(ci, dict(METHOD_ELEMENT), self._ns, self.node)
 
     def xsd(self, element: str) -> str:
         ns = self._ns[element]

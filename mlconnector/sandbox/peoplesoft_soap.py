@@ -172,38 +172,7 @@ class PeopleSoftSoap:
 
     def wsdl(self, ci: str) -> str:
         _, methods, _ = CIS[ci]
-        svc = f"CI_{ci}"
-        tns = f"http://xmlns.oracle.com/Enterprise/FSCM/services/{svc}.1"
-        elements = ["CIFault"] + [f"{METHOD_ELEMENT[m]}__CompIntfc__{ci}{suffix}" for m in methods
-                                  for suffix in ("", "Response")]
-        prefixes = {el: f"m{i}" for i, el in enumerate(elements)}
-        xmlns = "".join(f' xmlns:{p}="{self._ns[el]}"' for el, p in prefixes.items())
-        imports = "".join(f'<xsd:import namespace="{self._ns[el]}" schemaLocation="{el}.V1.xsd"/>' for el in elements)
-        messages = "".join(f'<wsdl:message name="{el}"><wsdl:part name="parameter" element="{prefixes[el]}:{el}"/>'
-                           f"</wsdl:message>" for el in elements)
-        port_ops = binding_ops = ""
-        for m in methods:
-            op, el = f"{svc}_{m}", f"{METHOD_ELEMENT[m]}__CompIntfc__{ci}"
-            port_ops += (f'<wsdl:operation name="{op}"><wsdl:input name="{el}" message="tns:{el}"/>'
-                         f'<wsdl:output name="{el}Response" message="tns:{el}Response"/>'
-                         f'<wsdl:fault name="CIFault" message="tns:CIFault"/></wsdl:operation>')
-            binding_ops += (f'<wsdl:operation name="{op}"><soap:operation soapAction="{op}.V1" style="document"/>'
-                            f'<wsdl:input name="{el}"><soap:body use="literal"/></wsdl:input>'
-                            f'<wsdl:output name="{el}Response"><soap:body use="literal"/></wsdl:output>'
-                            f'<wsdl:fault name="CIFault"><soap:fault name="CIFault" use="literal"/></wsdl:fault>'
-                            f"</wsdl:operation>")
-        return (f'<?xml version="1.0" encoding="UTF-8"?>'
-                f'<wsdl:definitions name="{svc}.1" targetNamespace="{tns}" xmlns:tns="{tns}"'
-                f' xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"'
-                f' xmlns:xsd="http://www.w3.org/2001/XMLSchema"{xmlns}>'
-                f'<wsdl:documentation>Sandbox CI-based service {svc}</wsdl:documentation>'
-                f"<wsdl:types><xsd:schema elementFormDefault=\"qualified\">{imports}</xsd:schema></wsdl:types>"
-                f"{messages}<wsdl:portType name=\"{svc}_PortType\">{port_ops}</wsdl:portType>"
-                f'<wsdl:binding name="{svc}_Binding" type="tns:{svc}_PortType">'
-                f'<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>{binding_ops}'
-                f'</wsdl:binding><wsdl:service name="{svc}"><wsdl:port name="{svc}_Port" binding="tns:{svc}_Binding">'
-                f'<soap:address location="{INTERNAL_ADDRESS}/{self.node}"/></wsdl:port></wsdl:service>'
-                f"</wsdl:definitions>")
+        return ci_wsdl(ci, {m: METHOD_ELEMENT[m] for m in methods}, self._ns, self.node)
 
     def xsd(self, element: str) -> str:
         ns = self._ns[element]
@@ -500,3 +469,39 @@ class PeopleSoftGateway:
         if self.soap.handles(request.path):
             return self.soap(request)
         return self.rest(request)
+
+
+def ci_wsdl(ci: str, methods: dict[str, str], ns: dict[str, str], node: str) -> str:
+    """The WSDL of the CI-based service ``CI_<ci>`` as PeopleSoft generates it: one operation per method
+    (code -> element name, e.g. "F" -> "Find"), document/literal, schemas imported per element from ``ns``."""
+    svc = f"CI_{ci}"
+    tns = f"http://xmlns.oracle.com/Enterprise/FSCM/services/{svc}.1"
+    elements = ["CIFault"] + [f"{m}__CompIntfc__{ci}{suffix}" for m in methods.values() for suffix in ("", "Response")]
+    prefixes = {el: f"m{i}" for i, el in enumerate(elements)}
+    xmlns = "".join(f' xmlns:{p}="{ns[el]}"' for el, p in prefixes.items())
+    imports = "".join(f'<xsd:import namespace="{ns[el]}" schemaLocation="{el}.V1.xsd"/>' for el in elements)
+    messages = "".join(f'<wsdl:message name="{el}"><wsdl:part name="parameter" element="{prefixes[el]}:{el}"/>'
+                       f"</wsdl:message>" for el in elements)
+    port_ops = binding_ops = ""
+    for code, m in methods.items():
+        op, el = f"{svc}_{code}", f"{m}__CompIntfc__{ci}"
+        port_ops += (f'<wsdl:operation name="{op}"><wsdl:input name="{el}" message="tns:{el}"/>'
+                     f'<wsdl:output name="{el}Response" message="tns:{el}Response"/>'
+                     f'<wsdl:fault name="CIFault" message="tns:CIFault"/></wsdl:operation>')
+        binding_ops += (f'<wsdl:operation name="{op}"><soap:operation soapAction="{op}.V1" style="document"/>'
+                        f'<wsdl:input name="{el}"><soap:body use="literal"/></wsdl:input>'
+                        f'<wsdl:output name="{el}Response"><soap:body use="literal"/></wsdl:output>'
+                        f'<wsdl:fault name="CIFault"><soap:fault name="CIFault" use="literal"/></wsdl:fault>'
+                        f"</wsdl:operation>")
+    return (f'<?xml version="1.0" encoding="UTF-8"?>'
+            f'<wsdl:definitions name="{svc}.1" targetNamespace="{tns}" xmlns:tns="{tns}"'
+            f' xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"'
+            f' xmlns:xsd="http://www.w3.org/2001/XMLSchema"{xmlns}>'
+            f'<wsdl:documentation>Sandbox CI-based service {svc}</wsdl:documentation>'
+            f"<wsdl:types><xsd:schema elementFormDefault=\"qualified\">{imports}</xsd:schema></wsdl:types>"
+            f"{messages}<wsdl:portType name=\"{svc}_PortType\">{port_ops}</wsdl:portType>"
+            f'<wsdl:binding name="{svc}_Binding" type="tns:{svc}_PortType">'
+            f'<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>{binding_ops}'
+            f'</wsdl:binding><wsdl:service name="{svc}"><wsdl:port name="{svc}_Port" binding="tns:{svc}_Binding">'
+            f'<soap:address location="{INTERNAL_ADDRESS}/{node}"/></wsdl:port></wsdl:service>'
+            f"</wsdl:definitions>")

@@ -33,10 +33,10 @@ def _load(box, n: int) -> None:  # noqa: ANN001
     box.ps.bulk_load("purchase_orders", n, now - timedelta(days=30), now - timedelta(minutes=5))
 
 
-def ours(n: int, latency: float, rate: float, lag: float = 0.0, cost: float = 0.0) -> dict:
+def ours(n: int, latency: float, rate: float, lag: float = 0.0, cost: float = 0.0, workers: int = 4) -> dict:
     with start_sandbox(counts=ONLY_POS, latency=latency, rate_limit=rate, search_lag=lag, create_cost=cost) as box:
         _load(box, n)
-        work = workspace(box, extra_ps=NO_COMMENTS)
+        work = workspace(box, extra_ps=NO_COMMENTS, extra_jira=f"max_workers = {workers}\n")
         cfg = work / "config.toml"
         cfg.write_text(cfg.read_text().replace("maxrows = 100\n", "maxrows = 1000\n"))
         box.jira_server.clear_log()
@@ -96,9 +96,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--search-lag", type=float, default=2.0, help="seconds Jira's search trails its writes")
     ap.add_argument("--create-cost", type=float, default=0.05, help="seconds of Jira's work per issue created")
+    ap.add_argument("--max-workers", type=int, default=4, help="[jira] max_workers (requests in flight)")
     a = ap.parse_args()
     lag, cost = a.search_lag, a.create_cost
-    o = ours(a.records, a.latency, a.rate, lag, cost)
+    o = ours(a.records, a.latency, a.rate, lag, cost, a.max_workers)
     b = naive(a.records, a.latency, a.rate, lag, cost)
     sb = naive(a.records, a.latency, a.rate, lag, cost, bulk=50)
     rps_ours = a.records / o["seconds"]
@@ -107,7 +108,7 @@ def main() -> None:
     used = o["requests"] / o["seconds"] / a.rate
     print(f"Initial load of {a.records} purchase orders, sandbox latency {a.latency * 1000:.0f} ms, "
           f"Jira limit {a.rate:g} requests/s, search lag {lag:g} s, {cost * 1000:.0f} ms of Jira's work per issue "
-          f"created")
+          f"created, [jira] max_workers = {a.max_workers}")
     print(f"  ml-connector : {o['seconds']:.2f} s wall ({o['pass_seconds']:.2f} s in the pass), {rps_ours:.0f} "
           f"records/s, {o['requests']} Jira requests, {o['throttled']} x 429, peak RSS {o['rss']:.0f} MB, "
           f"{o['issues']} issues, exit {o['exit']}")

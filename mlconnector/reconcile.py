@@ -80,7 +80,6 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class"] = d.pop("cls")
-        d["key"] = display_key(self.key) if self.key else ""
         return {k: v for k, v in d.items() if v not in (None, "", [])}
 
 
@@ -142,7 +141,7 @@ class Report:
         w.writerow(["kind", "key", "class", "issue", "fields", "changed", "reason", "source_amount",
                     "target_amount"])
         for f in self.findings:
-            w.writerow([f.kind, display_key(f.key) if f.key else "", f.cls, f.issue, " ".join(f.fields), f.changed,
+            w.writerow([f.kind, f.key, f.cls, f.issue, " ".join(f.fields), f.changed,
                         f.reason, "" if f.source_amount is None else f.source_amount,
                         "" if f.target_amount is None else f.target_amount])
         return buf.getvalue()
@@ -391,7 +390,7 @@ def text_lines(report: Report) -> list[str]:
         detail = [f"issue {f.issue}" if f.issue else "", f"fields {', '.join(f.fields)}" if f.fields else "",
                   f"changed on the {f.changed} side" if f.changed else "", f.reason]
         shown = "; ".join(d for d in detail if d)
-        lines.append(f"{f.cls} {f.kind} {display_key(f.key) if f.key else '-'}" + (f" ({shown})" if shown else ""))
+        lines.append(f"{f.cls} {f.kind} {f.key or '-'}" + (f" ({shown})" if shown else ""))
     differ = sum(1 for f in report.findings if f.cls not in EXPLAINED)
     lines.append(f"RECONCILE: {differ} record(s) differ (exit {report.exit_code})." if differ else
                  "RECONCILE: both sides agree" + (" (the rest is explained by the replay queue)."

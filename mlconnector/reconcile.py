@@ -49,7 +49,8 @@ class Scope:
     returns the record as its issue should be (raising RecordError for a row a pass would queue);
     ``row_key(kind, row)`` names a row even when it cannot be mapped; ``kind_label(kind)`` is the label every
     issue of the entity carries; ``money`` names the financial entities and what their amount is, read by
-    ``amount(kind, key, row)`` on the source and from field ``amount_field`` on the target.
+    ``amount(kind, key, row)`` on the source and from field ``amount_field`` on the target; ``field_names``
+    gives a differing field its configured name (``amount``) instead of its id (``customfield_10051``).
     """
 
     kinds: list[str]
@@ -61,6 +62,7 @@ class Scope:
     money: dict[str, str] = field(default_factory=dict)
     amount: Callable[[str, str, dict[str, Any]], float | None] = lambda kind, key, row: None
     amount_field: str | None = None
+    field_names: dict[str, str] = field(default_factory=dict)  # Jira field id -> the name the report shows
 
 
 @dataclass
@@ -275,7 +277,7 @@ def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: 
             report.add(Finding(kind, key, "missing", source_amount=w.amount, reason="no issue in Jira"))
             continue
         matched.add(issue_key)
-        differ = _differences(w, issue)
+        differ = [scope.field_names.get(f, f) for f in _differences(w, issue)]
         target_amount = _amount(issue, scope)
         if not differ:
             report.add(Finding(kind, key, "in_step", issue=issue_key, reason=note, source_amount=w.amount,
@@ -382,7 +384,7 @@ def text_lines(report: Report) -> list[str]:
         lines.append(f"{kind:<{width}}  " + "  ".join(f"{counts[c]:>8}" for c in CLASSES))
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{report.totals[c]:>8}" for c in CLASSES))
     for kind, m in report.money_dict().items():
-        lines.append(f"money {kind} ({m['what']}): source {m['source']}, target {m['target']}, "
+        lines.append(f"money {kind}, {m['what']}: source {m['source']}, target {m['target']}, "
                      f"difference {m['difference']}")
     for f in report.findings:
         if f.cls == "in_step":

@@ -621,7 +621,8 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
                  row_key=lambda kind, row: _row_id(row, kind), kind_label=lambda kind: str(KINDS[kind]["label"]),
                  money={k: v for k, v in MONEY.items() if k in steps._kinds()},
                  amount=lambda kind, key, row: record_amount(cfg, kind, key, row),
-                 amount_field=amount.id if amount is not None and amount.type == "number" else None)
+                 amount_field=amount.id if amount is not None and amount.type == "number" else None,
+                 field_names={f.id: name for name, f in target.fields.items()})
 
 
 def _fresh_vendors(steps: PeopleSoftJiraPass) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from conftest import Env
+from test_jde_sync import JdeEnv, jde_env  # noqa: F401  (the JD Edwards sandbox fixture)
 
 from mlconnector.errors import EXIT_CONFIG, EXIT_NOT_IN_STEP, EXIT_OK
 from mlconnector.mapping import record_label
@@ -156,3 +157,27 @@ def test_bad_pair_entity_or_date_is_a_clear_usage_error(sandbox_env: Env) -> Non
         out = env.cli(*args)
         assert out.returncode == EXIT_CONFIG and words in out.stderr and "Traceback" not in out.stderr
     assert not env.state_file.exists() and not env.audit_file.exists()
+
+
+def test_jde_jira_in_step_then_drifted_and_missing_without_money(jde_env: JdeEnv) -> None:
+    env = jde_env
+    assert env.cli("sync", "jde-jira").returncode == EXIT_OK
+    out = env.cli("reconcile", "jde-jira", "--json")
+    assert out.returncode == EXIT_OK, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["totals"]["in_step"] == len(env.source_labels()) and report["money"] == {}
+
+    orders = env.box.jde.rows()
+    first, second = orders[0], orders[1]
+    jira = env.box.jira
+    jira.edit_as_user(env.issue_for(first["DOCO"], first["DCTO"])["key"], {"summary": "Edited in Jira"})
+    jira.delete_as_user(env.issue_for(second["DOCO"], second["DCTO"])["key"])
+    writes = jira.writes
+    out = env.cli("reconcile", "jde-jira", "--json")
+    assert out.returncode == EXIT_NOT_IN_STEP and jira.writes == writes
+    report = json.loads(out.stdout)
+    [drifted] = _records(report, "drifted")
+    assert drifted["fields"] == ["summary"] and drifted["changed"] == "target"
+    assert drifted["key"] == f"{first['DOCO']}|{first['DCTO']}"
+    [missing] = _records(report, "missing")
+    assert missing["key"] == f"{second['DOCO']}|{second['DCTO']}" and "no longer exists" in missing["reason"]

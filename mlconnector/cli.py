@@ -511,7 +511,7 @@ def demo(as_json: JsonOpt = False) -> None:
 # -- reconcile ------------------------------------------------------------------------------------
 @app.command()
 def reconcile(
-    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira.")],
+    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira or jde-jira.")],
     config: ConfigOpt = None,
     since: Annotated[str | None, typer.Option("--since", help="Compare the records changed since this date "
                                               "(YYYY-MM-DD); default: each entity's initial_since.")] = None,

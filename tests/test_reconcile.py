@@ -8,13 +8,16 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import test_jde_sync
 from conftest import Env
-from test_jde_sync import JdeEnv, jde_env  # noqa: F401  (the JD Edwards sandbox fixture)
+from test_jde_sync import JdeEnv
 
 from mlconnector.errors import EXIT_CONFIG, EXIT_NOT_IN_STEP, EXIT_OK
 from mlconnector.mapping import record_label
 from mlconnector.state import State
 from mlconnector.sync.links import mark_pending
+
+jde_env = test_jde_sync.jde_env  # the JD Edwards sandbox fixture
 
 SYNC = ("sync", "peoplesoft-jira")
 RECONCILE = ("reconcile", "peoplesoft-jira")

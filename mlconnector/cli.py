@@ -519,6 +519,9 @@ def reconcile(
     as_json: JsonOpt = False,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write every record's class to this CSV "
                                                   "file (for a spreadsheet).")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Also show what a normal pass would do for the missing and "
+                                      "drifted records (a plan: nothing is written; run the pass to take it).")
+                   ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Compare both sides of a pair record by record (read-only: writes nothing, takes no lock). Exit 0 when
@@ -533,7 +536,7 @@ def reconcile(
         pairs = reconcilable()
         if pair not in pairs:
             raise ConfigError(f"reconcile {pair!r}: not a pair reconcile covers; use one of: {', '.join(pairs)}.")
-        out = run_reconcile(pair, _load(config), since=_parse_since(since), entity=entity)
+        out = run_reconcile(pair, _load(config), since=_parse_since(since), entity=entity, fix=fix)
         if csv_file is not None:
             csv_file.write_text(out.to_csv(), encoding="utf-8")
         return out

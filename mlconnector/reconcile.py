@@ -50,7 +50,8 @@ class Scope:
     ``row_key(kind, row)`` names a row even when it cannot be mapped; ``kind_label(kind)`` is the label every
     issue of the entity carries; ``money`` names the financial entities and what their amount is, read by
     ``amount(kind, key, row)`` on the source and from field ``amount_field`` on the target; ``field_names``
-    gives a differing field its configured name (``amount``) instead of its id (``customfield_10051``).
+    gives a differing field its configured name (``amount``) instead of its id (``customfield_10051``);
+    ``plan(kind, rows)`` runs the pass's write path on rows in planning mode (--fix).
     """
 
     kinds: list[str]
@@ -63,6 +64,9 @@ class Scope:
     amount: Callable[[str, str, dict[str, Any]], float | None] = lambda kind, key, row: None
     amount_field: str | None = None
     field_names: dict[str, str] = field(default_factory=dict)  # Jira field id -> the name the report shows
+    # --fix: hand these rows of one entity to the pass's own write path in planning mode (nothing is written;
+    # the pass notes on its context what it would do, see PassContext.planned).
+    plan: Callable[[str, list[dict[str, Any]]], None] | None = None
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Finding:
     fields: list[str] = field(default_factory=list)
     changed: str = ""  # drifted: "source", "target", "both" or "" (unknown)
     reason: str = ""
+    fix: str = ""  # --fix: what the next pass would do for it ("" when not asked)
     source_amount: float | None = None
     target_amount: float | None = None
 
@@ -97,6 +102,7 @@ class Report:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     money: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    plan: list[dict[str, Any]] | None = None  # --fix: the pass's plan for the missing and drifted records
 
     @property
     def totals(self) -> dict[str, int]:
@@ -135,7 +141,7 @@ class Report:
         return {"pair": self.pair, "status": "in_step" if self.exit_code == EXIT_OK else "differences",
                 "exit_code": self.exit_code, "since": self.since, "totals": self.totals, "counts": self.counts,
                 "money": self.money_dict(), "records": [f.to_dict() for f in self.findings if f.cls != "in_step"],
-                "requests": self.requests}
+                "requests": self.requests, **({"fix_plan": self.plan} if self.plan is not None else {})}
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -163,8 +169,11 @@ class _Wanted:
     ts: datetime
 
 
-def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: str | None = None) -> Report:
-    """Compare both sides of ``pair`` (see the module's docstring); read-only."""
+def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: str | None = None,
+              fix: bool = False) -> Report:
+    """Compare both sides of ``pair`` (see the module's docstring); read-only. With ``fix``, the missing and
+    drifted records are also handed to the pair's pass in planning mode, and its plan is reported: what the
+    next pass would do for each of them (it writes nothing either)."""
     from mlconnector.registry import PAIRS
     from mlconnector.runner import session
 
@@ -179,11 +188,11 @@ def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: 
         if entity is not None and entity not in scope.kinds:
             raise ConfigError(f"--entity {entity!r} is not an entity reconcile compares for {pair}; use one of: "
                               f"{', '.join(scope.kinds)}.")
-        report = Report(pair)
+        report = Report(pair, plan=[] if fix else None)
         for kind in [entity] if entity else scope.kinds:
             start = since or scope.initial_since(kind)
             report.since[kind] = iso(start)
-            _reconcile_kind(report, steps, scope, kind, start)
+            _reconcile_kind(report, steps, scope, kind, start, fix=fix)
         report.requests = steps.requests()
         return report
 
@@ -195,7 +204,8 @@ def reconcilable() -> list[str]:
     return [name for name, spec in PAIRS.items() if hasattr(spec.load(), "reconcile_scope")]
 
 
-def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: datetime) -> None:
+def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: datetime, *,
+                    fix: bool = False) -> None:
     state, jira = steps.state, steps.jira
     if kind in scope.money:
         report.money[kind] = {"what": scope.money[kind], "source": Decimal(0), "target": Decimal(0), "by_class": {}}
@@ -205,6 +215,7 @@ def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: 
 
     # 1. The source, mapped as a pass maps it (the newest row of a key wins, as in a pass).
     wanted: dict[str, _Wanted] = {}
+    source_rows: dict[str, dict[str, Any]] = {}  # --fix only: the rows, for the pass's plan
     unmappable: dict[str, str] = {}
     for rows in scope.rows(kind, start, steps.now):
         for row in rows:
@@ -217,6 +228,8 @@ def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: 
             prev = wanted.get(rec.key)
             if prev is not None and rec.ts < prev.ts:
                 continue
+            if fix:
+                source_rows[rec.key] = row
             wanted[rec.key] = _Wanted(rec.key, rec.label, {f: _comparable(v) for f, v in rec.edit_fields.items()},
                                       rec.target_status, rec.status_code, rec.hash, amount, rec.ts)
         state.release(can_save=False)
@@ -311,6 +324,9 @@ def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: 
             if entry.get("label"):
                 explained_labels.add(str(entry["label"]))
 
+    if fix:
+        _plan_fixes(report, steps, scope, kind, source_rows)
+
     # 4. Issues of the entity that nothing accounts for.
     for issue_key, issue in issues.items():
         if issue_key in matched or issue_key in links:
@@ -330,6 +346,26 @@ def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: 
         report.add(Finding(kind, named or "", "orphaned", issue=issue_key, reason=reason,
                            target_amount=_amount(issue, scope)))
     # Orphaned issues count on the target side of the money totals as well: they are in Jira.
+
+
+def _plan_fixes(report: Report, steps: Any, scope: Scope, kind: str, rows: dict[str, dict[str, Any]]) -> None:
+    """What the next pass would do for this entity's missing and drifted records: its own write path in
+    planning mode. A record it would leave alone (an issue edited in Jira, a link to a deleted issue, while
+    the record has not changed at the source) is named as such: only a person can mend it."""
+    todo = [f for f in report.findings if f.kind == kind and f.cls in ("missing", "drifted") and f.key in rows]
+    if scope.plan is None or not todo or report.plan is None:
+        return
+    plan = steps.ctx.result.plan
+    before = len(plan)
+    scope.plan(kind, [rows[f.key] for f in todo])
+    new = [p for p in plan[before:] if p.get("kind") == kind]
+    report.plan.extend(new)
+    actions: dict[str, list[str]] = {}
+    for p in new:
+        actions.setdefault(str(p.get("key")), []).append(str(p.get("action")))
+    for f in todo:
+        f.fix = ", ".join(actions.get(f.key, [])) or "none: a pass takes it as in step until the record changes " \
+            "at the source; mend it by hand"
 
 
 def _differences(w: _Wanted, issue: dict[str, Any]) -> list[str]:
@@ -390,9 +426,18 @@ def text_lines(report: Report) -> list[str]:
         if f.cls == "in_step":
             continue
         detail = [f"issue {f.issue}" if f.issue else "", f"fields {', '.join(f.fields)}" if f.fields else "",
-                  f"changed on the {f.changed} side" if f.changed else "", f.reason]
+                  f"changed on the {f.changed} side" if f.changed else "", f.reason,
+                  f"next pass: {f.fix}" if f.fix else ""]
         shown = "; ".join(d for d in detail if d)
         lines.append(f"{f.cls} {f.kind} {f.key or '-'}" + (f" ({shown})" if shown else ""))
+    if report.plan is not None:
+        from mlconnector.report import plan_lines
+
+        planned = plan_lines(report.plan)
+        lines += [f"fix plan: {line}" for line in planned]
+        lines.append(f"FIX PLAN: {len(planned)} action(s) a normal pass would take; nothing was written. Run "
+                     f"'mlconnector sync {report.pair}' to take them." if planned else
+                     "FIX PLAN: a normal pass would take no action for these records; nothing was written.")
     differ = sum(1 for f in report.findings if f.cls not in EXPLAINED)
     lines.append(f"RECONCILE: {differ} record(s) differ (exit {report.exit_code})." if differ else
                  "RECONCILE: both sides agree" + (" (the rest is explained by the replay queue)."

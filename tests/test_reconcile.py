@@ -184,3 +184,35 @@ def test_jde_jira_in_step_then_drifted_and_missing_without_money(jde_env: JdeEnv
     assert drifted["key"] == f"{first['DOCO']}|{first['DCTO']}"
     [missing] = _records(report, "missing")
     assert missing["key"] == f"{second['DOCO']}|{second['DCTO']}" and "no longer exists" in missing["reason"]
+
+
+def test_fix_shows_the_pass_plan_for_missing_and_drifted_records_and_writes_nothing(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ps, jira = env.box.ps, env.box.jira
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    pos = _rows(env, "purchase_orders")
+    edited, touched, deleted = pos[0], pos[1], pos[2]
+    jira.edit_as_user(_issue_of(env, "purchase_orders", edited), {"summary": "Edited in Jira"})
+    ps.touch("purchase_orders", (touched["BUSINESS_UNIT"], touched["PO_ID"]), DESCR254="Changed at the source")
+    jira.delete_as_user(_issue_of(env, "purchase_orders", deleted))
+    new = ps.add("purchase_orders", {**{k: v for k, v in pos[3].items() if k != "LAST_DTTM_UPDATE"},
+                                     "PO_ID": "NEW0001"})
+    writes, state_before, audit_before = jira.writes, env.state_file.read_bytes(), env.audit_file.read_bytes()
+
+    code, report = _reconcile(env, "--fix", "--entity", "purchase_orders")
+    assert code == EXIT_NOT_IN_STEP
+    assert jira.writes == writes
+    assert env.state_file.read_bytes() == state_before and env.audit_file.read_bytes() == audit_before
+    fixes = {r["key"]: r["fix"] for r in report["records"]}
+    assert fixes[f"{new['BUSINESS_UNIT']}|NEW0001"] == "create"
+    assert fixes[f"{touched['BUSINESS_UNIT']}|{touched['PO_ID']}"] == "update"
+    for left in (edited, deleted):  # a pass would leave these alone: the report says so
+        assert fixes[f"{left['BUSINESS_UNIT']}|{left['PO_ID']}"].startswith("none: ")
+    assert {p["action"] for p in report["fix_plan"]} == {"create", "update"}
+
+    plain = env.cli(*RECONCILE, "--fix", "--entity", "purchase_orders")
+    assert plain.returncode == EXIT_NOT_IN_STEP
+    assert any(ln.startswith(f"fix plan: create purchase_orders {new['BUSINESS_UNIT']}|NEW0001")
+               for ln in plain.stdout.splitlines())
+    assert "FIX PLAN: 2 action(s)" in plain.stdout and "nothing was written" in plain.stdout
+    assert jira.writes == writes and env.state_file.read_bytes() == state_before

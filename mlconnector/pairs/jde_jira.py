@@ -632,7 +632,11 @@ def reconcile_scope(steps: JdeJiraPass) -> Any:
         order_by = [c for c in (src.alias("updated_date"), src.alias("updated_time")) if c]
         yield steps.ais.browse(src.table, steps._columns(src), steps._conditions(src, day), order_by)
 
+    def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
+        steps.process_rows(sources[kind], rows)
+
     return Scope(kinds=list(sources), initial_since=lambda kind: sources[kind].initial_since, rows=rows,
                  map=lambda kind, row: steps.map_order(sources[kind], row),
                  row_key=lambda kind, row: _row_id(sources[kind], row), kind_label=lambda kind: sources[kind].label,
-                 field_names={f.id: alias for alias, f in target.fields.items()})
+                 field_names={f.id: alias for alias, f in target.fields.items()},
+                 plan=plan)

@@ -616,13 +616,17 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
             yield batch
 
     amount = target.fields.get("amount")
+    def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
+        steps.process_rows(kind, rows)
+
     return Scope(kinds=steps._kinds(), initial_since=lambda kind: cfg.peoplesoft.records[kind].initial_since,
                  rows=rows, map=lambda kind, row: map_record(cfg, target, kind, row, facts),
                  row_key=lambda kind, row: _row_id(row, kind), kind_label=lambda kind: str(KINDS[kind]["label"]),
                  money={k: v for k, v in MONEY.items() if k in steps._kinds()},
                  amount=lambda kind, key, row: record_amount(cfg, kind, key, row),
                  amount_field=amount.id if amount is not None and amount.type == "number" else None,
-                 field_names={f.id: name for name, f in target.fields.items()})
+                 field_names={f.id: name for name, f in target.fields.items()},
+                 plan=plan)
 
 
 def _fresh_vendors(steps: PeopleSoftJiraPass) -> dict[str, dict[str, Any]]:

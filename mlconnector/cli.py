@@ -508,6 +508,46 @@ def demo(as_json: JsonOpt = False) -> None:
     raise typer.Exit(code or EXIT_OK)
 
 
+# -- reconcile ------------------------------------------------------------------------------------
+@app.command()
+def reconcile(
+    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira or jde-jira.")],
+    config: ConfigOpt = None,
+    since: Annotated[str | None, typer.Option("--since", help="Compare the records changed since this date "
+                                              "(YYYY-MM-DD); default: each entity's initial_since.")] = None,
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity (purchase_orders, ...).")] = None,
+    as_json: JsonOpt = False,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write every record's class to this CSV "
+                                                  "file (for a spreadsheet).")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Also show what a normal pass would do for the missing and "
+                                      "drifted records (a plan: nothing is written; run the pass to take it).")
+                   ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compare both sides of a pair record by record (read-only: writes nothing, takes no lock). Exit 0 when
+    every record is in step or explained by the replay queue, 6 when records are missing, drifted or orphaned."""
+    _setup_logging(verbose)
+    from mlconnector import report as report_mod
+
+    def run() -> Any:
+        from mlconnector.reconcile import reconcilable
+        from mlconnector.reconcile import reconcile as run_reconcile
+
+        pairs = reconcilable()
+        if pair not in pairs:
+            raise ConfigError(f"reconcile {pair!r}: not a pair reconcile covers; use one of: {', '.join(pairs)}.")
+        out = run_reconcile(pair, _load(config), since=_parse_since(since), entity=entity, fix=fix)
+        if csv_file is not None:
+            csv_file.write_text(out.to_csv(), encoding="utf-8")
+        return out
+
+    from mlconnector.reconcile import print_report
+
+    result = _guard(as_json, run)
+    print_report(result, as_json=as_json, tty=report_mod.is_tty(), echo=typer.echo)
+    raise typer.Exit(result.exit_code)
+
+
 def _crash_report() -> str:
     """Write the traceback, redacted, to a new 0600 file of its own; return the sentence naming it.
 

@@ -13,6 +13,7 @@ EXIT_CONFIG = 2  # configuration or usage error (also Click's own usage errors)
 EXIT_UNREACHABLE = 3  # cannot authenticate to, or reach, a system
 EXIT_LOCKED = 4  # another run holds the lock for this configuration
 EXIT_STATE = 5  # the state file is unreadable, corrupt, from a newer version, or describes other sites
+EXIT_NOT_IN_STEP = 6  # reconcile: some records are missing, drifted or orphaned (the report names each)
 EXIT_INTERNAL = 70  # a bug: the traceback goes to a private crash report
 
 # What each code means, for `--help` and README.md's table (tests/test_cli_basics.py holds the two in step).
@@ -23,6 +24,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_UNREACHABLE: "cannot reach or authenticate to a system, or one of its services is not usable",
     EXIT_LOCKED: "another run holds the lock for this configuration (this run did nothing)",
     EXIT_STATE: "the state file is unreadable, corrupt, from a newer version, or describes other sites",
+    EXIT_NOT_IN_STEP: "reconcile: the two sides differ (records missing, drifted or orphaned; the report names each)",
     EXIT_INTERNAL: "internal error (a bug): the traceback is in the crash report named in the message",
 }
 

@@ -130,6 +130,12 @@ def _amount(kind: str, key: str, column: str, value: Any) -> float | None:
     return amount
 
 
+def record_amount(cfg: Config, kind: str, key: str, row: dict[str, Any]) -> float | None:
+    """The amount a document row carries (its configured amount column), read as ``map_record`` reads it."""
+    column = cfg.peoplesoft.records[kind].columns["amount"]
+    return _amount(kind, key, column, _cell(row, column))
+
+
 def vendor_key(setid: Any, vendor_id: Any) -> str | None:
     if not vendor_id:
         return None

@@ -613,3 +613,30 @@ def _row_id(src: SourceSettings, row: dict[str, Any]) -> str:
         return encode_key((str(number), str(row.get(src.alias("order_type")) or "")))
     blob = json.dumps(row, sort_keys=True, default=str)
     return "invalid-row-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# -- reconcile (mlconnector/reconcile.py) ------------------------------------------------------------
+def reconcile_scope(steps: JdeJiraPass) -> Any:
+    """What `reconcile jde-jira` reads and maps: each enabled source's orders through this pass's own browse
+    and mapping (no money: work and change orders carry no amount the issues show). Statuses are compared
+    as the forward flow maps them; a status changed in Jira and not posted back to JD Edwards yet shows as
+    drifted (changed on the target side) until a pass posts it."""
+    from mlconnector.reconcile import Scope
+
+    target = steps.prepare()
+    sources = {s.name: s for s in steps.jde.enabled_sources()}
+
+    def rows(kind: str, start: datetime, _end: datetime) -> Iterator[list[dict[str, Any]]]:
+        src = sources[kind]
+        day = start.astimezone(steps.jde.server_utc_offset).date()
+        order_by = [c for c in (src.alias("updated_date"), src.alias("updated_time")) if c]
+        yield steps.ais.browse(src.table, steps._columns(src), steps._conditions(src, day), order_by)
+
+    def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
+        steps.process_rows(sources[kind], rows)
+
+    return Scope(kinds=list(sources), initial_since=lambda kind: sources[kind].initial_since, rows=rows,
+                 map=lambda kind, row: steps.map_order(sources[kind], row),
+                 row_key=lambda kind, row: _row_id(sources[kind], row), kind_label=lambda kind: sources[kind].label,
+                 field_names={f.id: alias for alias, f in target.fields.items()},
+                 plan=plan)

@@ -589,3 +589,63 @@ def _row_id(row: dict[str, Any], kind: str = "vendors") -> str:
     except RecordError:
         blob = json.dumps(row, sort_keys=True, default=str)
         return "invalid-row-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# -- reconcile (mlconnector/reconcile.py) ------------------------------------------------------------
+MONEY = {"purchase_orders": "PO amount (PO_AMT)", "vouchers": "voucher gross (GROSS_AMT)"}
+
+
+def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
+    """What `reconcile peoplesoft-jira` reads and maps, through this pass's own readers and mapping. The vendor
+    master is read afresh (in full), so an issue showing vendor facts that changed in PeopleSoft since they were
+    last synced counts as drifted; where vendors are not read, the facts the key map holds are used."""
+    from mlconnector.mapping import record_amount
+    from mlconnector.reconcile import Scope
+
+    cfg, target = steps.cfg, steps.prepare()
+    vendors = _fresh_vendors(steps)
+
+    class Facts:
+        def get(self, key: str, /) -> dict[str, Any] | None:
+            return vendors.get(key) or steps.vendor_facts.get(key)
+
+    facts = Facts()
+
+    def rows(kind: str, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        for batch, _until in steps.reader(kind).read_window(cfg.peoplesoft.records[kind].query, start, end):
+            yield batch
+
+    amount = target.fields.get("amount")
+    def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
+        steps.process_rows(kind, rows)
+
+    return Scope(kinds=steps._kinds(), initial_since=lambda kind: cfg.peoplesoft.records[kind].initial_since,
+                 rows=rows, map=lambda kind, row: map_record(cfg, target, kind, row, facts),
+                 row_key=lambda kind, row: _row_id(row, kind), kind_label=lambda kind: str(KINDS[kind]["label"]),
+                 money={k: v for k, v in MONEY.items() if k in steps._kinds()},
+                 amount=lambda kind, key, row: record_amount(cfg, kind, key, row),
+                 amount_field=amount.id if amount is not None and amount.type == "number" else None,
+                 field_names={f.id: name for name, f in target.fields.items()},
+                 plan=plan)
+
+
+def _fresh_vendors(steps: PeopleSoftJiraPass) -> dict[str, dict[str, Any]]:
+    """The vendor master as PeopleSoft has it now (vendor key -> facts); empty when vendors are not read."""
+    rs = steps.cfg.peoplesoft.records["vendors"]
+    if not rs.enabled:
+        return {}
+    reader = steps.reader("vendors")
+    if rs.read == "full" and hasattr(reader, "read_all"):
+        batches: Any = reader.read_all(rs.query)
+    else:
+        batches = (rows for rows, _ in reader.read_window(rs.query, EPOCH, steps.now))
+    out: dict[str, dict[str, Any]] = {}
+    for rows in batches:
+        for row in rows:
+            try:
+                vk = vendor_key(*decode_key(natural_key("vendors", row)))
+            except RecordError:
+                continue
+            if vk is not None:
+                out[vk] = vendor_from_row(row, rs.columns)
+    return out

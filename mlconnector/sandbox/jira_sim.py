@@ -289,6 +289,7 @@ class JiraSim:
         self._lock = threading.RLock()
         self._issues: dict[str, _Issue] = {}
         self._by_key: dict[str, str] = {}
+        self._numbered = 0
         self._seq = 0
         self._next_id = 10000
         self._last_ms = 0
@@ -669,7 +670,7 @@ class JiraSim:
         return [f for f in dict.fromkeys(chosen) if f not in excluded]
 
     # -- issue endpoints ----------------------------------------------------------------------
-    def _create_one(self, req: Request, payload: Any, author: str) -> dict[str, Any]:
+    def _create_one(self, req: Request | None, payload: Any, author: str) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise ApiError(400, ["Request body must be an object with 'fields'."])
         values = self._validate(payload.get("fields"), creating=True)
@@ -692,7 +693,8 @@ class JiraSim:
         values.pop("project", None)
         iid, now = str(self._next_id), self._tick()
         self._next_id += 1
-        num = len(self._issues) + 1
+        self._numbered += 1  # never reused, also after an issue is deleted (as in Jira)
+        num = self._numbered
         issue = _Issue(iid, f"{self.project_key}-{num}", num, values, workflow.initial, now, now)
         issue.properties = {p["key"]: copy.deepcopy(p.get("value")) for p in props}
         self._issues[iid] = issue
@@ -1047,6 +1049,18 @@ class JiraSim:
         with self._lock:
             issue = self._find(key)
             return copy.deepcopy(self._append_comment(issue, text_to_adf(text), account_id))
+
+    def create_as_user(self, fields: dict[str, Any], account_id: str = "user-floor-1") -> str:
+        """Create an issue the way a person in the Jira UI would (validated, no `writes`); return its key."""
+        with self._lock:
+            return str(self._create_one(None, {"fields": fields}, account_id)["key"])
+
+    def delete_as_user(self, key: str) -> None:
+        """Delete an issue the way a person in the Jira UI would (its key is not reused)."""
+        with self._lock:
+            issue = self._find(key)
+            del self._issues[issue.id]
+            self._by_key.pop(issue.key, None)
 
     def edit_as_user(self, key: str, fields: dict[str, Any], account_id: str = "user-floor-1") -> None:
         """Change fields the way a person in the Jira UI would (validated, changelogged, no `writes`)."""

@@ -1,0 +1,218 @@
+"""`reconcile <pair>`: both sides compared record by record against the sandbox, read-only; each class is made
+to happen here and named by the report, and the money totals are checked against sums computed by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import Decimal
+from typing import Any
+
+import test_jde_sync
+from conftest import Env
+from test_jde_sync import JdeEnv
+
+from mlconnector.errors import EXIT_CONFIG, EXIT_NOT_IN_STEP, EXIT_OK
+from mlconnector.mapping import record_label
+from mlconnector.state import State
+from mlconnector.sync.links import mark_pending
+
+jde_env = test_jde_sync.jde_env  # the JD Edwards sandbox fixture
+
+SYNC = ("sync", "peoplesoft-jira")
+RECONCILE = ("reconcile", "peoplesoft-jira")
+AMOUNT = "customfield_10051"  # the sandbox's "Amount" field
+KEYS = {"requisitions": "REQ_ID", "purchase_orders": "PO_ID", "vouchers": "VOUCHER_ID"}
+MONEY = {"purchase_orders": "PO_AMT", "vouchers": "GROSS_AMT"}
+
+
+def _rows(env: Env, kind: str) -> list[dict[str, Any]]:
+    return [r for r in env.box.ps.rows(kind) if str(r.get("BUSINESS_UNIT") or "").strip()
+            and str(r.get(KEYS[kind]) or "").strip()]
+
+
+def _issue_of(env: Env, kind: str, row: dict[str, Any]) -> str:
+    [issue] = env.box.jira.find_by_label(record_label(kind, f"{row['BUSINESS_UNIT']}|{row[KEYS[kind]]}"))
+    return str(issue["key"])
+
+
+def _sum(values: list[Any]) -> str:
+    return str(sum((Decimal(str(v)) for v in values if v not in (None, "")), Decimal(0)).quantize(Decimal("0.01")))
+
+
+def _reconcile(env: Env, *args: str) -> tuple[int, dict[str, Any]]:
+    out = env.cli(*RECONCILE, "--json", *args)
+    assert not out.stderr, out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def _records(report: dict[str, Any], cls: str) -> list[dict[str, Any]]:
+    return [r for r in report["records"] if r["class"] == cls]
+
+
+def test_after_a_pass_everything_is_in_step_and_nothing_is_written(sandbox_env: Env) -> None:
+    env = sandbox_env
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    writes, state_before, audit_before = env.box.jira.writes, env.state_file.read_bytes(), env.audit_file.read_bytes()
+
+    code, report = _reconcile(env)
+    assert code == EXIT_OK and report["status"] == "in_step"
+    assert report["totals"]["in_step"] == len(env.source_labels())
+    assert sum(report["totals"].values()) == report["totals"]["in_step"] and report["records"] == []
+    for kind, column in MONEY.items():  # hand-computed from the PeopleSoft rows
+        expected = _sum([r[column] for r in _rows(env, kind)])
+        assert report["money"][kind]["source"] == report["money"][kind]["target"] == expected
+        assert report["money"][kind]["difference"] == "0.00"
+    # Read-only: no Jira write, no state save, no audit line.
+    assert env.box.jira.writes == writes
+    assert env.state_file.read_bytes() == state_before and env.audit_file.read_bytes() == audit_before
+
+
+def test_each_class_is_named_and_the_money_difference_is_the_edit(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ps, jira = env.box.ps, env.box.jira
+    bad_req = _rows(env, "requisitions")[0]
+    ps.corrupt("requisitions", (bad_req["BUSINESS_UNIT"], bad_req["REQ_ID"]), "AMOUNT", "twelve")
+    assert env.cli(*SYNC).returncode == 1  # the requisition is queued: waiting
+
+    pos, vouchers = _rows(env, "purchase_orders"), _rows(env, "vouchers")
+    edited, touched = pos[0], pos[1]
+    jira.edit_as_user(_issue_of(env, "purchase_orders", edited), {AMOUNT: float(edited["PO_AMT"]) + 250})  # drifted
+    ps.touch("purchase_orders", (touched["BUSINESS_UNIT"], touched["PO_ID"]), DESCR254="Changed at the source")
+    gone = vouchers[0]
+    jira.delete_as_user(_issue_of(env, "vouchers", gone))  # missing
+    po_type = jira.issue(_issue_of(env, "purchase_orders", pos[2]))["fields"]["issuetype"]
+    orphan = jira.create_as_user({"project": {"key": jira.project_key}, "issuetype": {"name": po_type},
+                                  "summary": "Purchase order copied by hand", AMOUNT: 99.5,
+                                  "labels": ["psft-po", "ml-connector"]})  # orphaned
+    new = ps.add("purchase_orders", {**{k: v for k, v in pos[3].items() if k != "LAST_DTTM_UPDATE"},
+                                     "PO_ID": "PENDING01"})
+    new_key = f"{new['BUSINESS_UNIT']}|PENDING01"
+    state = State.load(env.state_file)  # a pass killed between its pending mark and the create
+    state.set_entry("purchase_orders", new_key, mark_pending(
+        {"label": record_label("purchase_orders", new_key), "hash": None, "ts": None, "status": None}))
+    state.save()
+    writes = jira.writes
+
+    code, report = _reconcile(env)
+    assert code == EXIT_NOT_IN_STEP and report["status"] == "differences"
+    assert jira.writes == writes
+    assert report["totals"] == {"in_step": len(env.source_labels()) - 1 - 2 - 1 - 1, "missing": 1, "drifted": 2,
+                                "orphaned": 1, "waiting": 1, "pending": 1}
+    [waiting] = _records(report, "waiting")
+    assert waiting["kind"] == "requisitions" and "twelve" in waiting["reason"]
+    [pending] = _records(report, "pending")
+    assert pending["key"] == new_key
+    [missing] = _records(report, "missing")
+    assert missing["kind"] == "vouchers" and "no longer exists" in missing["reason"]
+    drifted = {r["key"]: r for r in _records(report, "drifted")}
+    by_target = drifted[f"{edited['BUSINESS_UNIT']}|{edited['PO_ID']}"]
+    assert by_target["fields"] == ["amount"] and by_target["changed"] == "target"
+    by_source = drifted[f"{touched['BUSINESS_UNIT']}|{touched['PO_ID']}"]
+    assert "summary" in by_source["fields"] and by_source["changed"] == "source"
+    [orphaned] = _records(report, "orphaned")
+    assert orphaned["issue"] == orphan and orphaned["target_amount"] == 99.5
+
+    # Money: PeopleSoft's sums against Jira's, computed by hand.
+    po_source = _sum([r["PO_AMT"] for r in _rows(env, "purchase_orders")])
+    po_target = _sum([r["PO_AMT"] for r in pos if r["PO_ID"] != "PENDING01"] + [250, 99.5])
+    assert report["money"]["purchase_orders"]["source"] == po_source
+    assert report["money"]["purchase_orders"]["target"] == po_target
+    assert Decimal(report["money"]["purchase_orders"]["difference"]) == Decimal(po_source) - Decimal(po_target)
+    v = report["money"]["vouchers"]
+    assert v["source"] == _sum([r["GROSS_AMT"] for r in vouchers])
+    assert v["target"] == _sum([r["GROSS_AMT"] for r in vouchers[1:]])
+    assert v["difference"] == _sum([gone["GROSS_AMT"]])
+
+    # A queued record dropped from the queue is no longer explained: it is missing, with the reason.
+    [item] = [i for i in json.loads(env.cli("replay", "list", "--json").stdout)
+              if i["key"] == waiting["key"] and i.get("what", "record") == "record"]
+    assert env.cli("replay", "drop", item["id"]).returncode == EXIT_OK
+    _, after = _reconcile(env, "--entity", "requisitions")
+    [dropped] = _records(after, "missing")
+    assert dropped["key"] == waiting["key"] and "cannot be mapped" in dropped["reason"]
+    assert set(after["counts"]) == {"requisitions"}
+
+
+def test_waiting_and_pending_alone_exit_0_and_plain_text_and_csv_name_them(sandbox_env: Env) -> None:
+    env = sandbox_env
+    bad = _rows(env, "vouchers")[0]
+    env.box.ps.corrupt("vouchers", (bad["BUSINESS_UNIT"], bad["VOUCHER_ID"]), "GROSS_AMT", "n/a")
+    assert env.cli(*SYNC).returncode == 1
+    sheet = env.dir / "reconcile.csv"
+    out = env.cli(*RECONCILE, "--csv", str(sheet))
+    assert out.returncode == EXIT_OK, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("reconcile peoplesoft-jira") and "nothing was written" in lines[0]
+    assert any(ln.startswith(f"waiting vouchers {bad['BUSINESS_UNIT']}|{bad['VOUCHER_ID']}") for ln in lines)
+    assert any(ln.startswith("money vouchers") for ln in lines)
+    assert lines[-1].startswith("RECONCILE: both sides agree") and "queue" in lines[-1]
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8")))
+    assert len(rows) == len(env.source_labels())
+    assert [r["class"] for r in rows].count("waiting") == 1
+
+
+def test_bad_pair_entity_or_date_is_a_clear_usage_error(sandbox_env: Env) -> None:
+    env = sandbox_env
+    for args, words in ((("reconcile", "nosuch-pair"), "not a pair reconcile covers"),
+                        ((*RECONCILE, "--entity", "invoices"), "--entity 'invoices'"),
+                        ((*RECONCILE, "--since", "last tuesday"), "is not a date")):
+        out = env.cli(*args)
+        assert out.returncode == EXIT_CONFIG and words in out.stderr and "Traceback" not in out.stderr
+    assert not env.state_file.exists() and not env.audit_file.exists()
+
+
+def test_jde_jira_in_step_then_drifted_and_missing_without_money(jde_env: JdeEnv) -> None:
+    env = jde_env
+    assert env.cli("sync", "jde-jira").returncode == EXIT_OK
+    out = env.cli("reconcile", "jde-jira", "--json")
+    assert out.returncode == EXIT_OK, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["totals"]["in_step"] == len(env.source_labels()) and report["money"] == {}
+
+    orders = env.box.jde.rows()
+    first, second = orders[0], orders[1]
+    jira = env.box.jira
+    jira.edit_as_user(env.issue_for(first["DOCO"], first["DCTO"])["key"], {"summary": "Edited in Jira"})
+    jira.delete_as_user(env.issue_for(second["DOCO"], second["DCTO"])["key"])
+    writes = jira.writes
+    out = env.cli("reconcile", "jde-jira", "--json")
+    assert out.returncode == EXIT_NOT_IN_STEP and jira.writes == writes
+    report = json.loads(out.stdout)
+    [drifted] = _records(report, "drifted")
+    assert drifted["fields"] == ["summary"] and drifted["changed"] == "target"
+    assert drifted["key"] == f"{first['DOCO']}|{first['DCTO']}"
+    [missing] = _records(report, "missing")
+    assert missing["key"] == f"{second['DOCO']}|{second['DCTO']}" and "no longer exists" in missing["reason"]
+
+
+def test_fix_shows_the_pass_plan_for_missing_and_drifted_records_and_writes_nothing(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ps, jira = env.box.ps, env.box.jira
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    pos = _rows(env, "purchase_orders")
+    edited, touched, deleted = pos[0], pos[1], pos[2]
+    jira.edit_as_user(_issue_of(env, "purchase_orders", edited), {"summary": "Edited in Jira"})
+    ps.touch("purchase_orders", (touched["BUSINESS_UNIT"], touched["PO_ID"]), DESCR254="Changed at the source")
+    jira.delete_as_user(_issue_of(env, "purchase_orders", deleted))
+    new = ps.add("purchase_orders", {**{k: v for k, v in pos[3].items() if k != "LAST_DTTM_UPDATE"},
+                                     "PO_ID": "NEW0001"})
+    writes, state_before, audit_before = jira.writes, env.state_file.read_bytes(), env.audit_file.read_bytes()
+
+    code, report = _reconcile(env, "--fix", "--entity", "purchase_orders")
+    assert code == EXIT_NOT_IN_STEP
+    assert jira.writes == writes
+    assert env.state_file.read_bytes() == state_before and env.audit_file.read_bytes() == audit_before
+    fixes = {r["key"]: r["fix"] for r in report["records"]}
+    assert fixes[f"{new['BUSINESS_UNIT']}|NEW0001"] == "create"
+    assert fixes[f"{touched['BUSINESS_UNIT']}|{touched['PO_ID']}"] == "update"
+    for left in (edited, deleted):  # a pass would leave these alone: the report says so
+        assert fixes[f"{left['BUSINESS_UNIT']}|{left['PO_ID']}"].startswith("none: ")
+    assert {p["action"] for p in report["fix_plan"]} == {"create", "update"}
+
+    plain = env.cli(*RECONCILE, "--fix", "--entity", "purchase_orders")
+    assert plain.returncode == EXIT_NOT_IN_STEP
+    assert any(ln.startswith(f"fix plan: create purchase_orders {new['BUSINESS_UNIT']}|NEW0001")
+               for ln in plain.stdout.splitlines())
+    assert "FIX PLAN: 2 action(s)" in plain.stdout and "nothing was written" in plain.stdout
+    assert jira.writes == writes and env.state_file.read_bytes() == state_before

@@ -23,9 +23,16 @@ class PairSpec:
     module: str
     kinds: tuple[str, ...]
     sections: tuple[str, ...]  # configuration sections it needs
+    # Watermarks it keeps, by their first dotted part ("purchase_orders.comments" -> "purchase_orders");
+    # empty: its kinds. `state rebuild <pair>` forgets these (tests check every watermark a pass writes is one).
+    watermark_roots: tuple[str, ...] = ()
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
+
+    def owns_watermark(self, name: str) -> bool:
+        """Whether the watermark ``name`` is one this pair keeps."""
+        return name.split(".", 1)[0] in (self.watermark_roots or self.kinds)
 
 
 PAIRS: dict[str, PairSpec] = {p.name: p for p in (
@@ -34,7 +41,7 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              ("peoplesoft", "jira")),
     PairSpec("jde-jira", "JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE "
              "orchestration (one pass).", "mlconnector.pairs.jde_jira",
-             ("work_orders", "change_orders", "jira_status"), ("jde", "jira")),
+             ("work_orders", "change_orders", "jira_status"), ("jde", "jira"), ("jde", "jde-jira")),
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),

@@ -204,5 +204,42 @@ def test_every_watermark_a_pass_keeps_belongs_to_its_pair(synced: Env) -> None:
     names = State.load(synced.state_file).watermarks
     assert names and all(PAIRS["peoplesoft-jira"].owns_watermark(n) for n in names)
     assert not any(PAIRS["jde-jira"].owns_watermark(n) for n in names)
-    assert all(PAIRS["jde-jira"].owns_watermark(n) for n in ("jde.work_orders", "jde.change_orders",
-                                                             "jde-jira.backflow"))
+    assert all(PAIRS["jde-jira"].owns_watermark(n) for n in ("jde.work_orders", "jde.change_orders"))
+    # The back-flow cursor over Jira's changes is kept: forgetting it would skip the changes made since.
+    assert not PAIRS["jde-jira"].owns_watermark("jde-jira.backflow")
+
+
+def test_rebuild_of_jde_jira_adopts_every_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlconnector.sandbox.jde_sim import start_jde_sandbox
+
+    box = start_jde_sandbox()
+    try:
+        for k in list(os.environ):
+            if k.startswith("MLCONNECTOR_"):
+                monkeypatch.delenv(k)
+        state_file, config = tmp_path / "state.json", tmp_path / "jde.toml"
+        config.write_text(box.config_text(state_file), encoding="utf-8")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")}, **box.env(),
+               "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "mlconnector", *args, "--config", str(config)],
+                                  capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+        assert cli("sync", "jde-jira").returncode == EXIT_OK
+        backflow = State.load(state_file).watermarks["jde-jira.backflow"]
+        issues = len(box.jira.all_issues())
+        state = State.load(state_file)
+        state.keymap = type(state.keymap)()  # the links are lost, the back-flow cursor is not
+        state.save()
+        plan = json.loads(cli("state", "rebuild", "jde-jira", "--json").stdout)
+        assert sum(c["adopted"] for c in plan["counts"].values()) == issues
+        assert not any(c["created"] for c in plan["counts"].values())
+        done = cli("state", "rebuild", "jde-jira", "--yes")
+        assert done.returncode == EXIT_OK, done.stderr
+        assert "create 0" in done.stdout and len(box.jira.all_issues()) == issues
+        assert State.load(state_file).watermarks["jde-jira.backflow"] >= backflow
+        again = json.loads(cli("sync", "jde-jira", "--json").stdout)
+        assert not any(c[w] for c in again["counts"].values() for w in WRITES)
+    finally:
+        box.stop()

@@ -243,3 +243,37 @@ def test_rebuild_of_jde_jira_adopts_every_order(tmp_path: Path, monkeypatch: pyt
         assert not any(c[w] for c in again["counts"].values() for w in WRITES)
     finally:
         box.stop()
+
+
+def test_rebuild_of_procurify_peoplesoft_adopts_every_purchase_order(tmp_path: Path) -> None:
+    from mlconnector.sandbox.procurify_run import start_procurify_sandbox
+
+    box = start_procurify_sandbox(requisitions=4)
+    try:
+        state_file, config = tmp_path / "state.json", tmp_path / "procurify.toml"
+        config.write_text(box.config_text(state_file), encoding="utf-8")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")}, **box.env(),
+               "MLCONNECTOR_CACHE_DIR": str(tmp_path / "cache"),
+               "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "mlconnector", *args, "--config", str(config)],
+                                  capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+        first = cli("sync", "procurify-peoplesoft")
+        assert first.returncode == EXIT_OK, first.stderr
+        pos = len(box.purchasing.pos)
+        state_file.unlink()
+        plan = cli("state", "rebuild", "procurify-peoplesoft")
+        assert plan.returncode == EXIT_OK, plan.stderr
+        assert f"adopt {pos}, create 0" in plan.stdout, plan.stdout
+        done = cli("state", "rebuild", "procurify-peoplesoft", "--yes")
+        assert done.returncode == EXIT_OK, done.stderr
+        assert len(box.purchasing.pos) == pos
+        calls = dict(box.purchasing.calls)
+        again = json.loads(cli("sync", "procurify-peoplesoft", "--json").stdout)
+        assert not any(c[w] for c in again["counts"].values() for w in WRITES)
+        assert box.purchasing.calls.get("CI_PO_EXPRESS_C", 0) == calls.get("CI_PO_EXPRESS_C", 0)
+        assert box.purchasing.calls.get("CI_PO_EXPRESS_UD", 0) == calls.get("CI_PO_EXPRESS_UD", 0)
+    finally:
+        box.stop()

@@ -181,6 +181,10 @@ class SandboxServer:
         self.latency = latency
         self.faults = FaultPlan()
         self.bucket = TokenBucket(rate_limit) if rate_limit else None
+        # Set: every request waits until the event is set (at most gate_timeout s). Tests hold a client at its
+        # first request this way, to order events between processes without sleeping.
+        self.gate: threading.Event | None = None
+        self.gate_timeout = 120.0
         self.log: list[LoggedRequest] = []
         self._log_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -234,6 +238,9 @@ class SandboxServer:
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, req: Request) -> Response | None:
         """Return the response to send, or None to drop the connection."""
+        gate = self.gate
+        if gate is not None:
+            gate.wait(self.gate_timeout)
         if self.latency:
             time.sleep(self.latency)
         fault = self.faults.take(req)

@@ -220,8 +220,11 @@ WORDS = {"adopted": "adopt", "created": "create", "updated": "update", "transiti
 
 
 def plan_lines(result: PassResult, echo: Callable[[str], None]) -> None:
-    """Per entity: what the re-read would do (adopt and create always shown, other actions when any)."""
+    """Per entity: what the re-read would do (adopt and create shown for every entity with links, other actions
+    when any)."""
     for kind, c in result.counts.items():
+        # A reference entity (vendors) is neither adopted nor created: its counts are shown as they are.
+        links = c.adopted or c.created or not any(getattr(c, col) for col in PLAN_COLUMNS[1:])
         shown = [f"{WORDS.get(col, col)} {getattr(c, col)}" for col in PLAN_COLUMNS
-                 if getattr(c, col) or col in ("read", "adopted", "created")]
+                 if getattr(c, col) or col == "read" or (links and col in ("adopted", "created"))]
         echo(f"  {kind}: " + ", ".join(shown))

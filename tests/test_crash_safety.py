@@ -98,10 +98,11 @@ def test_kill_after_bulk_create_before_answer_creates_no_duplicates(sandbox_env:
     env = sandbox_env
     box = env.box
     # Jira creates the issues, then sits on the answer: the client never learns the new keys.
-    box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
+    hang = box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
     proc = _start(env, "sync", "peoplesoft-jira")
     try:
-        _wait_for(lambda: _issue_count(env) > 0, 20, "Jira to have the created issues", proc)
+        # Jira has created every issue of the bulk (not: the first of them; they are made one after another).
+        _wait_for(hang.reached.is_set, 20, "Jira to have the created issues", proc)
         created_before_kill = _issue_count(env)
         assert _kill(proc) == -signal.SIGKILL
     finally:

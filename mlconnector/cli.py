@@ -300,7 +300,8 @@ def replay_drop(item_ids: Annotated[list[str] | None, typer.Argument(help="Item 
 
 
 # -- state ----------------------------------------------------------------------------------------
-state_app = typer.Typer(help="Where the state lives, and binding it to its sites.", no_args_is_help=True)
+state_app = typer.Typer(help="Where the state lives, what it holds; moving, rebuilding and binding it.",
+                        no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
 
@@ -401,6 +402,110 @@ def state_rebind(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps({"status": "ok", "rebound": moved}))
     else:
         typer.echo("\n".join(f"{k}: {v}" for k, v in moved.items()) or "The state already names these sites.")
+
+
+@state_app.command("export")
+def state_export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (a 0600 file, replaced "
+                                                "atomically) instead of standard output.")] = None,
+    audit: Annotated[bool, typer.Option("--audit", help="Include the audit trail's lines.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the state (watermarks, links, queue, sites) as one JSON document, to move an installation.
+
+    Not exported: secrets and the Jira OAuth token (set them again on the new host), and the webhook queue
+    (run a pass first, which drains it)."""
+
+    def run() -> dict[str, Any]:
+        from mlconnector.moving import export_state
+
+        return export_state(_load(config), output, with_audit=audit)
+
+    info = _guard(False, run)
+    if output is not None:
+        links = sum(info["links"].values())
+        extra = f", {info['audit_lines']} audit line(s)" if audit else ""
+        typer.echo(f"Exported {info['state_file']} to {output}: {info['watermarks']} watermark(s), {links} "
+                   f"link(s), {info['queue']} queued{extra}. On the new host: mlconnector state import {output}")
+
+
+@state_app.command("import")
+def state_import(
+    source: Annotated[Path, typer.Argument(help="A file written by 'state export' ('-' for standard input).",
+                                           show_default=False)],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a state that already holds watermarks, "
+                                          "links or a queue.")] = False,
+    rebind: Annotated[bool, typer.Option("--rebind", help="Bind the imported state to the sites this "
+                                         "configuration names (a deliberate move to new URLs).")] = False,
+    config: ConfigOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Make an exported state this configuration's state: checked as a pass reads it (schema, layout, sites),
+    then written atomically under the run lock."""
+
+    def run() -> dict[str, Any]:
+        from mlconnector.moving import import_state
+
+        return import_state(_load(config), None if str(source) == "-" else source, replace=replace, rebind=rebind)
+
+    info = _guard(as_json, run)
+    if as_json:
+        typer.echo(json.dumps({"status": "ok", **info}))
+        return
+    audit_note = f"; {info['audit_lines']} audit line(s) written to {info['audit_file']}" if info["audit_file"] else ""
+    typer.echo(f"Imported into {info['state_file']}: {info['watermarks']} watermark(s), "
+               f"{sum(info['links'].values())} link(s), {info['queue']} queued{audit_note}. "
+               f"Run 'mlconnector ping' next, then a pass.")
+
+
+@state_app.command("rebuild")
+def state_rebuild(
+    pair: Annotated[str, typer.Argument(help="The pair whose links to rebuild (as in 'sync <pair>').",
+                                        show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", help="Do it: forget the pair's watermarks and run one pass.")] = False,
+    config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Recreate a pair's links from the handles on its targets (the answer to a lost state): re-read everything
+    from initial_since; each record found on the target is adopted, not created again. Without --yes, only the
+    plan (nothing written)."""
+    _setup_logging(verbose)
+    from mlconnector import report
+    from mlconnector.registry import PAIRS
+
+    if pair not in PAIRS:
+        _fail(ConfigError(f"No pair {pair!r}; use one of: {', '.join(PAIRS)}."), as_json)
+
+    def run() -> Any:
+        from mlconnector.moving import rebuild
+
+        cfg = _load(config)
+        with report.progress_for(as_json) as progress:
+            return rebuild(pair, cfg, execute=yes, progress=progress)
+
+    result, forgotten = _guard(as_json, run)
+    if as_json:
+        typer.echo(json.dumps({**result.to_dict(), "forgotten_watermarks": forgotten}, ensure_ascii=False))
+        raise typer.Exit(result.exit_code)
+    from mlconnector.moving import plan_lines
+
+    what = f"forgot {len(forgotten)} watermark(s) ({', '.join(forgotten)})" if forgotten else "no watermark to forget"
+    if not yes:
+        typer.echo(f"Rebuild plan for {pair} ({what.replace('forgot', 'would forget')}; a full re-read from "
+                   f"initial_since):")
+        plan_lines(result, typer.echo)
+        for line in report.failure_groups(result.failures):
+            typer.echo(line)
+        if result.fatal:
+            typer.echo(f"Error: {result.fatal}", err=True)
+        typer.echo(f"Nothing was written. To do it: mlconnector state rebuild {pair} --yes"
+                   + ("" if config is None else f" --config {config}"))
+    else:
+        typer.echo(f"Rebuilt {pair}: {what}; one pass re-read everything from initial_since:")
+        plan_lines(result, typer.echo)
+        for line in report.failure_groups(result.failures):
+            typer.echo(line)
+        if result.fatal:
+            typer.echo(f"Error: {result.fatal}", err=True)
+    raise typer.Exit(result.exit_code)
 
 
 # -- secrets --------------------------------------------------------------------------------------

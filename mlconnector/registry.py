@@ -23,9 +23,17 @@ class PairSpec:
     module: str
     kinds: tuple[str, ...]
     sections: tuple[str, ...]  # configuration sections it needs
+    # The watermarks of its source reads, by their first dotted part ("purchase_orders.comments" ->
+    # "purchase_orders"; empty: its kinds): what `state rebuild <pair>` forgets. Not a cursor over the target's
+    # changes (jde-jira's back-flow): forgetting that would skip the changes made since.
+    watermark_roots: tuple[str, ...] = ()
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
+
+    def owns_watermark(self, name: str) -> bool:
+        """Whether ``name`` is the watermark of one of this pair's source reads."""
+        return name.split(".", 1)[0] in (self.watermark_roots or self.kinds)
 
 
 PAIRS: dict[str, PairSpec] = {p.name: p for p in (
@@ -34,7 +42,7 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              ("peoplesoft", "jira")),
     PairSpec("jde-jira", "JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE "
              "orchestration (one pass).", "mlconnector.pairs.jde_jira",
-             ("work_orders", "change_orders", "jira_status"), ("jde", "jira")),
+             ("work_orders", "change_orders", "jira_status"), ("jde", "jira"), ("jde",)),
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),

@@ -98,10 +98,11 @@ def test_kill_after_bulk_create_before_answer_creates_no_duplicates(sandbox_env:
     env = sandbox_env
     box = env.box
     # Jira creates the issues, then sits on the answer: the client never learns the new keys.
-    box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
+    hang = box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
     proc = _start(env, "sync", "peoplesoft-jira")
     try:
-        _wait_for(lambda: _issue_count(env) > 0, 20, "Jira to have the created issues", proc)
+        # Jira has created every issue of the bulk (not: the first of them; they are made one after another).
+        _wait_for(hang.reached.is_set, 20, "Jira to have the created issues", proc)
         created_before_kill = _issue_count(env)
         assert _kill(proc) == -signal.SIGKILL
     finally:
@@ -233,10 +234,12 @@ def test_killed_at_random_instants_never_duplicates_or_loses(sandbox_env: Env) -
 def test_second_concurrent_run_exits_with_lock_code_promptly(sandbox_env: Env) -> None:
     env = sandbox_env
     box = env.box
-    box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
+    hang = box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
     first = _start(env, "sync", "peoplesoft-jira")
     try:
-        _wait_for(lambda: _issue_count(env) > 0, 20, "the first pass to be inside its run", first)
+        # Inside its run, its bulk create done (Jira counts the write once the last issue is made): any write
+        # from now on would be the locked run's.
+        _wait_for(hang.reached.is_set, 20, "the first pass to be inside its run", first)
         writes = box.jira.writes
         started = time.monotonic()
         second = env.cli("sync", "peoplesoft-jira", timeout=30)

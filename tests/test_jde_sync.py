@@ -300,11 +300,12 @@ def test_killed_after_orchestration_took_effect_rerun_posts_nothing_twice(jde_en
 
 def test_killed_during_issue_create_rerun_creates_no_duplicates(jde_env: JdeEnv) -> None:
     env = jde_env
-    env.box.jira_server.faults.add(kind="hang_after", path=r"/rest/api/3/issue/bulk$", method="POST", count=1,
-                                   delay=30)
+    hang = env.box.jira_server.faults.add(kind="hang_after", path=r"/rest/api/3/issue/bulk$", method="POST",
+                                          count=1, delay=30)
     proc = _start(env)
     try:
-        _wait_for(lambda: len(env.box.jira.all_issues()) > 0, "Jira to have created issues", proc)
+        # The whole bulk created (not only its first issue): a rerun must not race the killed pass's create.
+        _wait_for(hang.reached.is_set, "Jira to have created issues", proc)
     finally:
         _kill(proc)
     env.box.jira_server.faults.clear()

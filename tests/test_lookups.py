@@ -48,10 +48,11 @@ def test_killed_after_jira_created_then_rerun_at_once_under_search_lag_duplicate
     env = sandbox_env
     _lagging(env, lag)
     # Jira creates the issues, then sits on the answer: the client never learns the new keys.
-    env.box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
+    hang = env.box.jira_server.faults.add(kind="hang_after", path=BULK, method="POST", count=1, delay=30)
     proc = _start(env, *SYNC)
     try:
-        _wait_for(lambda: _issue_count(env) > 0, 20, "Jira to have the created issues", proc)
+        # Jira has created every issue of the bulk (not: the first of them; they are made one after another).
+        _wait_for(hang.reached.is_set, 20, "Jira to have the created issues", proc)
         created_before_kill = _issue_count(env)
         assert _kill(proc) == -signal.SIGKILL
     finally:

@@ -79,7 +79,9 @@ class Fault:
       - ``body``: call nothing, answer ``status`` (default 200) with ``body`` verbatim (garbage, HTML...).
     ``count`` is how many matching requests it hits (None = all); ``skip`` lets that many matching
     requests through first. ``body_match`` (a regular expression searched in the request body) tells SOAP
-    operations apart, which all share one path.
+    operations apart, which all share one path. ``reached`` is set once a hit request got to the fault (for
+    ``drop_after`` and ``hang_after``: once the app has run, so its side effects are all there): tests wait on
+    it rather than sample a write that is still under way.
     """
 
     kind: str
@@ -93,6 +95,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     body_match: str | None = None
+    reached: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -181,6 +184,10 @@ class SandboxServer:
         self.latency = latency
         self.faults = FaultPlan()
         self.bucket = TokenBucket(rate_limit) if rate_limit else None
+        # Set: every request waits until the event is set (at most gate_timeout s). Tests hold a client at its
+        # first request this way, to order events between processes without sleeping.
+        self.gate: threading.Event | None = None
+        self.gate_timeout = 120.0
         self.log: list[LoggedRequest] = []
         self._log_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -234,9 +241,14 @@ class SandboxServer:
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, req: Request) -> Response | None:
         """Return the response to send, or None to drop the connection."""
+        gate = self.gate
+        if gate is not None:
+            gate.wait(self.gate_timeout)
         if self.latency:
             time.sleep(self.latency)
         fault = self.faults.take(req)
+        if fault is not None and fault.kind not in ("drop_after", "hang_after"):
+            fault.reached.set()
         if fault is not None:
             if fault.kind == "drop_before":
                 return None
@@ -267,6 +279,8 @@ class SandboxServer:
             resp = self.app(req)
         except Exception as exc:  # a simulator bug must show up as a 500, not hang the client
             resp = json_response(500, {"errorMessages": [f"sandbox error: {exc!r}"], "errors": {}})
+        if fault is not None:
+            fault.reached.set()  # drop_after, hang_after: the app has run
         if fault is not None and fault.kind == "drop_after":
             return None
         if fault is not None and fault.kind == "hang_after":

@@ -36,7 +36,7 @@ app = typer.Typer(
 sync_app = typer.Typer(help="Run one sync pass for an integration pair.", no_args_is_help=True)
 replay_app = typer.Typer(help="List, show, retry or drop records queued after a failure.", no_args_is_help=True)
 secrets_app = typer.Typer(help="Store secrets in the OS keyring (never in the config file).", no_args_is_help=True)
-sandbox_app = typer.Typer(help="Loopback simulators of PeopleSoft and Jira, to try a configuration.",
+sandbox_app = typer.Typer(help="Loopback simulators of PeopleSoft, JD Edwards and Jira, to try a configuration.",
                           no_args_is_help=True)
 auth_app = typer.Typer(help="One-time authorization steps.", no_args_is_help=True)
 app.add_typer(sync_app, name="sync")

@@ -151,3 +151,25 @@ def test_sandbox_serve_describes_every_pair_and_both_configs_sync(tmp_path) -> N
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_sandbox_serve_stops_on_ctrl_c_even_when_started_with_sigint_ignored() -> None:
+    """A background job or a test runner's worker starts children with SIGINT ignored; Ctrl-C (or a TERM from a
+    supervisor) must still stop the simulators."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlconnector", "sandbox", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    try:
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C" not in (proc.stdout.readline() or ""):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -99,8 +99,17 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
           echo: Callable[[str], None], jde_port: int = 0) -> None:
     """Serve every simulated system (PeopleSoft QAS + CIs, JD Edwards AIS, one Jira) until Ctrl-C, and describe
     a configuration per pair that points at them."""
+    import signal
+
     from mlconnector.sandbox.jde_sim import JdeSandbox, JdeSim
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and a TERM from a supervisor, stop the servers cleanly, also where the parent process started us
+    # with SIGINT ignored (a background job, a test runner's worker).
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     box = start_sandbox(ps_port=ps_port, jira_port=jira_port, latency=latency)
     jde = JdeSim()
     jde_box = JdeSandbox(jde, box.jira, SandboxServer(jde, "jde", port=jde_port, latency=latency).start(),

@@ -13,9 +13,10 @@ from typing import Any
 class PairSpec:
     """A pair as the CLI and the runner see it.
 
-    ``module`` exposes ``open_pass(cfg, secrets, *, dry_run, progress, refresh_wsdl)``, a context manager
-    yielding the pass steps (sync/engine.py's PassSteps) with their clients open, and ``configured(cfg)``.
-    ``kinds`` are the entities `--kind` accepts.
+    ``module`` exposes ``configured(cfg)``; ``connect(cfg, secrets, redactor, *, refresh_wsdl)``, a context
+    manager yielding the pair's open clients; ``make_pass(cfg, clients, state, audit, *, dry_run, progress,
+    kinds)``, the pass steps (sync/engine.py's PassSteps); and ``before_replay(steps, items)``, run before
+    `replay retry`. ``kinds`` are the entities `--kind` accepts.
     """
 
     name: str

@@ -52,7 +52,9 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
 # Configuration sections parsed by a system package of their own: section -> "module:function".
 SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde",
                             "procurify": "mlconnector.procurify.config:parse_procurify",
-                            "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section"}
+                            "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section",
+                            "procore": "mlconnector.procore.config:parse_procore",
+                            "peoplesoft_procore": "mlconnector.pairs.peoplesoft_procore_config:parse_section"}
 
 
 def section_parser(name: str) -> Any:

@@ -22,7 +22,8 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
                                 .replace("procurify", "Procurify").replace("procore", "Procore"),
                                 f"secret {name}", True, store.where(name)))
         except ConnectorError as exc:
-            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify", "procore": "Procore"}.get(name.split(".")[0], "Jira")
+            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify",
+                      "procore": "Procore"}.get(name.split(".")[0], "Jira")
             checks.append(Check(system, f"secret {name}", False,
                                 "not set", exc.message))
     if not all(c.ok for c in checks):

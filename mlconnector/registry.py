@@ -47,6 +47,10 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),
+    PairSpec("peoplesoft-procore", "PeopleSoft vendors and GL accounts -> Procore directory and cost codes; "
+             "PeopleSoft POs <-> Procore commitments (one pass).", "mlconnector.pairs.peoplesoft_procore",
+             ("vendors", "cost_codes", "purchase_orders", "commitments"),
+             ("peoplesoft", "procore", "peoplesoft_procore")),
 )}
 
 # Configuration sections parsed by a system package of their own: section -> "module:function".

@@ -91,6 +91,7 @@ class ProcoreSim:
         self.contracts: dict[int, dict[str, Any]] = {}
         self.line_items: dict[int, dict[str, Any]] = {}
         self.refuse: dict[str, str] = {}
+        self.expire_after: int | None = None  # revoke every token once this many more API calls were answered
         self._ids = itertools.count(562949953421312)  # ids beyond 32 bits, as in Procore
         self._lock = threading.RLock()
         self._rid = itertools.count(1)
@@ -173,6 +174,11 @@ class ProcoreSim:
                 self.spike.used += 1
                 self.calls[f"{request.method} {request.path}"] += 1
                 resp = self._route(request)
+                if self.expire_after is not None:
+                    self.expire_after -= 1
+                    if self.expire_after <= 0:
+                        self.tokens.clear()  # the token runs out mid-pass
+                        self.expire_after = None
             tight = min((self.hourly, self.spike), key=lambda w: w.remaining)
             resp.headers.update(tight.headers())
             resp.headers["X-Request-Id"] = f"{next(self._rid):08x}-{secrets.token_hex(4)}"

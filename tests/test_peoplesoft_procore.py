@@ -249,3 +249,12 @@ def test_lost_sync_answer_is_resent_without_duplicates(env: Env) -> None:
     assert len(sim.vendors) == 6 and len(sim.contracts) == 1
     origins = [v["origin_id"] for v in sim.vendors.values()]
     assert len(set(origins)) == len(origins)
+
+
+def test_example_config_is_valid_and_needs_no_jira() -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "peoplesoft-procore.toml"
+    cfg = config_mod.load(path)
+    assert cfg.jira is None and cfg.sections["procore"].company_id == 4264807
+    pair = cfg.sections["peoplesoft_procore"]
+    assert pair.po.handle == "PO_REF" and pair.project_of("PRJ-TOWER", "") == "562949953425001"
+    assert "procore.client_secret" in path.read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ KNOWN_SECRETS = {
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
     "procore.client_secret": "Procore app client secret (Developer Managed Service Account, client credentials)",
+    "procore.webhook_secret": "Shared secret Procore sends as the webhook's Authorization header (Bearer <secret>)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",

@@ -258,3 +258,23 @@ def test_example_config_is_valid_and_needs_no_jira() -> None:
     pair = cfg.sections["peoplesoft_procore"]
     assert pair.po.handle == "PO_REF" and pair.project_of("PRJ-TOWER", "") == "562949953425001"
     assert "procore.client_secret" in path.read_text(encoding="utf-8")
+
+
+def test_webhook_delivery_makes_the_next_pass_fetch_the_named_commitment(env: Env) -> None:
+    from mlconnector.procore.webhook import event_from_payload, spool_path
+    from mlconnector.webhook import append_event
+
+    assert env.sync().exit_code == 0
+    c = _commitment(env)
+    # Its change stamp lies before the last pass's window (a late commit): only the delivery names it.
+    env.box.procore.contracts[c["id"]]["updated_at"] = "2019-01-01T00:00:00Z"
+    event = event_from_payload(env.box.procore.delivery("Purchase Order Contracts", c["id"], TOWER))
+    assert event is not None
+    spool = spool_path(env.state_file)
+    append_event(spool, event)
+    append_event(spool, event)  # a duplicated delivery
+    r = env.sync()
+    assert r.exit_code == 0, r.failures
+    assert len(env.box.purchasing.pos_with_ref(f"PCO-{c['id']}")) == 1
+    assert not spool.read_text(encoding="utf-8") and "procore_events" not in env.state().extra
+    assert env.sync().counts["commitments"].created == 0

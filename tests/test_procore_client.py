@@ -149,3 +149,47 @@ def test_sync_reads_entities_and_errors_of_the_200_answer(sim: Any, tmp_path: Pa
     assert sorted(e["origin_id"] for e in out.entities) == ["a", "c"]
     assert [e["origin_id"] for e in out.errors] == ["b"]
     c.close()
+
+
+# -- webhooks -----------------------------------------------------------------------------------------
+def test_register_creates_hook_and_triggers_once(sim: Any, tmp_path: Path, clock: Clock) -> None:
+    from mlconnector.procore.webhook import register
+
+    s, server = sim
+    c = _client(server, tmp_path, clock)
+    kw: dict[str, Any] = {"namespace": "ml-connector", "api_version": "v2",
+                          "resources": ["Purchase Order Contracts"], "events": ["create", "update"]}
+    first = register(c, "https://hooks.example.com/procore/webhook", "s3cret", **kw)
+    again = register(c, "https://hooks.example.com/procore/webhook", "s3cret-2", **kw)
+    assert first["created"] and first["triggers_added"] == 2
+    assert not again["created"] and again["triggers_added"] == 0
+    [hook] = s.hooks.values()
+    assert hook["destination_headers"] == {"Authorization": "Bearer s3cret-2"} and len(s.triggers) == 2
+    c.close()
+
+
+def test_receiver_refuses_without_the_secret_and_spools_a_duplicated_delivery_once(tmp_path: Path) -> None:
+    import json
+    import threading
+
+    import requests
+
+    from mlconnector.procore.webhook import make_server
+
+    spool = tmp_path / "state.json.procore-webhooks.jsonl"
+    server = make_server("s3cret", spool)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/procore/webhook"
+        body = ProcoreSim().delivery("Purchase Order Contracts", 42, 11)
+        assert requests.post(url, json=body, timeout=5).status_code == 401
+        assert requests.post(url, json=body, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+        ok = [requests.post(url, json=body, headers={"Authorization": "Bearer s3cret"}, timeout=5) for _ in range(2)]
+        assert [r.status_code for r in ok] == [200, 200] and ok[1].text == "duplicate"
+        lines = [json.loads(x) for x in spool.read_text(encoding="utf-8").splitlines()]
+        assert [(e["resource_name"], e["resource_id"], e["project_id"]) for e in lines] == [
+            ("Purchase Order Contracts", "42", "11")]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -55,6 +55,7 @@ FLOWS = (FlowOrder(VENDORS), FlowOrder(COST_CODES),
 VENDOR_LINKS = "procore_vendors"  # key map: PeopleSoft vendor key -> {"id": Procore vendor id, "hash": pushed}
 MADE_POS = "procore_made_pos"  # state.extra: PeopleSoft PO key -> the commitment key it was made from
 COST_ACCOUNTS = "procore_cost_accounts"  # state.extra: Procore cost code id -> GL account
+EVENTS = "procore_events"  # state.extra: "<resource name>|<id>" -> a webhook event the next pass fetches
 SYNC_SUFFIX = "/sync"
 VENDOR_HANDLE, ACCOUNT_HANDLE, PO_HANDLE, LINE_HANDLE = "psft-vendor", "psft-acct", "psft-po", "psft-pol"
 DESCR_MAX = 254
@@ -354,7 +355,20 @@ class PeopleSoftProcorePass:
 
     # -- the engine's steps ----------------------------------------------------------------------
     def prepare(self) -> None:
-        return None
+        """Move the webhook receiver's spooled events into the state (one per record: duplicates collapse)."""
+        if self.dry_run:
+            return
+        from mlconnector.procore.webhook import spool_path
+        from mlconnector.webhook import drain_events
+
+        def commit(events: list[dict[str, Any]]) -> None:
+            book = self.state.extra.setdefault(EVENTS, {})
+            for ev in events:
+                book[f"{ev.get('resource_name')}|{ev.get('resource_id')}"] = ev
+            self.state.dirty = True
+            self.state.save()  # saved before the spool is emptied: a kill repeats events, never loses them
+
+        drain_events(spool_path(self.cfg.state_file), commit)
 
     def resolve_pending(self) -> None:
         if self.state.pending(COMMITMENTS):
@@ -733,6 +747,7 @@ class PeopleSoftProcorePass:
         start = self.window.start(self.state, COMMITMENTS, self.s.initial_since, since)
         end = self.ctx.now
         rng = f"{_z(start)}...{_z(end)}"
+        seen: set[str] = set()
         for project in sorted(self.s.projects):
             try:
                 found = self.procore.all(self.pcfg.commitments_path,
@@ -745,8 +760,34 @@ class PeopleSoftProcorePass:
             counts.read += len(found)
             for commitment in found:
                 self.process_commitment(project, commitment, None)
+                seen.add(_text(commitment.get("id")))
+        self._webhook_commitments(seen)
         if not self.dry_run and self.window.advance(self.state, COMMITMENTS, end, since):
             self.state.watermarks_moved = True
+
+    def _webhook_commitments(self, seen: set[str]) -> None:
+        """Fetch the commitments webhook deliveries named that the window read did not already bring."""
+        book = self.state.extra.get(EVENTS) or {}
+        for name, ev in sorted(book.items()):
+            rid, project = _text(ev.get("resource_id")), _text(ev.get("project_id"))
+            if ev.get("resource_name") in self.pcfg.webhook_resources and project in self.s.projects \
+                    and rid not in seen and ev.get("event_type") != "delete":
+                try:
+                    commitment = self.procore.get_json(f"{self.pcfg.commitments_path}/{rid}",
+                                                       {"project_id": int(project)})
+                except RemoteError as exc:
+                    if exc.status not in (403, 404):
+                        raise  # kept: fetched again next pass
+                    commitment = None
+                if isinstance(commitment, dict):
+                    self.ctx.result.kind(COMMITMENTS).read += 1
+                    self.process_commitment(project, commitment, None)
+                    seen.add(rid)
+            if not self.dry_run:
+                book.pop(name, None)
+                self.state.dirty = True
+        if not book:
+            self.state.extra.pop(EVENTS, None)
 
     def process_commitment(self, project: str, commitment: dict[str, Any], lines: list[dict[str, Any]] | None,
                            *, forced: bool = False) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from mlconnector.errors import ConfigError
 from mlconnector.http import HttpSettings
-from mlconnector.sections import HTTP_KEYS, Section, http_settings, url
+from mlconnector.sections import HTTP_KEYS, Section, http_settings, str_list, url
 
 TOKEN_CACHES = ("file", "keyring", "none")
 SYNC_MAX = 1000  # items per sync action call (reference procore.md section 6)
@@ -38,6 +38,11 @@ class ProcoreConfig:
     vendors_path: str = "/rest/v1.0/vendors"
     cost_codes_path: str = "/rest/v1.0/cost_codes"
     commitments_path: str = "/rest/v1.0/purchase_order_contracts"
+    # Webhooks (`mlconnector webhook procore-register`): one hook per integration, named by its namespace.
+    webhook_namespace: str = "ml-connector"
+    webhook_api_version: str = "v2"
+    webhook_resources: list[str] = field(default_factory=lambda: ["Purchase Order Contracts"])
+    webhook_events: list[str] = field(default_factory=lambda: ["create", "update"])
     http: HttpSettings = field(default_factory=HttpSettings)
 
     def site(self) -> str:
@@ -47,7 +52,8 @@ class ProcoreConfig:
 
 KNOWN = HTTP_KEYS | {"client_id", "company_id", "base_url", "login_url", "token_path", "token_cache",
                      "token_margin_minutes", "page_size", "sync_batch", "spare_calls", "companies_path",
-                     "projects_path", "vendors_path", "cost_codes_path", "commitments_path"}
+                     "projects_path", "vendors_path", "cost_codes_path", "commitments_path", "webhook_namespace",
+                     "webhook_api_version", "webhook_resources", "webhook_events"}
 
 
 def _path(s: Section, name: str, default: str) -> str:
@@ -90,5 +96,20 @@ def parse_procore(s: Section) -> ProcoreConfig:
         vendors_path=_path(s, "vendors_path", "/rest/v1.0/vendors"),
         cost_codes_path=_path(s, "cost_codes_path", "/rest/v1.0/cost_codes"),
         commitments_path=_path(s, "commitments_path", "/rest/v1.0/purchase_order_contracts"),
+        webhook_namespace=_namespace(s),
+        webhook_api_version=s.str("webhook_api_version", "v2"),
+        webhook_resources=str_list(s, "webhook_resources") if "webhook_resources" in s.data
+        else ["Purchase Order Contracts"],
+        webhook_events=str_list(s, "webhook_events") if "webhook_events" in s.data else ["create", "update"],
         http=http_settings(s),
     )
+
+
+def _namespace(s: Section) -> str:
+    import re
+
+    v = s.str("webhook_namespace", "ml-connector")
+    if not re.fullmatch(r"[a-z0-9-]+", v):
+        raise ConfigError(f"{s.key('webhook_namespace')} = {v!r}: Procore takes lowercase letters, digits and dashes "
+                          f"only, like \"ml-connector\".")
+    return v

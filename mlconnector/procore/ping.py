@@ -72,6 +72,18 @@ def procore_checks(cfg: ProcoreConfig, instance: str, secret: str, projects: Ite
                 out.append(Check(SYSTEM, name, False, exc.message,
                                  "Enable the tool on the project and grant the app's service account access to it "
                                  "(the app manifest's tool permissions)."))
+        try:
+            body = client.get_json("/rest/v1.0/webhooks/resources", {"company_id": cfg.company_id})
+            known = {str(r.get("name")) for r in body if isinstance(r, dict)} if isinstance(body, list) else set()
+            unknown = [r for r in cfg.webhook_resources if r not in known]
+            out.append(Check(SYSTEM, "webhook trigger resources", not unknown,
+                             ", ".join(cfg.webhook_resources) if not unknown else
+                             f"Procore knows no webhook resource {', '.join(repr(u) for u in unknown)}",
+                             "Set webhook_resources in [procore] to names GET /rest/v1.0/webhooks/resources lists "
+                             "(polling still reads every change meanwhile).", warning=True))
+        except ConnectorError as exc:
+            out.append(Check(SYSTEM, "webhook trigger resources", False, exc.message,
+                             "Webhooks are optional: polling reads every change.", warning=True))
         if client.rate.limit is not None:
             out.append(Check(SYSTEM, "rate limit", True, f"{client.rate.remaining} of {client.rate.limit} calls left "
                                                          f"in the tightest window"))

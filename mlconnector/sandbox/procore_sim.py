@@ -91,6 +91,10 @@ class ProcoreSim:
         self.contracts: dict[int, dict[str, Any]] = {}
         self.line_items: dict[int, dict[str, Any]] = {}
         self.refuse: dict[str, str] = {}
+        self.hooks: dict[int, dict[str, Any]] = {}
+        self.triggers: dict[int, dict[str, Any]] = {}
+        self.webhook_resources = ["Purchase Order Contracts", "Work Order Contracts", "Company Vendors",
+                                  "Direct Costs", "Direct Cost Line Items", "Commitment Change Orders"]
         self.expire_after: int | None = None  # revoke every token once this many more API calls were answered
         self._ids = itertools.count(562949953421312)  # ids beyond 32 bits, as in Procore
         self._lock = threading.RLock()
@@ -226,6 +230,8 @@ class ProcoreSim:
             if request.arg("company_id") != str(self.company_id):
                 return json_response(400, {"errors": "company_id is required"})
             return self._list(request, [dict(p) for pid, p in sorted(self.projects.items()) if pid in self.permitted])
+        if parts[0] == "webhooks":
+            return self._webhooks(request, parts[1:], body)
         if parts[0] == "vendors":
             return self._vendors(request, parts[1:], body)
         if parts[0] == "cost_codes":
@@ -461,3 +467,54 @@ class ProcoreSim:
             contract["updated_at"] = self._now()
             return resp
         return json_response(404, {"errors": "Not found"})
+
+    # -- webhooks --------------------------------------------------------------------------------
+    def _webhooks(self, request: Request, rest: list[str], body: dict[str, Any]) -> Response:
+        company = body.get("company_id") if request.method in ("POST", "PATCH") else request.arg("company_id")
+        if str(company) != str(self.company_id):
+            return json_response(400, {"errors": "company_id is required"})
+        if rest == ["resources"] and request.method == "GET":
+            return json_response(200, [{"name": n} for n in self.webhook_resources])
+        if rest[:1] != ["hooks"]:
+            return json_response(404, {"errors": "Not found"})
+        if rest == ["hooks"] and request.method == "GET":
+            ns = request.arg("namespace")
+            return json_response(200, [dict(h) for h in self.hooks.values() if ns in (None, "*", h["namespace"])])
+        if rest == ["hooks"] and request.method == "POST":
+            hook = body.get("hook") or {}
+            ns = str(hook.get("namespace") or "")
+            if not ns or not all(c.islower() or c.isdigit() or c == "-" for c in ns):
+                return json_response(422, {"errors": {"namespace": ["is invalid"]}})
+            rec = self._stamp({**hook, "company_id": self.company_id})
+            self.hooks[rec["id"]] = rec
+            return json_response(201, dict(rec))
+        try:
+            hid = int(rest[1])
+        except (IndexError, ValueError):
+            return json_response(404, {"errors": "Not found"})
+        hook_rec = self.hooks.get(hid)
+        if hook_rec is None:
+            return json_response(404, {"errors": "Not found"})
+        if len(rest) == 2 and request.method == "PATCH":
+            hook_rec.update(body.get("hook") or {})
+            return json_response(200, dict(hook_rec))
+        if rest[2:] == ["triggers"] and request.method == "GET":
+            return json_response(200, [dict(t) for t in self.triggers.values() if t["hook_id"] == hid])
+        if rest[2:] == ["triggers"] and request.method == "POST":
+            trig = body.get("trigger") or {}
+            if trig.get("resource_name") not in self.webhook_resources or trig.get("event_type") not in (
+                    "create", "update", "delete"):
+                return json_response(422, {"errors": {"resource_name": ["is not a webhook resource"]}})
+            rec = self._stamp({**trig, "hook_id": hid})
+            self.triggers[rec["id"]] = rec
+            return json_response(201, dict(rec))
+        return json_response(404, {"errors": "Not found"})
+
+    def delivery(self, resource_name: str, resource_id: int, project_id: int | None, event_type: str = "update",
+                 ) -> dict[str, Any]:
+        """The body Procore would POST for one event (v2 payload); send it twice to model a retried delivery."""
+        return {"id": next(self._ids), "ulid": secrets.token_hex(13).upper(), "timestamp": self._now(),
+                "metadata": {"source_user_id": 1, "source_company_id": self.company_id,
+                             "source_project_id": project_id, "source_application_id": None},
+                "user_id": 1, "company_id": self.company_id, "project_id": project_id, "api_version": "v2",
+                "event_type": event_type, "resource_name": resource_name, "resource_id": resource_id}

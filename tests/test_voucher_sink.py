@@ -272,3 +272,19 @@ def test_same_invoice_number_with_another_amount_is_not_entered_twice(run: Run) 
     assert w.write(KIND, invoice(amounts=("100.00", "30.00"))) is None
     assert "differs from the invoice" in ctx.result.failures[0]["error"]
     assert creates(run.box) == 1 and len(run.box.accounting.vouchers_for(VENDOR, "INV-1001")) == 1
+
+
+def test_a_failing_lookup_keeps_the_pending_mark_and_sends_nothing(run: Run) -> None:
+    run.box.server.faults.add(kind="drop_after", body_match=CREATE)
+    ctx, w = run.pass_()
+    w.write(KIND, invoice())
+    run.box.accounting.inactive.add("CI_VCHR_EXPRESS_F")  # the admin deactivated Find meanwhile
+    ctx, w = run.pass_()
+    assert w.write(KIND, invoice()) is None
+    assert "no active routing" in ctx.result.failures[0]["error"] and "CI_VCHR_EXPRESS_F" in ctx.result.failures[0][
+        "error"]
+    assert ctx.state.pending(KIND) and creates(run.box) == 1
+    run.box.accounting.inactive.clear()
+    ctx, w = run.pass_()
+    posted = w.write(KIND, invoice())
+    assert posted is not None and posted.action == "adopted" and creates(run.box) == 1

@@ -131,18 +131,23 @@ def test_lost_answer_then_rerun_gives_one_voucher_adopted(run: Run, check: bool)
     assert ctx.state.replay == [] and not ctx.state.pending(KIND)
 
 
-def test_with_the_check_off_peoplesoft_itself_takes_a_second_voucher(run: Run) -> None:
-    # Why the lookup before create matters: the simulator, like PeopleSoft, takes the same invoice twice.
-    run.box.accounting.duplicate_check["US001"] = False
-    record = {"BUSINESS_UNIT": "US001", "VENDOR_SETID": "SHARE", "VENDOR_ID": VENDOR, "INVOICE_ID": "X-1"}
-    run.box.accounting.enter_voucher(dict(record))
-    run.box.accounting.enter_voucher(dict(record))
-    assert len(run.box.accounting.vouchers_for(VENDOR, "X-1")) == 2
+def test_the_duplicate_check_is_per_business_unit_and_off_lets_a_second_voucher_in(run: Run) -> None:
+    # Why the lookup before create matters: with the check off, PeopleSoft takes the same invoice twice.
+    from mlconnector.peoplesoft.ci import CIFaultError
+
     ctx, w = run.pass_()
+    record = w.record(invoice("X-1"), None)
+    w.ci.create("VCHR_EXPRESS", record)
+    with pytest.raises(CIFaultError, match="Duplicate invoice"):
+        w.ci.create("VCHR_EXPRESS", record)
+    run.box.accounting.duplicate_check["US001"] = False
+    w.ci.create("VCHR_EXPRESS", record)
+    assert len(run.box.accounting.vouchers_for(VENDOR, "X-1")) == 2
+    # Two vouchers for one invoice: the writer enters nothing and names the double payment.
     assert w.write(KIND, invoice("X-1")) is None
     (failure,) = ctx.result.failures
     assert "2 vouchers" in failure["error"] and "double payment" in failure["error"]
-    assert creates(run.box) == 0
+    assert creates(run.box) == 3
 
 
 def test_a_young_pending_mark_waits_for_the_grace_period(run: Run) -> None:
@@ -232,3 +237,54 @@ def test_configurable_ci_name_and_ping_checks(tmp_path: Path) -> None:
         assert [c.ok for c in checks] == [True, True, True], checks
         missing = voucher_checks(w.ci, VoucherNames(), "US001", "peoplesoft_jaggaer")
         assert not missing[0].ok and "voucher_ci" in missing[0].fix and "CI_VCHR_EXPRESS" in missing[0].detail
+
+
+# -- kills and handles ------------------------------------------------------------------------------
+@pytest.mark.parametrize("sent", [True, False], ids=["killed-after-commit", "killed-before-sending"])
+def test_a_kill_around_the_create_never_duplicates_nor_loses(run: Run, monkeypatch: pytest.MonkeyPatch,
+                                                             sent: bool) -> None:
+    ctx, w = run.pass_()
+    real = w.ci.create
+
+    def killed(ci: str, record: dict[str, Any]) -> dict[str, Any]:
+        if sent:
+            real(ci, record)  # PeopleSoft saved the voucher...
+        raise KeyboardInterrupt  # ...and the process died before reading (or sending) anything
+
+    monkeypatch.setattr(w.ci, "create", killed)
+    with pytest.raises(KeyboardInterrupt):
+        w.write(KIND, invoice())
+    assert run.state().pending(KIND)  # the mark was on disk before the request
+    ctx, w = run.pass_()
+    posted = w.write(KIND, invoice())
+    assert posted is not None and posted.action == ("adopted" if sent else "created")
+    assert len(run.box.accounting.vouchers_for(VENDOR, "INV-1001")) == 1 and not ctx.state.pending(KIND)
+
+
+def test_same_invoice_number_with_another_amount_is_not_entered_twice(run: Run) -> None:
+    # With GROSS_AMT in PeopleSoft's duplicate check a corrected amount would pass it; the handle (supplier +
+    # INVOICE_ID) still finds the voucher, and the difference goes to a person.
+    run.box.accounting.duplicate_fields = ("GROSS_AMT",)
+    ctx, w = run.pass_()
+    w.write(KIND, invoice())
+    (run.tmp / "state.json").unlink()
+    ctx, w = run.pass_()
+    assert w.write(KIND, invoice(amounts=("100.00", "30.00"))) is None
+    assert "differs from the invoice" in ctx.result.failures[0]["error"]
+    assert creates(run.box) == 1 and len(run.box.accounting.vouchers_for(VENDOR, "INV-1001")) == 1
+
+
+def test_a_failing_lookup_keeps_the_pending_mark_and_sends_nothing(run: Run) -> None:
+    run.box.server.faults.add(kind="drop_after", body_match=CREATE)
+    ctx, w = run.pass_()
+    w.write(KIND, invoice())
+    run.box.accounting.inactive.add("CI_VCHR_EXPRESS_F")  # the admin deactivated Find meanwhile
+    ctx, w = run.pass_()
+    assert w.write(KIND, invoice()) is None
+    assert "no active routing" in ctx.result.failures[0]["error"] and "CI_VCHR_EXPRESS_F" in ctx.result.failures[0][
+        "error"]
+    assert ctx.state.pending(KIND) and creates(run.box) == 1
+    run.box.accounting.inactive.clear()
+    ctx, w = run.pass_()
+    posted = w.write(KIND, invoice())
+    assert posted is not None and posted.action == "adopted" and creates(run.box) == 1

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from typing import Any
 
 from mlconnector.errors import RecordError
-from mlconnector.peoplesoft.ci import CIClient, CIFaultError, parse_ib_message
+from mlconnector.peoplesoft.ci import CIClient, CIError, CIFaultError, parse_ib_message
 from mlconnector.peoplesoft.po_sink import NeedsPerson, canon
 from mlconnector.state import State
 from mlconnector.sync.engine import PassContext
@@ -46,7 +46,7 @@ def key_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def ib_text(exc: CIFaultError) -> str:
+def ib_text(exc: CIError) -> str:
     """PeopleSoft's own message (DefaultMessage) of a CI fault, else the client's sentence."""
     ib = parse_ib_message(exc.raw) if exc.raw else None
     return ib.default_message if ib is not None and ib.default_message else exc.message
@@ -125,11 +125,23 @@ class DocumentWriter:
             entries[key] = entry
             marks[key] = pending_since(entry)
 
+        unknown: set[str] = set()
+
         def lookup(keys: Sequence[str]) -> dict[str, Any]:
-            return {k: v for k in keys if (v := self.lookup_entry(entries[k]))}
+            out: dict[str, Any] = {}
+            for k in keys:
+                try:
+                    out[k] = self.lookup_entry(entries[k])
+                except CIError as exc:
+                    # Cannot tell: the mark stays, and the write path looks the document up again (and reports).
+                    unknown.add(k)
+                    self.ctx.audit.write("pending_unknown", kind, k, error=exc.message, raw=exc.raw)
+            return {k: v for k, v in out.items() if v}
 
         found = self.settler.settle(marks, lookup)
         for key, entry in entries.items():
+            if key in unknown:
+                continue
             records = found.get(key, [])
             if len(records) == 1:
                 entry[self.link] = self.keys_of(records[0])

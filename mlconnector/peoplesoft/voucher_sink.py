@@ -271,15 +271,12 @@ class VoucherWriter(DocumentWriter):
                 f"again; the next pass looks the voucher up by {handle} before anything is created.",
                 system=exc.system, raw=exc.raw, retryable=True))
             return None
-        except CIFaultError as exc:
+        except CIError as exc:
+            # A fault, or HTTP 200 with notification 0: PeopleSoft answered, so nothing of this Create was saved.
             if self.is_duplicate(exc):
                 return self._duplicate(kind, w, entry, record, exc)
-            self.state.drop_entry(kind, w.key)  # PeopleSoft answered: nothing was saved
-            self.ctx.fail(kind, w.key, w.row, self._refused(w, exc))
-            return None
-        except CIError as exc:
             self.state.drop_entry(kind, w.key)
-            self.ctx.fail(kind, w.key, w.row, exc)
+            self.ctx.fail(kind, w.key, w.row, self._refused(w, exc) if isinstance(exc, CIFaultError) else exc)
             return None
         linked = self.link_created(kind, w.key, entry, keys)
         counts.created += 1
@@ -288,15 +285,16 @@ class VoucherWriter(DocumentWriter):
         self.done(kind, w.key)
         return self.posted(linked, "created")
 
-    def is_duplicate(self, exc: CIFaultError) -> bool:
-        """True when a CI fault is PeopleSoft's duplicate-invoice error (VoucherNames says how to tell)."""
+    def is_duplicate(self, exc: CIError) -> bool:
+        """True when a CI fault (or a notification 0) is PeopleSoft's duplicate-invoice error (VoucherNames says
+        how to tell)."""
         if f"{exc.message_set},{exc.message_id}" in self.n.duplicate_ids:
             return True
         text = f"{ib_text(exc)} {exc.message}".lower()
         return any(m.lower() in text for m in self.n.duplicate_messages)
 
     def _duplicate(self, kind: str, w: VoucherWrite, entry: dict[str, Any], record: dict[str, Any],
-                   exc: CIFaultError) -> Posted | None:
+                   exc: CIError) -> Posted | None:
         """The Create met the duplicate-invoice check: the voucher is already there. Find it and link it."""
         try:
             found = self.lookup(w.business_unit, w.vendor_setid, w.vendor_id, w.invoice_id)

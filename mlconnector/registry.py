@@ -48,8 +48,9 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),
     PairSpec("peoplesoft-procore", "PeopleSoft vendors and GL accounts -> Procore directory and cost codes; "
-             "PeopleSoft POs <-> Procore commitments (one pass).", "mlconnector.pairs.peoplesoft_procore",
-             ("vendors", "cost_codes", "purchase_orders", "commitments"),
+             "PeopleSoft POs <-> Procore commitments; project costs -> GL journals (one pass).",
+             "mlconnector.pairs.peoplesoft_procore",
+             ("vendors", "cost_codes", "purchase_orders", "commitments", "direct_costs", "change_orders"),
              ("peoplesoft", "procore", "peoplesoft_procore")),
 )}
 

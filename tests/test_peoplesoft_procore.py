@@ -129,7 +129,8 @@ def test_first_pass_writes_each_record_once_and_second_pass_writes_nothing(env: 
     assert r2.exit_code == 0, r2.failures
     assert dict(sim.writes) == writes and env.ps_writes() == ps_writes
     assert sum(c.created + c.updated for c in r2.counts.values()) == 0
-    assert r2.requests["procore"] <= len(PROJECTS)  # one commitments read per project, no writes
+    # One read per project of commitments, direct costs and change orders; no write.
+    assert r2.requests["procore"] <= 3 * len(PROJECTS)
 
 
 # -- 2. partial errors in an HTTP 200 --------------------------------------------------------------------
@@ -278,3 +279,51 @@ def test_webhook_delivery_makes_the_next_pass_fetch_the_named_commitment(env: En
     assert len(env.box.purchasing.pos_with_ref(f"PCO-{c['id']}")) == 1
     assert not spool.read_text(encoding="utf-8") and "procore_events" not in env.state().extra
     assert env.sync().counts["commitments"].created == 0
+
+
+
+# -- 7. project costs -> GL journals ------------------------------------------------------------------
+def _journals(env: Env, reference: str) -> list[dict[str, Any]]:
+    return env.box.accounting.journals_with(reference)
+
+
+def test_approved_direct_cost_posts_one_balanced_journal_and_its_id_goes_back(env: Env) -> None:
+    from decimal import Decimal
+
+    from mlconnector.sandbox.procore_run import OFFSET_ACCOUNT
+
+    assert env.sync().exit_code == 0
+    sim = env.box.procore
+    dc = sim.add_direct_cost(TOWER, env.procore_vendor(env.active_vendor()), invoice_number="INV-88", lines=[
+        {"cost_code_id": env.cost_code("640000"), "amount": "1250.10", "description": "Concrete"},
+        {"cost_code_id": env.cost_code("641000"), "amount": "99.95", "description": "Pump truck"}])
+    draft = sim.add_direct_cost(TOWER, None, invoice_number="INV-89", status="draft", lines=[
+        {"cost_code_id": env.cost_code("640000"), "amount": "5", "description": "Not yet"}])
+    r = env.sync()
+    assert r.exit_code == 0, r.failures
+    [journal] = _journals(env, f"procore-dc-{dc['id']}")
+    assert not _journals(env, f"procore-dc-{draft['id']}")
+    lines = journal["JRNL_LN"]
+    assert sum(Decimal(ln["MONETARY_AMOUNT"]) for ln in lines) == 0
+    assert sorted((ln["ACCOUNT"], ln["MONETARY_AMOUNT"], ln["DEPTID"], ln["PROJECT_ID"]) for ln in lines) == [
+        (OFFSET_ACCOUNT, "-1350.05", "FAC", "PRJ-TOWER"), ("640000", "1250.10", "FAC", "PRJ-TOWER"),
+        ("641000", "99.95", "FAC", "PRJ-TOWER")]
+    assert sim.direct_costs[dc["id"]]["origin_id"] == handle("psft-jrnl", ("US001", journal["JOURNAL_ID"]))
+    calls = dict(env.box.accounting.calls)
+    r2 = env.sync()
+    assert r2.exit_code == 0, r2.failures
+    assert len(_journals(env, f"procore-dc-{dc['id']}")) == 1 and dict(env.box.accounting.calls) == calls
+
+
+def test_approved_change_order_posts_one_journal_and_a_lost_answer_does_not_duplicate(env: Env) -> None:
+    assert env.sync().exit_code == 0
+    c = _commitment(env)
+    co = env.box.procore.add_change_order(TOWER, c["id"], number="CO-3", lines=[
+        {"cost_code_id": env.cost_code("650000"), "amount": "700.00", "description": "Extra fencing"}])
+    env.box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Create__CompIntfc__JOURNAL_ENTRY",
+                                       count=1))
+    r = env.sync()
+    assert r.counts["change_orders"].failed == 1  # answer lost: looked up next pass, never resent blindly
+    r2 = env.sync()
+    assert r2.exit_code == 0, r2.failures
+    assert len(_journals(env, f"procore-cco-{co['id']}")) == 1

@@ -50,8 +50,12 @@ from mlconnector.sync.xref import Crosswalk, MissingReference
 
 PAIR = "peoplesoft-procore"
 VENDORS, COST_CODES, POS, COMMITMENTS = "vendors", "cost_codes", "purchase_orders", "commitments"
+DIRECT_COSTS, CHANGE_ORDERS = "direct_costs", "change_orders"
+COST_KINDS = (DIRECT_COSTS, CHANGE_ORDERS)
 FLOWS = (FlowOrder(VENDORS), FlowOrder(COST_CODES),
-         FlowOrder(POS, (VENDORS, COST_CODES)), FlowOrder(COMMITMENTS, (VENDORS, COST_CODES, POS)))
+         FlowOrder(POS, (VENDORS, COST_CODES)), FlowOrder(COMMITMENTS, (VENDORS, COST_CODES, POS)),
+         FlowOrder(DIRECT_COSTS, (COST_CODES, COMMITMENTS)), FlowOrder(CHANGE_ORDERS, (COST_CODES, COMMITMENTS)))
+JOURNAL_HANDLE = "psft-jrnl"
 VENDOR_LINKS = "procore_vendors"  # key map: PeopleSoft vendor key -> {"id": Procore vendor id, "hash": pushed}
 MADE_POS = "procore_made_pos"  # state.extra: PeopleSoft PO key -> the commitment key it was made from
 COST_ACCOUNTS = "procore_cost_accounts"  # state.extra: Procore cost code id -> GL account
@@ -347,6 +351,11 @@ class PeopleSoftProcorePass:
                              distributions=p.distributions, distrib_nbr=p.distrib_nbr,
                              updatable_statuses=tuple(self.s.updatable_statuses), create_only=(p.po_date,))
         self.writer = POWriter(self.ctx, ci, self.names, grace_seconds=self.s.pending_grace_seconds)
+        self.journals: Any = None
+        if self.s.offset_account:
+            from mlconnector.peoplesoft.journal_sink import JournalWriter
+
+            self.journals = JournalWriter(self.ctx, ci, self.s.journal, grace_seconds=self.s.pending_grace_seconds)
         procore.on_response = self._audit_response
 
     def _audit_response(self, method: str, path: str, status: int, request_id: str) -> None:
@@ -373,15 +382,19 @@ class PeopleSoftProcorePass:
     def resolve_pending(self) -> None:
         if self.state.pending(COMMITMENTS):
             self.writer.resolve_pending(COMMITMENTS)
+        for kind in COST_KINDS:
+            if self.journals is not None and self.state.pending(kind):
+                self.journals.resolve_pending(kind)
 
     def entities(self) -> list[str]:
-        return [f for f in ordered(FLOWS) if not self.selected or f in self.selected]
+        return [f for f in ordered(FLOWS) if (not self.selected or f in self.selected)
+                and (f not in COST_KINDS or self.journals is not None)]
 
     def blocked(self, entity: str) -> str | None:
         return None
 
     def replay_kinds(self) -> list[str]:
-        return [VENDORS, COST_CODES, POS, COMMITMENTS]
+        return [VENDORS, COST_CODES, POS, COMMITMENTS, *COST_KINDS]
 
     def requests(self) -> dict[str, int]:
         return {"peoplesoft": self.qas.http.requests_made + self.ci.http.requests_made,
@@ -392,7 +405,8 @@ class PeopleSoftProcorePass:
 
     def sync_entity(self, entity: str, since: datetime | None) -> None:
         {VENDORS: self.sync_vendors, COST_CODES: self.sync_cost_codes, POS: self.sync_purchase_orders,
-         COMMITMENTS: self.sync_commitments}[entity](since)
+         COMMITMENTS: self.sync_commitments, DIRECT_COSTS: self.sync_direct_costs,
+         CHANGE_ORDERS: self.sync_change_orders}[entity](since)
 
     def retry(self, item: dict[str, Any]) -> None:
         kind, key = item["kind"], item["key"]
@@ -408,6 +422,14 @@ class PeopleSoftProcorePass:
             rows = (item.get("row") or {}).get("rows") or []
             bu, po_id = decode_key(key)
             self.write_pos({(bu, po_id): rows})
+        elif kind in COST_KINDS:
+            row = item.get("row") or {}
+            if row.get("doc") and self.journals is not None:
+                backs: list[dict[str, Any]] = []
+                self.post_cost(kind, str(row.get("project")), row["doc"], row.get("lines"), backs, forced=True)
+                self._origin_back(str(row.get("project")), backs)
+            else:
+                self.state.dequeue(kind, key)
         elif kind == COMMITMENTS:
             row = item.get("row") or {}
             if row.get("commitment"):
@@ -856,6 +878,143 @@ class PeopleSoftProcorePass:
         return False
 
 
+    # -- project costs: Procore -> PeopleSoft GL journals -----------------------------------------------
+    def sync_direct_costs(self, since: datetime | None) -> None:
+        """Approved direct costs changed in the window -> one balanced journal each, posted once."""
+        start = self.window.start(self.state, DIRECT_COSTS, self.s.initial_since, since)
+        end = self.ctx.now
+        rng = f"{_z(start)}...{_z(end)}"
+        for project in sorted(self.s.projects):
+            try:
+                found = self.procore.all(self.pcfg.direct_costs_path.format(project_id=project),
+                                         {"filters[updated_at]": rng})
+            except RemoteError as exc:
+                if exc.status != 403:
+                    raise
+                self.ctx.kind_error(DIRECT_COSTS, exc)
+                return
+            self.ctx.result.kind(DIRECT_COSTS).read += len(found)
+            backs: list[dict[str, Any]] = []
+            for doc in found:
+                self.post_cost(DIRECT_COSTS, project, doc, None, backs)
+            self._origin_back(project, backs)
+        if not self.dry_run and self.window.advance(self.state, DIRECT_COSTS, end, since):
+            self.state.watermarks_moved = True
+
+    def sync_change_orders(self, since: datetime | None) -> None:
+        """Approved commitment change orders -> one balanced journal each. The list has no updated_at filter
+        (reference procore.md section 4): it is read whole, and only new or changed ones cost a detail read."""
+        for project in sorted(self.s.projects):
+            try:
+                found = self.procore.all(self.pcfg.change_orders_path.format(project_id=project))
+            except RemoteError as exc:
+                if exc.status not in (403, 404):
+                    raise
+                self.ctx.kind_error(CHANGE_ORDERS, exc)  # e.g. a 3-tier project: no commitment change orders
+                continue
+            self.ctx.result.kind(CHANGE_ORDERS).read += len(found)
+            for doc in found:
+                self.post_cost(CHANGE_ORDERS, project, doc, None, [])
+
+    def _cost_account(self, cost_code_id: str, line_type: str) -> str | None:
+        code = self.account_of(cost_code_id)
+        table = self.s.cost_accounts
+        for k in (f"{cost_code_id}|{line_type}", f"{code}|{line_type}" if code else "", cost_code_id, code or ""):
+            if k and k in table:
+                return table[k]
+        return code
+
+    def post_cost(self, kind: str, project: str, doc: dict[str, Any], lines: list[dict[str, Any]] | None,
+                  backs: list[dict[str, Any]], *, forced: bool = False) -> None:
+        """One approved direct cost or change order -> its journal through the journal writer (lookup by the
+        reference field before every create; never changed once posted)."""
+        from mlconnector.peoplesoft.journal_sink import JournalLine, build_journal
+
+        statuses = self.s.direct_cost_statuses if kind == DIRECT_COSTS else self.s.change_order_statuses
+        did = _text(doc.get("id"))
+        key = encode_key((did,))
+        if _text(doc.get("status")) not in statuses:
+            self.state.dequeue(kind, key)
+            return
+        entry = self.state.entry(kind, key)
+        stamp = _text(doc.get("updated_at"))
+        queued = any(i["kind"] == kind and i["key"] == key for i in self.state.replay)
+        if entry is not None and entry.get("journal") and not entry.get("pending") and entry.get("seen") == stamp \
+                and not queued and not forced:
+            self.ctx.result.kind(kind).unchanged += 1
+            return
+        noun = "direct cost" if kind == DIRECT_COSTS else "commitment change order"
+        title = f"Procore {noun} {_text(doc.get('invoice_number') or doc.get('number')) or did} (project {project})"
+        if lines is None:
+            if kind == DIRECT_COSTS:
+                lines = self.procore.all(self.pcfg.direct_cost_lines_path.format(project_id=project, id=did))
+            else:
+                detail = self.procore.get_json(f"{self.pcfg.change_orders_path.format(project_id=project)}/{did}")
+                lines = [ln for ln in (detail.get("line_items") or []) if isinstance(ln, dict)] if isinstance(
+                    detail, dict) else []
+        row = {"project": project, "doc": doc, "lines": lines}
+        ps_project, _, deptid = self.s.projects.get(project, "").partition("/")
+        try:
+            if not lines:
+                raise RecordError(f"{title} has no cost lines; nothing to post. It is posted once lines are added.")
+            debits = []
+            for ln in lines:
+                cc = _text(ln.get("cost_code_id") or (ln.get("cost_code") or {}).get("id"))
+                account = self._cost_account(cc, _text(ln.get("line_item_type_id")))
+                if account is None:
+                    raise MissingReference("cost_account", cc, f"{SECTION}.cost_accounts",
+                                           f"{title} (a line on cost code {cc})")
+                amount = _dec(ln.get("amount"), "amount", title)
+                debits.append(JournalLine(account, amount, deptid, ps_project, _text(ln.get("description"))))
+            journal_date = _text(doc.get("direct_cost_date") or doc.get("due_date") or doc.get("created_at"))[:10]
+            w = build_journal(key=key, business_unit=self.s.journal_business_unit or self.s.business_unit,
+                              reference=f"{self.s.reference_prefix}{'dc' if kind == DIRECT_COSTS else 'cco'}-{did}",
+                              journal_date=journal_date or self.ctx.now.date().isoformat(), ledger=self.s.ledger,
+                              currency=self.s.currency, debits=debits,
+                              offset=JournalLine(self.s.offset_account, Decimal(0), deptid, ps_project,
+                                                 f"Procore {noun} {did}"), title=title, row=row)
+        except RecordError as exc:
+            self.ctx.fail(kind, key, row, exc)
+            return
+        posted = self.journals.write(kind, w)
+        if posted is None or self.dry_run:
+            return
+        done = self.state.entry(kind, key)
+        if done is not None:
+            done["seen"] = stamp
+            self.state.dirty = True
+        origin = handle(JOURNAL_HANDLE, (posted.business_unit, posted.id))
+        if kind == DIRECT_COSTS and self.s.journal_origin_back and _text(doc.get("origin_id")) != origin:
+            backs.append({"id": doc.get("id"), "origin_id": origin, "_key": key})
+
+    def _origin_back(self, project: str, backs: list[dict[str, Any]]) -> None:
+        """The journal ids go back to their direct costs' origin_id (one sync action per project). A refusal is
+        noted in the audit trail only: the journal is posted, and the next change of the cost tries again."""
+        if not backs or self.dry_run:
+            return
+        from mlconnector.procore.client import sync_error_text
+
+        keys = {str(b["id"]): b.pop("_key") for b in backs}
+        try:
+            out = self.procore.sync(self.pcfg.direct_costs_sync_path.format(project_id=project),
+                                    {"project_id": int(project)}, backs)
+        except RemoteError as exc:
+            if exc.status != 403:
+                raise
+            self.audit.write("origin_back_refused", DIRECT_COSTS, error=exc.message)
+            return
+        for e in out.entities:
+            entry = self.state.entry(DIRECT_COSTS, keys.get(str(e.get("id")), ""))
+            if entry is not None:
+                entry["seen"] = _text(e.get("updated_at"))  # our own write: not a change of the cost
+                entry["origin_id"] = e.get("origin_id")
+                self.state.dirty = True
+        for err in out.errors:
+            self.audit.write("origin_back_refused", DIRECT_COSTS, keys.get(str(err.get("id")), ""),
+                             error=sync_error_text(err))
+        self.state.save()
+
+
 def _z(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -913,6 +1072,14 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
                          f"Set po_ci in [{SECTION}] or ask the admin to generate CI_{s.po_ci} ({ADMIN_CI})."))
     finally:
         client.close()
+    if s.offset_account:
+        from mlconnector.peoplesoft.journal_sink import journal_checks
+
+        client = CIClient(cfg.peoplesoft, auth)
+        try:
+            out += journal_checks(client, s.journal, s.journal_business_unit or s.business_unit, SECTION)
+        finally:
+            client.close()
     return out
 
 

@@ -72,8 +72,22 @@ class PairSettings:
     pending_grace_seconds: float = 600.0
     countries: dict[str, str] = field(default_factory=lambda: {"USA": "US", "CAN": "CA", "MEX": "MX", "GBR": "GB",
                                                                "DEU": "DE", "FRA": "FR", "AUS": "AU"})
+    # Project costs -> GL journals (on when offset_account is set): approved direct costs and commitment change
+    # orders, one debit per cost line on the account of its cost code, the credit on offset_account.
+    offset_account: str = ""
+    journal_ci: str = "JOURNAL_ENTRY"
+    ledger: str = "ACTUALS"
+    journal_business_unit: str = ""  # default: business_unit
+    direct_cost_statuses: list[str] = field(default_factory=lambda: ["approved"])
+    change_order_statuses: list[str] = field(default_factory=lambda: ["approved"])
+    # "<cost code id>" or "<cost code id>|<line item type id>" -> ACCOUNT; a cost code published from a GL account
+    # needs no entry (its account is its code).
+    cost_accounts: dict[str, str] = field(default_factory=dict)
+    reference_prefix: str = "procore-"  # the journal's reference field: "procore-dc-<id>" / "procore-cco-<id>"
+    journal_origin_back: bool = True  # the journal id goes back to the direct cost's origin_id
     po: POFields = field(default_factory=POFields)
     po_columns: POColumns = field(default_factory=POColumns)
+    journal: Any = None  # JournalNames (peoplesoft/journal_sink.py), from [peoplesoft_procore.journal_fields]
 
     CONFIG_KEYS = {"project": f"{SECTION}.projects", "account": f"{SECTION}.accounts",
                    "vendor": f"{SECTION} (the vendor flow links vendors)"}
@@ -91,8 +105,8 @@ class PairSettings:
         return None
 
 
-KNOWN = {f.name for f in fields(PairSettings)} | {"po_fields"}
-KNOWN.discard("po")
+KNOWN = {f.name for f in fields(PairSettings)} | {"po_fields", "journal_fields"}
+KNOWN -= {"po", "journal"}
 
 
 def _names(s: Section, name: str, cls: type) -> Any:
@@ -143,6 +157,25 @@ def parse_section(s: Section) -> PairSettings:
         initial_since=parse_since(s, "initial_since", "2000-01-01"),
         pending_grace_seconds=s.num("pending_grace_seconds", 600.0, minimum=0),
         countries={k.upper(): v.upper() for k, v in countries.items()},
+        offset_account=s.str("offset_account", ""),
+        journal_ci=s.str("journal_ci", "JOURNAL_ENTRY"),
+        ledger=s.str("ledger", "ACTUALS"),
+        journal_business_unit=s.str("journal_business_unit", ""),
+        direct_cost_statuses=str_list(s, "direct_cost_statuses") if "direct_cost_statuses" in s.data
+        else ["approved"],
+        change_order_statuses=str_list(s, "change_order_statuses") if "change_order_statuses" in s.data
+        else ["approved"],
+        cost_accounts=s.str_map("cost_accounts"),
+        reference_prefix=s.str("reference_prefix", "procore-"),
+        journal_origin_back=s.bool("journal_origin_back", True),
         po=_names(s, "po_fields", POFields),
         po_columns=_names(s, "po_columns", POColumns),
+        journal=_journal_names(s, s.str("journal_ci", "JOURNAL_ENTRY")),
     )
+
+
+def _journal_names(s: Section, ci: str) -> Any:
+    from mlconnector.peoplesoft.journal_sink import JournalNames
+
+    names = _names(s, "journal_fields", JournalNames) if "journal_fields" in s.data else JournalNames()
+    return JournalNames(**{**{f.name: getattr(names, f.name) for f in fields(JournalNames)}, "ci": ci})

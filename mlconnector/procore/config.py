@@ -38,6 +38,11 @@ class ProcoreConfig:
     vendors_path: str = "/rest/v1.0/vendors"
     cost_codes_path: str = "/rest/v1.0/cost_codes"
     commitments_path: str = "/rest/v1.0/purchase_order_contracts"
+    # Project cost reads ({project_id} and {id} are filled in); the change order detail carries its line_items [U].
+    direct_costs_path: str = "/rest/v1.1/projects/{project_id}/direct_costs"
+    direct_cost_lines_path: str = "/rest/v1.0/projects/{project_id}/direct_costs/{id}/line_items"
+    direct_costs_sync_path: str = "/rest/v1.0/projects/{project_id}/direct_costs/sync"
+    change_orders_path: str = "/rest/v1.0/projects/{project_id}/commitment_change_orders"
     # Webhooks (`mlconnector webhook procore-register`): one hook per integration, named by its namespace.
     webhook_namespace: str = "ml-connector"
     webhook_api_version: str = "v2"
@@ -53,7 +58,8 @@ class ProcoreConfig:
 KNOWN = HTTP_KEYS | {"client_id", "company_id", "base_url", "login_url", "token_path", "token_cache",
                      "token_margin_minutes", "page_size", "sync_batch", "spare_calls", "companies_path",
                      "projects_path", "vendors_path", "cost_codes_path", "commitments_path", "webhook_namespace",
-                     "webhook_api_version", "webhook_resources", "webhook_events"}
+                     "webhook_api_version", "webhook_resources", "webhook_events", "direct_costs_path",
+                     "direct_cost_lines_path", "direct_costs_sync_path", "change_orders_path"}
 
 
 def _path(s: Section, name: str, default: str) -> str:
@@ -96,6 +102,11 @@ def parse_procore(s: Section) -> ProcoreConfig:
         vendors_path=_path(s, "vendors_path", "/rest/v1.0/vendors"),
         cost_codes_path=_path(s, "cost_codes_path", "/rest/v1.0/cost_codes"),
         commitments_path=_path(s, "commitments_path", "/rest/v1.0/purchase_order_contracts"),
+        direct_costs_path=s.str("direct_costs_path", "/rest/v1.1/projects/{project_id}/direct_costs"),
+        direct_cost_lines_path=s.str("direct_cost_lines_path",
+                                     "/rest/v1.0/projects/{project_id}/direct_costs/{id}/line_items"),
+        direct_costs_sync_path=s.str("direct_costs_sync_path", "/rest/v1.0/projects/{project_id}/direct_costs/sync"),
+        change_orders_path=s.str("change_orders_path", "/rest/v1.0/projects/{project_id}/commitment_change_orders"),
         webhook_namespace=_namespace(s),
         webhook_api_version=s.str("webhook_api_version", "v2"),
         webhook_resources=str_list(s, "webhook_resources") if "webhook_resources" in s.data

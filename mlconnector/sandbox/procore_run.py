@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from mlconnector.sandbox.peoplesoft_ap_gl_ci import AccountingCI, AccountingGateway
 from mlconnector.sandbox.peoplesoft_po_ci import PurchasingCI, PurchasingGateway
 from mlconnector.sandbox.peoplesoft_sim import PeopleSoftSim, _ib_error, _xmlp
 from mlconnector.sandbox.procore_sim import CLIENT_ID, CLIENT_SECRET, COMPANY_ID, ProcoreSim
@@ -27,6 +28,7 @@ PO_QUERY = "ML_PO_PROJECT_DISTRIB"
 # Procore project id -> (PROJECT_ID, DEPTID): the project crosswalk of the example configuration.
 PROJECTS = {"562949953425001": ("PRJ-TOWER", "FAC"), "562949953425002": ("PRJ-BRIDGE", "OPS")}
 ACCOUNTS = {"640000": "Materials", "641000": "Equipment rental", "650000": "Subcontract labour"}
+OFFSET_ACCOUNT = "200100"  # accrued project costs: the credit side of every journal
 COLUMNS = ("BUSINESS_UNIT", "PO_ID", "PO_REF", "PO_STATUS", "PO_DT", "VENDOR_SETID", "VENDOR_ID", "LINE_NBR",
            "DESCR254_MIXED", "UNIT_OF_MEASURE", "QTY_PO", "PRICE_PO", "DISTRIB_LINE_NUM", "ACCOUNT", "DEPTID",
            "PROJECT_ID", "MERCHANDISE_AMT", "LAST_DTTM_UPDATE")
@@ -88,6 +90,7 @@ class ProcoreBox:
     procore: ProcoreSim
     ps: PeopleSoftSim
     purchasing: PurchasingCI
+    accounting: AccountingCI
     procore_server: SandboxServer
     ps_server: SandboxServer
 
@@ -166,6 +169,7 @@ business_unit = "US001"
 buyer_id = "BUYER1"
 initial_since = "2020-01-01"
 overlap_minutes = 5
+offset_account = "{OFFSET_ACCOUNT}"
 {extra_pair or "pending_grace_seconds = 0"}
 
 [peoplesoft_procore.projects]
@@ -191,11 +195,16 @@ def start_procore_sandbox(*, vendors: int = 6, seed: int = 7, latency: float = 0
     for row in ps.rows("vendors"):
         purchasing.add_vendor(row["VENDOR_ID"], row["NAME1"], status=row["VENDOR_STATUS"])
     purchasing.deptids |= {d for _, d in PROJECTS.values()}
-    purchasing.accounts |= set(ACCOUNTS)
+    purchasing.accounts |= {*ACCOUNTS, OFFSET_ACCOUNT}
+    accounting = AccountingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, purchasing=purchasing)
+    accounting.projects |= {p for p, _ in PROJECTS.values()}
+    # One web server serves one CIFault schema: both CI simulators must name it with the same namespace, or the
+    # WSDL of whichever does not serve it imports a schema whose namespace does not match.
+    accounting._ns["CIFault"] = purchasing._ns["CIFault"]
     procore_server = SandboxServer(procore, "procore", latency=latency).start()
-    ps_server = SandboxServer(PurchasingGateway(ProjectPOQuery(ps, purchasing), purchasing), "peoplesoft",
-                              latency=latency).start()
-    return ProcoreBox(procore, ps, purchasing, procore_server, ps_server)
+    inner = PurchasingGateway(ProjectPOQuery(ps, purchasing), purchasing)
+    ps_server = SandboxServer(AccountingGateway(inner, accounting), "peoplesoft", latency=latency).start()
+    return ProcoreBox(procore, ps, purchasing, accounting, procore_server, ps_server)
 
 
 __all__ = ["COMPANY_ID", "ProcoreBox", "start_procore_sandbox"]

@@ -91,6 +91,9 @@ class ProcoreSim:
         self.contracts: dict[int, dict[str, Any]] = {}
         self.line_items: dict[int, dict[str, Any]] = {}
         self.refuse: dict[str, str] = {}
+        self.direct_costs: dict[int, dict[str, Any]] = {}
+        self.direct_cost_lines: dict[int, dict[str, Any]] = {}
+        self.change_orders: dict[int, dict[str, Any]] = {}
         self.hooks: dict[int, dict[str, Any]] = {}
         self.triggers: dict[int, dict[str, Any]] = {}
         self.webhook_resources = ["Purchase Order Contracts", "Work Order Contracts", "Company Vendors",
@@ -220,9 +223,11 @@ class ProcoreSim:
         if request.header("Procore-Company-Id") != str(self.company_id) or not self.installed:
             return json_response(403, {"errors": NOT_CONNECTED})
         parts = [p for p in request.path.split("/") if p]
-        if parts[:2] != ["rest", "v1.0"]:
+        if parts[:1] != ["rest"] or len(parts) < 3 or parts[1] not in ("v1.0", "v1.1"):
             return json_response(404, {"errors": "Not found"})
-        parts = parts[2:]
+        version, parts = parts[1], parts[2:]
+        if version == "v1.1" and not (len(parts) >= 3 and parts[0] == "projects" and parts[2] == "direct_costs"):
+            return json_response(404, {"errors": "Not found"})
         body = request.json() if request.method in ("PATCH", "POST") and request.body else {}
         if parts == ["companies"] and request.method == "GET":
             return self._list(request, [{"id": self.company_id, "name": "Sandbox Builders", "is_active": True}])
@@ -230,6 +235,8 @@ class ProcoreSim:
             if request.arg("company_id") != str(self.company_id):
                 return json_response(400, {"errors": "company_id is required"})
             return self._list(request, [dict(p) for pid, p in sorted(self.projects.items()) if pid in self.permitted])
+        if len(parts) >= 3 and parts[0] == "projects" and parts[2] in ("direct_costs", "commitment_change_orders"):
+            return self._project_costs(request, parts, body, version)
         if parts[0] == "webhooks":
             return self._webhooks(request, parts[1:], body)
         if parts[0] == "vendors":
@@ -518,3 +525,67 @@ class ProcoreSim:
                              "source_project_id": project_id, "source_application_id": None},
                 "user_id": 1, "company_id": self.company_id, "project_id": project_id, "api_version": "v2",
                 "event_type": event_type, "resource_name": resource_name, "resource_id": resource_id}
+
+    # -- direct costs and commitment change orders ------------------------------------------------
+    def add_direct_cost(self, project_id: int, vendor_id: int | None, *, invoice_number: str, status: str = "approved",
+                        lines: list[dict[str, Any]] | None = None, direct_cost_date: str = "2026-11-20"
+                        ) -> dict[str, Any]:
+        """A direct cost entered in Procore; each line: cost_code_id, amount, description, line_item_type_id."""
+        with self._lock:
+            rec = self._stamp({"direct_cost_type": "invoice", "vendor_id": vendor_id, "invoice_number": invoice_number,
+                               "status": status, "direct_cost_date": direct_cost_date, "project_id": project_id})
+            self.direct_costs[rec["id"]] = rec
+            for ln in lines or []:
+                li = self._stamp({**ln, "amount": _money(ln["amount"]), "direct_cost_id": rec["id"]})
+                self.direct_cost_lines[li["id"]] = li
+            return dict(rec)
+
+    def add_change_order(self, project_id: int, contract_id: int, *, number: str, status: str = "approved",
+                         lines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A commitment change order (1- or 2-tier project); each line: cost_code_id, amount, description."""
+        with self._lock:
+            rec = self._stamp({"contract_id": contract_id, "number": number, "title": f"CO {number}", "status": status,
+                               "project_id": project_id, "due_date": "2026-11-25",
+                               "line_items": [{"id": next(self._ids), **ln, "amount": _money(ln["amount"])}
+                                              for ln in lines or []]})
+            self.change_orders[rec["id"]] = rec
+            return dict(rec)
+
+    def _project_costs(self, request: Request, parts: list[str], body: dict[str, Any], version: str) -> Response:
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return json_response(404, {"errors": "Not found"})
+        if pid not in self.projects:
+            return json_response(404, {"errors": "Project not found"})
+        if pid not in self.permitted:
+            return json_response(403, {"errors": "You do not have access to this project"})
+        rest = parts[3:]
+        if parts[2] == "commitment_change_orders":
+            if request.method != "GET":
+                return json_response(404, {"errors": "Not found"})
+            if not rest:
+                rows = [{k: v for k, v in c.items() if k != "line_items"} for _, c in sorted(self.change_orders.items())
+                        if c["project_id"] == pid]
+                return self._list(request, rows)
+            co = self.change_orders.get(int(rest[0])) if rest[0].isdigit() else None
+            if co is None or co["project_id"] != pid:
+                return json_response(404, {"errors": "Not found"})
+            return json_response(200, dict(co))
+        if not rest and request.method == "GET" and version == "v1.1":
+            rows = self._filtered(request, [dict(d) for _, d in sorted(self.direct_costs.items())
+                                            if d["project_id"] == pid])
+            return json_response(400, {"errors": rows}) if isinstance(rows, str) else self._list(request, rows)
+        if rest == ["sync"] and request.method == "PATCH" and version == "v1.0":
+            def check(row: dict[str, Any], target: Any) -> dict[str, Any] | None:
+                return None if target is not None else {"id": ["is required to update a direct cost"]}
+
+            return self._sync(body, self.direct_costs, "direct_costs", lambda row: None, check,
+                              scope=lambda r: r.get("project_id") == pid)
+        if len(rest) == 2 and rest[1] == "line_items" and request.method == "GET" and version == "v1.0":
+            dc = self.direct_costs.get(int(rest[0])) if rest[0].isdigit() else None
+            if dc is None or dc["project_id"] != pid:
+                return json_response(404, {"errors": "Not found"})
+            return self._list(request, [dict(li) for _, li in sorted(self.direct_cost_lines.items())
+                                        if li["direct_cost_id"] == dc["id"]])
+        return json_response(404, {"errors": "Not found"})

@@ -327,3 +327,21 @@ def test_approved_change_order_posts_one_journal_and_a_lost_answer_does_not_dupl
     r2 = env.sync()
     assert r2.exit_code == 0, r2.failures
     assert len(_journals(env, f"procore-cco-{co['id']}")) == 1
+
+
+
+def test_direct_cost_webhook_is_fetched_by_the_next_pass(env: Env) -> None:
+    from mlconnector.procore.webhook import event_from_payload, spool_path
+    from mlconnector.webhook import append_event
+
+    assert env.sync().exit_code == 0
+    sim = env.box.procore
+    dc = sim.add_direct_cost(TOWER, None, invoice_number="INV-90", lines=[
+        {"cost_code_id": env.cost_code("650000"), "amount": "410.00", "description": "Scaffold crew"}])
+    sim.direct_costs[dc["id"]]["updated_at"] = "2019-01-01T00:00:00Z"  # outside every window: only the hook names it
+    event = event_from_payload(sim.delivery("Direct Costs", dc["id"], TOWER))
+    assert event is not None
+    append_event(spool_path(env.state_file), event)
+    r = env.sync()
+    assert r.exit_code == 0, r.failures
+    assert len(_journals(env, f"procore-dc-{dc['id']}")) == 1

@@ -60,6 +60,7 @@ VENDOR_LINKS = "procore_vendors"  # key map: PeopleSoft vendor key -> {"id": Pro
 MADE_POS = "procore_made_pos"  # state.extra: PeopleSoft PO key -> the commitment key it was made from
 COST_ACCOUNTS = "procore_cost_accounts"  # state.extra: Procore cost code id -> GL account
 EVENTS = "procore_events"  # state.extra: "<resource name>|<id>" -> a webhook event the next pass fetches
+DIRECT_COST_RESOURCES = {"Direct Costs"}  # webhook resources the direct costs flow fetches
 SYNC_SUFFIX = "/sync"
 VENDOR_HANDLE, ACCOUNT_HANDLE, PO_HANDLE, LINE_HANDLE = "psft-vendor", "psft-acct", "psft-po", "psft-pol"
 DESCR_MAX = 254
@@ -373,6 +374,8 @@ class PeopleSoftProcorePass:
         def commit(events: list[dict[str, Any]]) -> None:
             book = self.state.extra.setdefault(EVENTS, {})
             for ev in events:
+                if ev.get("resource_name") in DIRECT_COST_RESOURCES and self.journals is None:
+                    continue  # project costs are not posted by this configuration (no offset_account)
                 book[f"{ev.get('resource_name')}|{ev.get('resource_id')}"] = ev
             self.state.dirty = True
             self.state.save()  # saved before the spool is emptied: a kill repeats events, never loses them
@@ -789,22 +792,32 @@ class PeopleSoftProcorePass:
 
     def _webhook_commitments(self, seen: set[str]) -> None:
         """Fetch the commitments webhook deliveries named that the window read did not already bring."""
+        def fetch(project: str, rid: str) -> None:
+            commitment = self.procore.get_json(f"{self.pcfg.commitments_path}/{rid}", {"project_id": int(project)})
+            if isinstance(commitment, dict):
+                self.ctx.result.kind(COMMITMENTS).read += 1
+                self.process_commitment(project, commitment, None)
+
+        self._webhook_events(lambda name: name not in DIRECT_COST_RESOURCES, seen, fetch)
+
+    def _webhook_events(self, mine: Any, seen: set[str], fetch: Any) -> None:
+        """Handle the spooled events whose resource name ``mine`` accepts: fetch each named record the window read
+        did not bring (``fetch(project, id)``), then forget the event. Events of resources no flow reads are
+        forgotten too."""
         book = self.state.extra.get(EVENTS) or {}
         for name, ev in sorted(book.items()):
+            resource = _text(ev.get("resource_name"))
+            if resource in self.pcfg.webhook_resources and not mine(resource):
+                continue  # another flow's
             rid, project = _text(ev.get("resource_id")), _text(ev.get("project_id"))
-            if ev.get("resource_name") in self.pcfg.webhook_resources and project in self.s.projects \
-                    and rid not in seen and ev.get("event_type") != "delete":
+            if resource in self.pcfg.webhook_resources and project in self.s.projects and rid not in seen \
+                    and ev.get("event_type") != "delete":
                 try:
-                    commitment = self.procore.get_json(f"{self.pcfg.commitments_path}/{rid}",
-                                                       {"project_id": int(project)})
+                    fetch(project, rid)
                 except RemoteError as exc:
                     if exc.status not in (403, 404):
                         raise  # kept: fetched again next pass
-                    commitment = None
-                if isinstance(commitment, dict):
-                    self.ctx.result.kind(COMMITMENTS).read += 1
-                    self.process_commitment(project, commitment, None)
-                    seen.add(rid)
+                seen.add(rid)
             if not self.dry_run:
                 book.pop(name, None)
                 self.state.dirty = True
@@ -884,6 +897,7 @@ class PeopleSoftProcorePass:
         start = self.window.start(self.state, DIRECT_COSTS, self.s.initial_since, since)
         end = self.ctx.now
         rng = f"{_z(start)}...{_z(end)}"
+        seen: set[str] = set()
         for project in sorted(self.s.projects):
             try:
                 found = self.procore.all(self.pcfg.direct_costs_path.format(project_id=project),
@@ -897,6 +911,18 @@ class PeopleSoftProcorePass:
             backs: list[dict[str, Any]] = []
             for doc in found:
                 self.post_cost(DIRECT_COSTS, project, doc, None, backs)
+                seen.add(_text(doc.get("id")))
+            self._origin_back(project, backs)
+        by_project: dict[str, list[dict[str, Any]]] = {}
+
+        def fetch(project: str, rid: str) -> None:
+            doc = self.procore.get_json(f"{self.pcfg.direct_costs_path.format(project_id=project)}/{rid}")
+            if isinstance(doc, dict):
+                self.ctx.result.kind(DIRECT_COSTS).read += 1
+                self.post_cost(DIRECT_COSTS, project, doc, None, by_project.setdefault(project, []))
+
+        self._webhook_events(lambda name: name in DIRECT_COST_RESOURCES, seen, fetch)
+        for project, backs in sorted(by_project.items()):
             self._origin_back(project, backs)
         if not self.dry_run and self.window.advance(self.state, DIRECT_COSTS, end, since):
             self.state.watermarks_moved = True

@@ -46,7 +46,7 @@ class ProcoreConfig:
     # Webhooks (`mlconnector webhook procore-register`): one hook per integration, named by its namespace.
     webhook_namespace: str = "ml-connector"
     webhook_api_version: str = "v2"
-    webhook_resources: list[str] = field(default_factory=lambda: ["Purchase Order Contracts"])
+    webhook_resources: list[str] = field(default_factory=lambda: ["Purchase Order Contracts", "Direct Costs"])
     webhook_events: list[str] = field(default_factory=lambda: ["create", "update"])
     http: HttpSettings = field(default_factory=HttpSettings)
 
@@ -110,7 +110,7 @@ def parse_procore(s: Section) -> ProcoreConfig:
         webhook_namespace=_namespace(s),
         webhook_api_version=s.str("webhook_api_version", "v2"),
         webhook_resources=str_list(s, "webhook_resources") if "webhook_resources" in s.data
-        else ["Purchase Order Contracts"],
+        else ["Purchase Order Contracts", "Direct Costs"],
         webhook_events=str_list(s, "webhook_events") if "webhook_events" in s.data else ["create", "update"],
         http=http_settings(s),
     )

@@ -576,6 +576,11 @@ class ProcoreSim:
             rows = self._filtered(request, [dict(d) for _, d in sorted(self.direct_costs.items())
                                             if d["project_id"] == pid])
             return json_response(400, {"errors": rows}) if isinstance(rows, str) else self._list(request, rows)
+        if len(rest) == 1 and rest[0].isdigit() and request.method == "GET" and version == "v1.1":
+            dc = self.direct_costs.get(int(rest[0]))
+            if dc is None or dc["project_id"] != pid:
+                return json_response(404, {"errors": "Not found"})
+            return json_response(200, dict(dc))
         if rest == ["sync"] and request.method == "PATCH" and version == "v1.0":
             def check(row: dict[str, Any], target: Any) -> dict[str, Any] | None:
                 return None if target is not None else {"id": ["is required to update a direct cost"]}

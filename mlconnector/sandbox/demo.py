@@ -16,7 +16,8 @@ sync jde-jira:
 3. third pass: nothing to do on either side.
 sync peoplesoft-procore:
 1. first pass: vendors and GL accounts land in Procore (directory, cost codes), a project PO becomes a commitment;
-2. a project manager approves a commitment in Procore: the second pass makes one PeopleSoft PO;
+2. a project manager approves a commitment and a direct cost in Procore: the second pass makes one PeopleSoft PO
+   and posts one balanced GL journal;
 3. third pass: nothing changed, nothing written on either side (the new PO is not echoed back).
 """
 
@@ -220,11 +221,18 @@ def _procore_demo(say: Callable[[str], None], out: dict[str, Any]) -> bool:
         [code] = box.procore.by_origin(box.procore.cost_codes, handle("psft-acct", (str(project), "650000")))
         c = box.procore.add_commitment(project, vendor["id"], number="PM-17", title="Site fencing", lines=[
             {"cost_code_id": code["id"], "description": "Fencing crew", "quantity": "3", "unit_cost": "850"}])
-        say(f"\nIn Procore: a project manager approves commitment PM-17 ({vendor['name']}, site fencing).")
+        dc = box.procore.add_direct_cost(project, vendor["id"], invoice_number="INV-4410", lines=[
+            {"cost_code_id": code["id"], "amount": "1840.00", "description": "Traffic control, week 47"}])
+        say(f"\nIn Procore: a project manager approves commitment PM-17 ({vendor['name']}, site fencing) and direct "
+            f"cost INV-4410 (traffic control, 1,840.00).")
         second, _ = one("Pass 2: after that")
+        journals = box.accounting.journals_with(f"procore-dc-{dc['id']}")
+        if journals:
+            say(f"PeopleSoft journal {journals[0]['JOURNAL_ID']}: "
+                + ", ".join(f"{ln['ACCOUNT']} {ln['MONETARY_AMOUNT']}" for ln in journals[0]["JRNL_LN"]))
         third, writes3 = one("Pass 3: nothing changed")
         made = box.purchasing.pos_with_ref(f"PCO-{c['id']}")
         if made:
             say(f"PeopleSoft PO {made[0]['PO_ID']} carries PO_REF PCO-{c['id']}.")
         return (first.exit_code == 0 and len(box.procore.contracts) == 2 and second.exit_code == 0
-                and len(made) == 1 and third.exit_code == 0 and writes3 == 0)
+                and len(made) == 1 and len(journals) == 1 and third.exit_code == 0 and writes3 == 0)

@@ -6,9 +6,10 @@ the end and the books are checked.
 
 Invariants checked at the end (each a count that must be 0):
 - duplicate: two Procore vendors, cost codes, commitments or line items with one origin_id; two PeopleSoft POs
-  for one commitment;
+  for one commitment; two journals for one direct cost or change order;
 - lost: a PeopleSoft vendor not in Procore, an in-scope approved PeopleSoft PO without its commitment, an
-  approved commitment (with a linked vendor) without its PO, a commitment line missing from its PO;
+  approved commitment (with a linked vendor) without its PO, a commitment line missing from its PO, an approved
+  direct cost or change order without its journal, a journal that does not balance;
 - echo: a commitment made from a PO that was itself made from a commitment;
 - traceback: any pass output with a traceback or an internal error.
 """
@@ -32,6 +33,7 @@ from mlconnector.sync.keys import handle
 from mlconnector.webhook import append_event
 
 CREATE = "Create__CompIntfc__PO_EXPRESS"
+JOURNAL_CREATE = "Create__CompIntfc__JOURNAL_ENTRY"
 TOWER = int(next(iter(PROJECTS)))
 FAULTS = [
     {"path": "/vendors/sync", "method": "PATCH"},
@@ -58,7 +60,8 @@ def _run(cfg: Path, env: dict[str, str], kill_after: float | None) -> tuple[int,
 
 def _mutate(box: ProcoreBox, rng: random.Random, trial: int, state_file: Path, active: list[str]) -> str:
     sim = box.procore
-    choice = rng.choice(["po", "po_change", "commitment", "commitment_change", "webhook", "vendor_change"])
+    choice = rng.choice(["po", "po_change", "commitment", "commitment_change", "webhook", "vendor_change",
+                         "direct_cost", "change_order"])
     if choice == "po" or not box.purchasing.pos:
         project, dept = rng.choice(list(PROJECTS.values()))
         box.add_po(f"{9_000_000 + trial:010d}", rng.choice(active), [
@@ -75,6 +78,19 @@ def _mutate(box: ProcoreBox, rng: random.Random, trial: int, state_file: Path, a
         return "PeopleSoft vendor renamed"
     linked = [v for v in sim.vendors.values() if v.get("is_active")]  # PeopleSoft refuses an inactive supplier
     codes = [c for c in sim.cost_codes.values() if c["project_id"] == TOWER]
+    if choice == "direct_cost" and codes:
+        dc = sim.add_direct_cost(TOWER, None, invoice_number=f"INV-{trial}", lines=[
+            {"cost_code_id": rng.choice(codes)["id"], "amount": f"{rng.randint(1, 9999)}.{rng.randint(0, 99):02d}",
+             "description": f"Cost {trial}"} for _ in range(rng.randint(1, 3))])
+        ev = event_from_payload(sim.delivery("Direct Costs", dc["id"], TOWER))
+        for _ in range(rng.choice([0, 1, 2])):
+            append_event(spool_path(state_file), ev)  # type: ignore[arg-type]
+        return "Procore direct cost approved"
+    mine_contracts = [c for c in sim.contracts.values() if not str(c.get("origin_id") or "").startswith("psft-po")]
+    if choice == "change_order" and codes and mine_contracts:
+        sim.add_change_order(TOWER, rng.choice(mine_contracts)["id"], number=f"CO-{trial}", lines=[
+            {"cost_code_id": rng.choice(codes)["id"], "amount": f"{rng.randint(1, 999)}.50", "description": "CO"}])
+        return "Procore change order approved"
     if choice in ("commitment", "webhook") and linked and codes:
         c = sim.add_commitment(TOWER, rng.choice(linked)["id"], number=f"CH-{trial}", title=f"Chaos {trial}", lines=[
             {"cost_code_id": rng.choice(codes)["id"], "description": f"Chaos line {trial}", "quantity": "2",
@@ -117,6 +133,15 @@ def audit_books(box: ProcoreBox) -> dict[str, int]:
         pos = pcs.pos_with_ref(f"PCO-{c['id']}")
         if not pos or len(pos[0]["PO_LINE"]) != len(sim.lines_of(c["id"])):
             lost += 1
+    from decimal import Decimal
+
+    journals = Counter(str(j.get("DESCR254")) for j in box.accounting.journals.values())
+    dup += sum(n - 1 for n in journals.values() if n > 1)
+    lost += sum(1 for j in box.accounting.journals.values()
+                if sum(Decimal(str(ln["MONETARY_AMOUNT"])) for ln in j.get("JRNL_LN", [])) != 0)
+    for prefix, docs in (("dc", sim.direct_costs), ("cco", sim.change_orders)):
+        lost += sum(1 for d in docs.values() if d.get("status") == "approved" and not journals.get(
+            f"procore-{prefix}-{d['id']}"))
     return {"duplicate": dup, "lost": lost, "echo": echo}
 
 
@@ -150,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             if rng.random() < 0.5:
                 box.procore_server.faults.add(Fault("drop_after", count=1, **rng.choice(FAULTS)))
             if rng.random() < 0.3:
-                box.ps_server.faults.add(Fault("drop_after", method="POST", body_match=CREATE, count=1))
+                box.ps_server.faults.add(Fault("drop_after", method="POST", count=1,
+                                               body_match=rng.choice([CREATE, JOURNAL_CREATE])))
             delay = rng.uniform(0.3, 6.0)
             rc, out = _run(cfg, env, delay)
             kills += rc < 0
@@ -166,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.trials} trials ({kills} passes killed mid-way), then {len(finals)} passes to the end "
               f"(exit codes {[rc for rc, _ in finals]}), {time.monotonic() - started:.0f} s")
         print(f"Procore: {len(sim.vendors)} vendors, {len(sim.cost_codes)} cost codes, {len(sim.contracts)} "
-              f"commitments, {len(sim.line_items)} line items; PeopleSoft: {len(box.purchasing.pos)} POs")
+              f"commitments, {len(sim.line_items)} line items, {len(sim.direct_costs)} direct costs, "
+              f"{len(sim.change_orders)} change orders; PeopleSoft: {len(box.purchasing.pos)} POs, "
+              f"{len(box.accounting.journals)} journals")
         print(f"duplicate {books['duplicate']}, lost {books['lost']}, echo {books['echo']}, tracebacks {tracebacks}")
         if finals[-1][0] != 0:
             print(finals[-1][1][-3000:])

@@ -198,8 +198,15 @@ def test_commitment_with_an_unlinked_vendor_waits(env: Env) -> None:
     r = env.sync()
     assert r.counts["commitments"].failed == 1
     [item] = [i for i in env.state().replay if i["kind"] == "commitments"]
-    assert item["waits"] and "vendor" in item["error"]
+    assert item["waits"] and "peoplesoft_procore.vendors" in item["error"]
     assert not env.box.purchasing.pos_with_ref(f"PCO-{c['id']}")
+    # The admin maps the Procore-made vendor to a PeopleSoft supplier: the next pass posts the PO, once.
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(f'\n[peoplesoft_procore.vendors]\n"{stranger["id"]}" = "{env.active_vendor(1)}"\n')
+    r2 = env.sync()
+    assert r2.exit_code == 0, r2.failures
+    [po] = env.box.purchasing.pos_with_ref(f"PCO-{c['id']}")
+    assert po["VENDOR_ID"] == env.active_vendor(1)
 
 
 # -- 5. both sides changed ----------------------------------------------------------------------------

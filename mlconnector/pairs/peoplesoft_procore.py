@@ -187,8 +187,8 @@ def map_po(s: PairSettings, xref: Crosswalk, key: tuple[str, str], rows: list[di
     first = drows[0]
     ps_vendor = _text(first.get(c.vendor_id))
     if vendor_id is None:
-        raise MissingReference("vendor", encode_key((_text(first.get(c.vendor_setid)), ps_vendor)),
-                               s.CONFIG_KEYS["vendor"], f"{title} (vendor {ps_vendor})")
+        raise MissingReference("ps_vendor", encode_key((_text(first.get(c.vendor_setid)), ps_vendor)),
+                               s.CONFIG_KEYS["ps_vendor"], f"{title} (vendor {ps_vendor} is not in Procore yet)")
     lines, ps_lines = [], []
     drows.sort(key=lambda r: (_num(r.get(c.line_nbr)), _num(r.get(c.distrib_nbr))))
     for r in drows:
@@ -344,7 +344,7 @@ class PeopleSoftProcorePass:
         self.ctx = PassContext(PAIR, state, audit, dry_run=dry_run, progress=progress,
                                **({"now": now} if now else {}))
         self.window = WindowRule(timedelta(minutes=self.s.overlap_minutes))
-        self.xref = Crosswalk(state, {}, PairSettings.CONFIG_KEYS)
+        self.xref = Crosswalk(state, {"vendor": self.s.vendors}, PairSettings.CONFIG_KEYS)
         self.vendors = ReferenceStore(state, VENDORS)
         p = self.s.po
         self.names = PONames(ci=self.s.po_ci, business_unit=p.business_unit, po_id=p.po_id, handle=p.handle,
@@ -447,22 +447,24 @@ class PeopleSoftProcorePass:
         rs = self.cfg.peoplesoft.records[VENDORS]
         counts = self.ctx.result.kind(VENDORS)
         rule = FullRead(timedelta(hours=rs.full_read_every_hours))
-        if rs.read != "full":
-            raise RemoteError(f"[peoplesoft.records.vendors] read = {rs.read!r}: `sync {PAIR}` reads the vendor master "
-                              f"in full and diffs it (read = \"full\", query ML_VENDOR_ALL or your own without "
-                              f"prompts).", system="PeopleSoft", retryable=False)
-        if rule.due(self.state, VENDORS, self.ctx.now, forced=since is not None):
-            from mlconnector.mapping import vendor_from_row
+        from mlconnector.mapping import vendor_from_row
 
+        def store(rows: list[dict[str, Any]]) -> None:
+            for row in rows:
+                counts.read += 1
+                setid, vid = _text(row.get("SETID")), _text(row.get("VENDOR_ID"))
+                if vid and not self.dry_run:
+                    self.vendors.store(encode_key((setid, vid)), vendor_from_row(row, rs.columns))
+
+        if rs.read != "full":  # a vendor view with a change stamp: read by window like a document
+            start = self.window.start(self.state, VENDORS, rs.initial_since, since)
+            for rows, until in self.qas.read_window(rs.query, start, self.ctx.now):
+                store(rows)
+                if not self.dry_run and self.window.advance(self.state, VENDORS, until, since):
+                    self.state.watermarks_moved = True
+        elif rule.due(self.state, VENDORS, self.ctx.now, forced=since is not None):
             for rows in self.qas.read_all(rs.query):
-                for row in rows:
-                    counts.read += 1
-                    setid, vid = _text(row.get("SETID")), _text(row.get("VENDOR_ID"))
-                    if not vid:
-                        continue
-                    facts = vendor_from_row(row, rs.columns)
-                    if not self.dry_run:
-                        self.vendors.store(encode_key((setid, vid)), facts)
+                store(rows)
             if not self.dry_run:
                 rule.done(self.state, VENDORS, self.ctx.now)
         todo = []

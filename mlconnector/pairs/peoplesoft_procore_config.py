@@ -53,6 +53,9 @@ class PairSettings:
     buyer_id: str
     projects: dict[str, str] = field(default_factory=dict)  # Procore project id -> "PROJECT_ID/DEPTID"
     accounts: dict[str, str] = field(default_factory=dict)  # ACCOUNT -> cost code name
+    # Procore vendor id -> PeopleSoft VENDOR_ID, for vendors made in Procore (vendors sent from PeopleSoft are
+    # linked by the vendor flow and need no entry).
+    vendors: dict[str, str] = field(default_factory=dict)
     po_query: str = "ML_PO_PROJECT_DISTRIB"
     po_statuses: list[str] = field(default_factory=lambda: ["A", "D"])  # PeopleSoft POs published to Procore
     commitment_status: str = "Approved"  # status of a commitment made from a PeopleSoft PO
@@ -90,7 +93,7 @@ class PairSettings:
     journal: Any = None  # JournalNames (peoplesoft/journal_sink.py), from [peoplesoft_procore.journal_fields]
 
     CONFIG_KEYS = {"project": f"{SECTION}.projects", "account": f"{SECTION}.accounts",
-                   "vendor": f"{SECTION} (the vendor flow links vendors)"}
+                   "vendor": f"{SECTION}.vendors", "ps_vendor": "peoplesoft.records.vendors"}
 
     def project_of(self, project_id: str, deptid: str) -> str | None:
         """The Procore project of a PeopleSoft distribution: PROJECT_ID first, DEPTID when PROJECT_ID is blank."""
@@ -138,6 +141,7 @@ def parse_section(s: Section) -> PairSettings:
         buyer_id=s.str("buyer_id"),
         projects=projects,
         accounts=accounts,
+        vendors=s.str_map("vendors"),
         po_query=s.str("po_query", "ML_PO_PROJECT_DISTRIB"),
         po_statuses=str_list(s, "po_statuses") if "po_statuses" in s.data else ["A", "D"],
         commitment_status=s.str("commitment_status", "Approved"),

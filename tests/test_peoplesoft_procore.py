@@ -32,6 +32,8 @@ TOWER = int(next(iter(PROJECTS)))
 
 @dataclass
 class Env:
+    """One sandbox (Procore, PeopleSoft queries and CIs) and its configuration, state and audit files."""
+
     box: ProcoreBox
     dir: Path
 

@@ -354,3 +354,16 @@ def test_direct_cost_webhook_is_fetched_by_the_next_pass(env: Env) -> None:
     r = env.sync()
     assert r.exit_code == 0, r.failures
     assert len(_journals(env, f"procore-dc-{dc['id']}")) == 1
+
+
+def test_lost_po_create_answer_is_adopted_next_pass_not_duplicated(env: Env) -> None:
+    assert env.sync().exit_code == 0
+    c = _commitment(env)
+    env.box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Create__CompIntfc__PO_EXPRESS",
+                                       count=1))
+    r = env.sync()
+    assert r.counts["commitments"].failed == 1  # the PO was saved, its answer lost: not sent again
+    r2 = env.sync()
+    assert r2.exit_code == 0, r2.failures
+    assert len(env.box.purchasing.pos_with_ref(f"PCO-{c['id']}")) == 1
+    assert not env.state().replay

@@ -209,6 +209,7 @@ def test_unmapped_account_waits_with_its_reason_then_posts_once_mapped(penv: PEn
 
 
 def test_unmapped_vendor_and_unit_wait_naming_their_config_keys(penv: PEnv) -> None:
+    penv.write_config(extra_pair="pending_grace_seconds = 0\ncreate_vendors = false")
     sim = penv.box.procurify
     sim.add_vendor("Brand New Vendor Ltd", vendor_id=399)
     sim.add_requisition(399, [{"name": "Widget", "quantity": 1, "price": "5", "account_code": "6100",
@@ -330,8 +331,11 @@ def test_kill_after_the_ci_commit_and_an_immediate_rerun_create_no_second_po(pen
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert len(penv.box.purchasing.pos) == 1
-    assert len(penv.state().pending("requisitions")) == 1  # the mark was on disk before the request
+    # Up to ci_workers creates were in flight: each one committed and unlinked has its mark on disk.
+    linked = {tuple(e["po"].values()) for e in penv.state().entries("requisitions").values()
+              if e.get("po") and not e.get("pending")}
+    unlinked = [k for k in penv.box.purchasing.pos if k not in linked]
+    assert unlinked and len(penv.state().pending("requisitions")) >= len(unlinked)
     penv.box.ps_server.faults.clear()
     done = subprocess.run(cmd, env=penv.env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr

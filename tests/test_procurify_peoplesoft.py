@@ -160,6 +160,21 @@ def test_new_requisition_is_posted_and_a_change_updates_the_same_po(penv: PEnv) 
     assert penv.sync().counts["requisitions"].updated == 0
 
 
+def test_a_lost_update_answer_that_took_effect_is_not_sent_again(penv: PEnv) -> None:
+    penv.sync()
+    sim = penv.box.procurify
+    req = sorted({i["orderNum"] for i in sim.items.values()})[0]
+    sim.change_item(sim.items_of(req)[0]["id"], quantity=7)
+    penv.box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Updatedata__CompIntfc__PO_EXPRESS",
+                                        count=1))
+    r = penv.sync()
+    # The lines read back (a collection, rows in PeopleSoft's order) show the change: it took effect.
+    assert r.exit_code == 0, r.failures
+    assert penv.box.purchasing.calls["CI_PO_EXPRESS_UD"] == 1
+    (po,) = penv.box.purchasing.pos_with_ref(f"PRC-{req}")
+    assert Decimal(po["PO_LINE"][0]["QTY_PO"]) == 7
+
+
 def test_change_to_a_dispatched_po_waits_for_a_person_with_both_versions(penv: PEnv) -> None:
     penv.sync()
     sim, ps = penv.box.procurify, penv.box.purchasing

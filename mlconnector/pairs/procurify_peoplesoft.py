@@ -8,6 +8,17 @@ account x department and unit; bad input refuses its own group), and write throu
 
 A group whose items are unchanged (same id and modified time as on its link) costs no PeopleSoft call, so a
 pass with nothing new makes one list call on Procurify and none on PeopleSoft.
+
+Vendors, both ways. An approved item whose Procurify vendor has no PeopleSoft counterpart gets one first:
+the vendor is created through the supplier CI (peoplesoft/vendor_sink.py: looked up by its handle before
+every create, pending mark, a lost answer never a second supplier) and the pair is learned into the
+crosswalk, so the PO posts in the same pass. Back, the linked suppliers are read in full when
+``vendor_read_every_minutes`` comes round (PS_VENDOR has no change stamp) and a change of name, status or
+address is PATCHed to the Procurify vendor; what the connector wrote itself reads back equal to the link's
+hash and is not sent (sync/echo.py).
+
+PO writes run with up to ``ci_workers`` CI calls in flight (SharedCI): state work stays serial under one
+lock, so each pending mark is on disk before its Create leaves, as in a one-call-at-a-time pass.
 """
 
 from __future__ import annotations
@@ -615,6 +626,32 @@ class ProcurifyPeopleSoftPass:
             rule.done(self.state, VENDOR_READ, started)
 
 
+def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
+    """The supplier CI: reachable, Find/Get (and Create when vendors are created), the handle searchable."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import ConnectorError
+    from mlconnector.peoplesoft.ci import ADMIN_CI
+
+    n = s.vendor_fields
+    name = f"CI_{n.ci}"
+    try:
+        svc = client.service(n.ci)
+    except ConnectorError as exc:
+        return [Check("PeopleSoft", f"WSDL {name}", False, exc.message,
+                      f"Ask the PeopleSoft admin to generate {name} on the VNDR_ID component with Find, Get and Create "
+                      f"({ADMIN_CI}) and activate its service operations, or set create_vendors = false and "
+                      f"vendor_backflow = false in [{SECTION}] to map vendors by hand.")]
+    want = ["F", "G", "C"] if s.create_vendors else ["G"]
+    missing = [m for m in want if m not in svc.operations]
+    lacking = [f for f in (n.setid, n.handle) if s.create_vendors and f not in svc.inputs.get("F", [])]
+    ok = not missing and not lacking
+    return [Check("PeopleSoft", f"operations {name}", ok,
+                  ", ".join(sorted(svc.operations.values())) if ok else
+                  f"missing {', '.join(missing) or '-'}; Find lacks {', '.join(lacking) or '-'}",
+                  f"Ask the PeopleSoft admin to include Find, Get and Create in {name} with {n.handle} among the "
+                  f"search fields ({ADMIN_CI}), or set [{SECTION}.vendor_fields] handle to a searchable field.")]
+
+
 # -- ping -----------------------------------------------------------------------------------------
 def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
     """The PO CI (WSDL, operations, the Find fields the lookup needs, a harmless Find) and the crosswalk's
@@ -662,6 +699,8 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
             except (AuthError, ConnectorError) as exc:
                 out.append(Check("PeopleSoft", f"find {name}", False, exc.message,
                                  "Do the admin action the message names, then ping again."))
+        if s.create_vendors or s.vendor_backflow:
+            out += _vendor_ci_checks(s, client)
     finally:
         client.close()
     procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))

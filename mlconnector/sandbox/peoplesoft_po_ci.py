@@ -13,6 +13,10 @@ cannot lean on luck):
   an unknown or inactive vendor, buyer, business unit, currency, unit of measure, ACCOUNT or DEPTID; a
   non-positive quantity; distributions that do not add up to their line; UpdateData of a PO already
   dispatched, complete or cancelled (CIFault).
+- ``VNDR_ID`` (PS_VENDOR + VENDOR_ADDR): ``VENDOR_ID`` char 10 (``NEXT`` assigns one), NAME1 / NAME2 40
+  characters, VENDOR_NAME_SHORT 14, address fields at their record lengths: a longer value is a CIFault
+  (15,5), never cut; NAME1 required; VENDOR_STATUS A/D/E/I/X, VENDOR_CLASS and VENDOR_PERSISTENCE checked;
+  Find by SETID + VENDOR_ID (empty = any) with VENDOR_NAME_SHORT / NAME1 as prefix alternate keys (not unique).
 - A commit whose answer is lost: use the server's fault plan (``drop_after`` / ``hang_after`` with
   ``body=`` matching ``Create__CompIntfc__PO_EXPRESS``); ``on_commit`` is called after every saved write
   (tests synchronise on it instead of sleeping).

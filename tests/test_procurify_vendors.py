@@ -154,3 +154,18 @@ def test_vendor_master_is_read_only_when_its_cadence_comes(venv_: VEnv) -> None:
     venv_.box.purchasing.change_vendor("0000000042", NAME1="Renamed")
     r = venv_.sync()
     assert venv_.box.purchasing.calls["CI_VNDR_ID_G"] == gets and r.requests["peoplesoft"] == 0
+
+
+def test_external_id_names_the_peoplesoft_vendor_it_is_linked_or_created_under(venv_: VEnv) -> None:
+    venv_.write_config('vendor_key = "external_id"\n')
+    sim, ps = venv_.box.procurify, venv_.box.purchasing
+    ps.add_vendor("0000000099", "Known Elsewhere Inc")
+    sim.add_vendor("Known Elsewhere Inc", vendor_id=395, external_id="0000000099")
+    sim.add_vendor("Named But New", vendor_id=394, external_id="0000000123")
+    sim.add_requisition(395, [LINE])
+    sim.add_requisition(394, [LINE])
+    r = venv_.sync()
+    assert r.exit_code == 0, r.failures
+    assert ps.calls["CI_VNDR_ID_C"] == 1  # only the one PeopleSoft did not have
+    assert ("SHARE", "0000000123") in ps.vendors
+    assert {p["VENDOR_ID"] for p in ps.pos.values()} >= {"0000000099", "0000000123"}

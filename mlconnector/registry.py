@@ -52,6 +52,8 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
 # Configuration sections parsed by a system package of their own: section -> "module:function".
 SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde",
                             "procurify": "mlconnector.procurify.config:parse_procurify",
+                            "jaggaer": "mlconnector.jaggaer.config:parse_jaggaer",
+                            "peoplesoft_jaggaer": "mlconnector.pairs.peoplesoft_jaggaer_config:parse_section",
                             "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section"}
 
 

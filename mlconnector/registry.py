@@ -47,6 +47,11 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),
+    PairSpec("peoplesoft-jaggaer", "PeopleSoft vendors and requisitions -> JAGGAER; JAGGAER suppliers and purchase "
+             "orders -> PeopleSoft (PO component interface), reference data first (one pass).",
+             "mlconnector.pairs.peoplesoft_jaggaer", ("suppliers", "jaggaer_suppliers", "requisitions",
+                                                      "purchase_orders"),
+             ("jaggaer", "peoplesoft", "peoplesoft_jaggaer")),
 )}
 
 # Configuration sections parsed by a system package of their own: section -> "module:function".

@@ -22,10 +22,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -257,6 +259,20 @@ def pick(record: Any, path: str) -> Any:
     return cur
 
 
+_DECIMAL = re.compile(r'"\\u0000dec:([-+0-9.eE]+)"')
+
+
+def dumps(body: Any) -> str:
+    """JSON text of a request body; Decimals are written as JSON numbers with their exact digits (never
+    through a binary float)."""
+    def default(o: Any) -> Any:
+        if isinstance(o, Decimal):
+            return "\u0000dec:" + format(o, "f")
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    return _DECIMAL.sub(r"\1", json.dumps(body, default=default, ensure_ascii=False))
+
+
 def fiql_value(value: str) -> str:
     """A value as FIQL needs it: quoted when it holds a reserved character."""
     if any(c in value for c in ";,()=<>!'\" ") or not value:
@@ -311,7 +327,8 @@ class JaggaerClient:
         """A request whose JSON answer is checked: ``returnCode`` != 0 raises JaggaerError (even on HTTP 200)."""
         kwargs: dict[str, Any] = {"params": params}
         if body is not None:
-            kwargs["json"] = body
+            kwargs["data"] = dumps(body).encode("utf-8")
+            kwargs["headers"] = {"Content-Type": "application/json"}
         if idempotent is not None:
             kwargs["idempotent"] = idempotent
         resp = self.request(method, path, **kwargs)

@@ -48,9 +48,9 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),
     PairSpec("peoplesoft-jaggaer", "PeopleSoft vendors and requisitions -> JAGGAER; JAGGAER suppliers and purchase "
-             "orders -> PeopleSoft (PO component interface), reference data first (one pass).",
+             "orders and invoices -> PeopleSoft (PO and voucher CIs), reference data first (one pass).",
              "mlconnector.pairs.peoplesoft_jaggaer", ("suppliers", "jaggaer_suppliers", "requisitions",
-                                                      "purchase_orders"),
+                                                      "purchase_orders", "invoices"),
              ("jaggaer", "peoplesoft", "peoplesoft_jaggaer")),
 )}
 

@@ -10,7 +10,6 @@ failure, never a success; a token lapsing mid-pass is renewed; a second pass wri
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ PAIR = "peoplesoft-jaggaer"
 class JEnv:
     box: JaggaerBox
     dir: Path
+    preflight: bool = False
 
     @property
     def config(self) -> Path:
@@ -45,6 +45,7 @@ class JEnv:
         return self.dir / "state.json"
 
     def write_config(self, **kwargs: Any) -> None:
+        kwargs.setdefault("preflight", self.preflight)
         self.config.write_text(self.box.config_text(self.state_file, **kwargs), encoding="utf-8")
 
     def sync(self, dry_run: bool = False) -> PassResult:
@@ -100,6 +101,8 @@ def _assert_once(env: JEnv) -> None:
 
 # -- 1. first pass, second pass ---------------------------------------------------------------------
 def test_first_pass_writes_each_record_once_and_the_second_writes_nothing(jenv: JEnv) -> None:
+    jenv.preflight = True  # the first pass checks everything it will use (as ping) before writing
+    jenv.write_config()
     r = jenv.sync()
     active = [v for v in jenv.box.ps.rows("vendors") if v["VENDOR_STATUS"] == "A"]
     assert r.counts["suppliers"].created + r.counts["suppliers"].adopted == len(active)
@@ -297,13 +300,67 @@ def test_a_plan_writes_nothing(jenv: JEnv) -> None:
     assert jenv.box.purchasing.pos == {} and jenv.box.jaggaer.requisitions == {} and jenv.j_writes() == 0
 
 
-def test_cli_sync_runs_without_a_jira_section(jenv: JEnv) -> None:
-    import subprocess
-    import sys
+# -- 7. invoices -> vouchers (needs the shared voucher writer and its CI simulator) -------------------
+def _vouchers(env: JEnv) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in env.box.accounting.vouchers.values():
+        out.setdefault((v["VENDOR_ID"], v["INVOICE_ID"]), []).append(v)
+    return out
 
-    env = {k: v for k, v in os.environ.items()}
-    done = subprocess.run([sys.executable, "-m", "mlconnector", "sync", PAIR, "--config", str(jenv.config), "--json"],
-                          env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert "Traceback" not in done.stderr
-    out = json.loads(done.stdout)
-    assert out["counts"]["purchase_orders"]["created"] == 3
+
+def _assert_one_voucher_per_invoice(env: JEnv) -> None:
+    got = _vouchers(env)
+    assert {k: len(v) for k, v in got.items() if len(v) != 1} == {}
+    wanted = {inv["header"]["supplierInvoiceNumber"] for inv in env.box.jaggaer.invoices.values()}
+    assert {k[1] for k in got} == wanted
+    for inv in env.box.jaggaer.invoices.values():
+        (v,) = [v for (_, n), vs in got.items() for v in vs if n == inv["header"]["supplierInvoiceNumber"]]
+        (po,) = jenv_pos(env, inv["header"]["poNumber"])
+        assert (v["PO_ID"], v["VENDOR_ID"]) == (po["PO_ID"], po["VENDOR_ID"])  # matched to its PeopleSoft PO
+        assert Decimal(str(v["GROSS_AMT"])) == Decimal(str(inv["header"]["total"]["value"]))
+
+
+def jenv_pos(env: JEnv, ref: str) -> list[dict[str, Any]]:
+    return env.pos_by_ref().get(ref, [])
+
+
+def test_each_invoice_becomes_one_voucher_matched_to_its_po(jenv: JEnv) -> None:
+    pytest.importorskip("mlconnector.peoplesoft.voucher_sink")
+    r = jenv.sync()
+    assert r.counts["invoices"].created == 2
+    _assert_one_voucher_per_invoice(jenv)
+    calls = sum(jenv.box.accounting.calls.values())
+    r = jenv.sync()
+    assert r.counts["invoices"].unchanged == 2 and sum(jenv.box.accounting.calls.values()) == calls
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_lost_voucher_answer_yields_one_voucher_with_the_duplicate_check_on_and_off(jenv: JEnv, check: bool) -> None:
+    pytest.importorskip("mlconnector.peoplesoft.voucher_sink")
+    jenv.box.accounting.duplicate_check["US001"] = check
+    jenv.box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Create__CompIntfc__VCHR_EXPRESS",
+                                        count=1))
+    r = jenv.sync()
+    (lost,) = [f for f in r.failures if f["kind"] == "invoices"]
+    assert "was lost" in lost["error"]
+    assert len(jenv.box.accounting.vouchers) == 2  # the lost one was saved all the same
+    r = jenv.sync()
+    assert [f for f in r.failures if f["kind"] == "invoices"] == []
+    assert [i for i in jenv.state().replay if i["kind"] == "invoices"] == []  # neither failed nor stuck
+    _assert_one_voucher_per_invoice(jenv)
+    jenv.sync()
+    _assert_one_voucher_per_invoice(jenv)
+
+
+def test_invoice_whose_po_waits_waits_too_then_posts(jenv: JEnv) -> None:
+    pytest.importorskip("mlconnector.peoplesoft.voucher_sink")
+    held = jenv.box.jaggaer.pos["JP1001"]["lines"][0]["accountCode"]
+    jenv.write_config(accounts={k: v for k, v in ACCOUNTS.items() if k != held})
+    r = jenv.sync()
+    waiting = {i["kind"]: i for i in jenv.state().replay if i["kind"] in ("invoices", "purchase_orders")}
+    assert waiting["invoices"]["waits"] and "JP1001" in waiting["invoices"]["error"]
+    assert r.counts["invoices"].created == 1
+    jenv.write_config()
+    jenv.sync()
+    assert [i for i in jenv.state().replay if i["kind"] in ("invoices", "purchase_orders")] == []
+    _assert_one_voucher_per_invoice(jenv)

@@ -51,7 +51,7 @@ JSUPPLIERS = "jaggaer_suppliers"
 REQS = "requisitions"
 POS = "purchase_orders"
 INVOICES = "invoices"
-KINDS = (SUPPLIERS, JSUPPLIERS, REQS, POS)
+KINDS = (SUPPLIERS, JSUPPLIERS, REQS, POS, INVOICES)
 DESCR_MAX = 254
 
 
@@ -210,7 +210,58 @@ def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date) ->
               p.buyer: s.buyer_id, p.currency: currency}
     return POWrite(key=encode_key((number,)), handle=ref, vendor_id=vendor_id, business_unit=ps_bu,
                    header={**header, p.po_date: today}, lines=lines, hash=digest([header, lines]), row=po,
-                   title=title, extra={"number": number})
+                   title=title, extra={"number": number, "accounts": {
+                       str(ln[p.line_nbr]): f"{ln[p.distributions][0][p.account]}/{ln[p.distributions][0][p.deptid]}"
+                       for ln in lines}})
+
+
+def map_invoice(s: PairSettings, xref: Crosswalk, state: State, inv: dict[str, Any]) -> Any:
+    """A JAGGAER invoice -> a VoucherWrite matched to the PeopleSoft PO made from its JAGGAER PO (the writer makes
+    it wait while that PO is not linked). INVOICE_ID is the supplier's invoice number: what PeopleSoft's
+    duplicate-invoice check compares."""
+    from mlconnector.peoplesoft.voucher_sink import VoucherLine, VoucherWrite
+
+    src = s.invoice_source
+    inv_id = _text(pick(inv, src.id))
+    number = _text(pick(inv, src.supplier_invoice_number))
+    po_number = _text(pick(inv, src.po_number))
+    title = f"JAGGAER invoice {number or '?'} (id {inv_id})"
+    if not po_number:
+        raise RecordError(f"{title} names no purchase order; non-PO invoices are not posted by this version. Enter "
+                          f"it in PeopleSoft by hand, then `mlconnector replay drop` it.")
+    po_key = encode_key((po_number,))
+    po_entry = state.entry(POS, po_key) or {}
+    vendor = _text(po_entry.get("vendor")) or xref.get("vendor", _text(pick(inv, src.supplier_id))) or ""
+    if not vendor or not po_entry.get("po") or po_entry.get("pending"):
+        from mlconnector.peoplesoft.voucher_sink import POWaiting
+
+        raise POWaiting(po_key, POS, f"{title} (JAGGAER PO {po_number})")
+    accounts = po_entry.get("accounts") or {}
+    raw_lines = pick(inv, src.lines) or []
+    if isinstance(raw_lines, dict):
+        raw_lines = [raw_lines]
+    lines = []
+    for ln in raw_lines:
+        po_line = _text(pick(ln, src.po_line_number))
+        what = f"{title} line {_text(pick(ln, src.line_number))}"
+        acct = accounts.get(po_line)
+        if acct is None:
+            raise RecordError(f"{what} refers to line {po_line!r} of JAGGAER PO {po_number}, which the PeopleSoft PO "
+                              f"does not have; it is not posted unmatched. A person must check the invoice.")
+        account, _, deptid = acct.partition("/")
+        raw_amount = pick(ln, src.amount)
+        amount = (_decimal(raw_amount, "amount", what) if raw_amount not in (None, "") else
+                  _decimal(pick(ln, src.quantity), "quantity", what) * _decimal(pick(ln, src.price), "price", what))
+        lines.append(VoucherLine(amount=amount.quantize(Decimal(1).scaleb(-s.amount_places), ROUND_HALF_UP),
+                                 account=account, deptid=deptid, description=_text(pick(ln, src.description)),
+                                 po_line=int(po_line) if po_line.isdigit() else po_line))
+    gross = _decimal(pick(inv, src.total), "total", title).quantize(Decimal(1).scaleb(-s.amount_places),
+                                                                    ROUND_HALF_UP)
+    bu = _text((po_entry.get("po") or {}).get(s.po.business_unit)) or _text(po_entry.get("business_unit"))
+    return VoucherWrite(key=encode_key((inv_id,)), business_unit=bu, vendor_setid=s.vendor_setid, vendor_id=vendor,
+                        invoice_id=number, invoice_date=_text(pick(inv, src.invoice_date))[:10], gross_amount=gross,
+                        currency=_text(pick(inv, src.currency)).upper(), lines=lines, title=title, row=inv,
+                        po_key=po_key, extra={"number": number})
 
 
 # -- wiring ---------------------------------------------------------------------------------------
@@ -278,6 +329,14 @@ class PeopleSoftJaggaerPass:
                              distributions=p.distributions, distrib_nbr=p.distrib_nbr,
                              updatable_statuses=tuple(self.s.updatable_statuses), create_only=(p.po_date,))
         self.writer = POWriter(self.ctx, ci, self.names, grace_seconds=self.s.pending_grace_seconds)
+        self.vouchers: Any = None
+        try:
+            from mlconnector.peoplesoft.voucher_sink import VoucherNames, VoucherWriter
+        except ImportError:  # the shared voucher writer is not in this build: invoices wait (see blocked)
+            pass
+        else:
+            self.vouchers = VoucherWriter(self.ctx, ci, VoucherNames(ci=self.s.voucher_ci), po_kind=POS,
+                                          grace_seconds=self.s.pending_grace_seconds)
 
     # -- the engine's steps ----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -286,6 +345,8 @@ class PeopleSoftJaggaerPass:
     def resolve_pending(self) -> None:
         if self.state.pending(POS):
             self.writer.resolve_pending(POS)
+        if self.vouchers is not None and self.state.pending(INVOICES):
+            self.vouchers.resolve_pending(INVOICES)
         f = self.s.supplier
         self._resolve_jaggaer(SUPPLIERS, lambda h: self.jaggaer.find(self.jcfg.suppliers, f.key, h),
                               lambda rec: _text(pick(rec, f.id)))
@@ -297,6 +358,9 @@ class PeopleSoftJaggaerPass:
         return [k for k in KINDS if self.only is None or k in self.only]
 
     def blocked(self, entity: str) -> str | None:
+        if entity == INVOICES and self.vouchers is None:
+            return ("invoices are not posted: this build has no PeopleSoft voucher writer "
+                    "(mlconnector/peoplesoft/voucher_sink.py)")
         return None
 
     def replay_kinds(self) -> list[str]:
@@ -311,7 +375,7 @@ class PeopleSoftJaggaerPass:
 
     def sync_entity(self, entity: str, since: datetime | None) -> None:
         {SUPPLIERS: self._sync_suppliers, JSUPPLIERS: self._sync_jaggaer_suppliers, REQS: self._sync_requisitions,
-         POS: self._sync_purchase_orders}[entity](since)
+         POS: self._sync_purchase_orders, INVOICES: self._sync_invoices}[entity](since)
 
     def retry(self, item: dict[str, Any]) -> None:
         kind, row = item["kind"], item.get("row") or {}
@@ -323,6 +387,8 @@ class PeopleSoftJaggaerPass:
             self._requisition(row.get("header") or {}, row.get("lines") or [])
         elif kind == POS:
             self._purchase_order(row)
+        elif kind == INVOICES and self.vouchers is not None:
+            self._invoice(row)
         else:
             self.state.dequeue(kind, item["key"])
 
@@ -684,6 +750,53 @@ class PeopleSoftJaggaerPass:
         done = self.state.entry(POS, key)
         if done is not None and done.get("po") and not self.dry_run and not any(
                 i["kind"] == POS and i["key"] == key for i in self.state.replay):
+            done["stamp"] = stamp
+            self.state.dirty = True
+
+    # -- invoices: JAGGAER -> PeopleSoft vouchers ------------------------------------------------
+    def _sync_invoices(self, since: datetime | None) -> None:
+        counts = self.ctx.result.kind(INVOICES)
+        src = self.s.invoice_source
+        start = self.jwindow.start(self.state, INVOICES, self.jcfg.initial_since, since)
+        end = self.ctx.now
+        newest: dict[str, dict[str, Any]] = {}
+        for page in self.jaggaer.changed(self.jcfg.invoices, start):
+            counts.read += len(page)
+            for inv in page:
+                inv_id = _text(pick(inv, src.id))
+                if inv_id and (inv_id not in newest or _text(pick(inv, src.modified)) >= _text(
+                        pick(newest[inv_id], src.modified))):
+                    newest[inv_id] = inv
+        for _, inv in sorted(newest.items()):
+            self._invoice(inv)
+        if not self.dry_run and self.jwindow.advance(self.state, INVOICES, end, since):
+            self.state.watermarks_moved = True
+
+    def _invoice(self, inv: dict[str, Any]) -> None:
+        counts = self.ctx.result.kind(INVOICES)
+        src = self.s.invoice_source
+        key = encode_key((_text(pick(inv, src.id)),))
+        entry = self.state.entry(INVOICES, key)
+        stamp = _text(pick(inv, src.modified))
+        queued = any(i["kind"] == INVOICES and i["key"] == key for i in self.state.replay)
+        if (entry is not None and entry.get("voucher") and not entry.get("pending") and not queued
+                and entry.get("stamp", "") >= stamp):
+            counts.unchanged += 1  # already a voucher, and JAGGAER has not changed it since: no PeopleSoft call
+            return
+        if (_text(pick(inv, src.status)) not in self.s.invoice_statuses
+                or _text(pick(inv, src.invoice_type)) not in self.s.invoice_types):
+            counts.unchanged += 1
+            if not self.dry_run:
+                self.state.dequeue(INVOICES, key)
+            return
+        try:
+            w = map_invoice(self.s, self.xref, self.state, inv)
+        except RecordError as exc:
+            self.ctx.fail(INVOICES, key, inv, exc)
+            return
+        posted = self.vouchers.write(INVOICES, w)
+        done = self.state.entry(INVOICES, key)
+        if posted is not None and done is not None and not self.dry_run:
             done["stamp"] = stamp
             self.state.dirty = True
 

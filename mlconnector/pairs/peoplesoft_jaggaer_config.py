@@ -95,6 +95,9 @@ class PairSettings:
     po_handle_prefix: str = ""  # PO_REF = prefix + JAGGAER PO number
     handle_max: int = 30  # PO_REF is CHAR(30)
     po_statuses: list[str] = field(default_factory=lambda: ["Approved"])
+    voucher_ci: str = "VCHR_EXPRESS"
+    invoice_statuses: list[str] = field(default_factory=lambda: ["Approved"])
+    invoice_types: list[str] = field(default_factory=lambda: ["Invoice"])  # credit memos are left to a person
     currencies: list[str] = field(default_factory=lambda: ["USD"])
     updatable_statuses: list[str] = field(default_factory=lambda: ["I", "O", "PA", "A"])
     amount_places: int = 3
@@ -162,6 +165,9 @@ def parse_section(s: Section) -> PairSettings:
         po_handle_prefix=s.str("po_handle_prefix", ""),
         handle_max=s.num("handle_max", 30, minimum=4, integer=True),
         po_statuses=lst("po_statuses", ["Approved"]),
+        voucher_ci=s.str("voucher_ci", "VCHR_EXPRESS"),
+        invoice_statuses=lst("invoice_statuses", ["Approved"]),
+        invoice_types=lst("invoice_types", ["Invoice"]),
         currencies=[c.upper() for c in lst("currencies", ["USD"])],
         updatable_statuses=lst("updatable_statuses", ["I", "O", "PA", "A"]),
         amount_places=s.num("amount_places", 3, minimum=0, integer=True),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlconnector.sandbox.jaggaer_sim import CLIENT_ID, CLIENT_SECRET, JaggaerSim
 from mlconnector.sandbox.peoplesoft_po_ci import PurchasingCI, PurchasingGateway
@@ -33,6 +34,7 @@ class JaggaerBox:
     ps_server: SandboxServer
     linked: dict[str, str]
     jaggaer_only: str
+    accounting: Any = None  # the voucher CI simulator (sandbox/peoplesoft_ap_gl_ci.py) when this build has it
 
     def stop(self) -> None:
         self.jaggaer_server.stop()
@@ -49,9 +51,11 @@ class JaggaerBox:
         return {"MLCONNECTOR_PEOPLESOFT_PASSWORD": PS_PASSWORD, "MLCONNECTOR_JAGGAER_CLIENT_SECRET": CLIENT_SECRET}
 
     def config_text(self, state_file: Path | None = None, *, accounts: dict[str, str] | None = None,
-                    extra_jaggaer: str = "", extra_pair: str = "") -> str:
+                    extra_jaggaer: str = "", extra_pair: str = "", preflight: bool = True) -> str:
         accounts = ACCOUNTS if accounts is None else accounts
         lines = ['instance = "jaggaer-sandbox"']
+        if not preflight:  # tests that do not test the first-pass checks skip them (they cost a ping)
+            lines.append("preflight = false")
         if state_file is not None:
             lines.append(f'state_file = "{state_file.as_posix()}"')
 
@@ -91,11 +95,11 @@ requisition_statuses = ["A", "P"]
 """
 
 
-def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, latency: float = 0.0, jaggaer_port: int = 0,
-                          ps_port: int = 0) -> JaggaerBox:
+def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, invoices: int = 2, latency: float = 0.0,
+                          jaggaer_port: int = 0, ps_port: int = 0) -> JaggaerBox:
     """Start both sides (127.0.0.1, port 0 unless given). PeopleSoft holds vendors and requisitions; JAGGAER holds
-    two suppliers already keyed with a PeopleSoft VENDOR_ID, one JAGGAER-only supplier and ``pos`` approved
-    POs for the keyed suppliers."""
+    two suppliers already keyed with a PeopleSoft VENDOR_ID, one JAGGAER-only supplier, ``pos`` approved POs for
+    the keyed suppliers and an invoice for each of the first ``invoices`` of them."""
     ps = PeopleSoftSim(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, counts=COUNTS)
     purchasing = PurchasingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed)
     purchasing.business_units |= set(BUSINESS_UNITS)
@@ -115,6 +119,20 @@ def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, latency: float = 0.0, 
         lines = [{"description": f"Item {n}-{j}", "quantity": 1 + j + n % 3, "unitPrice": f"{12.5 + j}",
                   "unitOfMeasure": "EA", "accountCode": codes[(n + j) % 3]} for j in range(1 + n % 2)]
         jaggaer.add_po(f"JP{1000 + n}", bravo[n % len(bravo)], lines, business_unit="BU01")
+    for n in range(min(invoices, pos)):
+        jaggaer.add_invoice(f"JP{1000 + n}", f"INV-{7000 + n}")
+    app: Any = PurchasingGateway(ps, purchasing)
+    accounting = None
+    try:
+        from mlconnector.sandbox.peoplesoft_ap_gl_ci import AccountingCI, AccountingGateway
+    except ImportError:  # a build without the voucher CI simulator: invoices are not posted
+        pass
+    else:
+        accounting = AccountingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, purchasing=purchasing)
+        # One web server has one CIFault schema: both simulators must name the same namespace for it, or a WSDL
+        # whose CIFault.V1.xsd the other one serves cannot be read.
+        accounting._ns["CIFault"] = purchasing._ns["CIFault"]
+        app = AccountingGateway(app, accounting)
     jaggaer_server = SandboxServer(jaggaer, "jaggaer", port=jaggaer_port, latency=latency).start()
-    ps_server = SandboxServer(PurchasingGateway(ps, purchasing), "peoplesoft", port=ps_port, latency=latency).start()
-    return JaggaerBox(jaggaer, ps, purchasing, jaggaer_server, ps_server, linked, only)
+    ps_server = SandboxServer(app, "peoplesoft", port=ps_port, latency=latency).start()
+    return JaggaerBox(jaggaer, ps, purchasing, jaggaer_server, ps_server, linked, only, accounting)

@@ -1,20 +1,21 @@
 """Chaos harness for `sync peoplesoft-jaggaer`: kill-and-rerun trials and lost answers, counting duplicates.
 
-    python -m benchmarks.chaos_jaggaer [--trials 8] [--seed N] [--json-out FILE]
+    python -m benchmarks.chaos_jaggaer [--trials 8] [--seed N] [--json-out FILE] [--no-voucher-trials]
 
 Drives the real CLI (``python -m mlconnector``) as subprocesses against the loopback sandbox (JAGGAER simulator,
 PeopleSoft QAS + purchasing CIs; 127.0.0.1 only). Each trial starts a fresh sandbox and then:
 
 - **kill**: SIGKILL the pass either in the window after a write took effect and before its answer (a create of
-  a PeopleSoft PO, a JAGGAER requisition or a JAGGAER supplier, chosen at random, the n-th of its kind) or at a
-  random instant; the source changes (a PO revision, a renamed vendor); then passes run to completion;
+  a PeopleSoft PO or voucher, a JAGGAER requisition or a JAGGAER supplier, chosen at random, the first or second
+  of its kind) or at a random instant; then a JAGGAER PO is revised; then passes run to completion;
 - **lost**: the answer to a random create is dropped after the server acted; then passes run to completion.
 
 Then it counts, over the whole sandbox: POs per PO_REF, requisitions per external number, profiles per extCode
 (duplicates), records that never arrived or PO revisions not applied (lost), and tracebacks in any output.
 Prints one figure line per trial and a closing line
 ``duplicate vouchers N, duplicate POs N, duplicate requisitions N, duplicate suppliers N, lost N, tracebacks N``;
-exit status 0 only when all are 0. Invoices/vouchers are not synced by this version: that figure stays 0.
+exit status 0 only when all are 0. Vouchers are counted when the build has the voucher writer and its CI simulator
+(half the trials with PeopleSoft's duplicate-invoice check switched off); without them that figure stays 0.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ TARGETS = {
     "ps_po": ("ps", "POST", ".*", "Create__CompIntfc__PO_EXPRESS"),
     "j_requisition": ("jaggaer", "POST", "requisitions", None),
     "j_supplier": ("jaggaer", "POST", "companyprofiles", '"CREATE"'),
+    "ps_voucher": ("ps", "POST", ".*", "Create__CompIntfc__VCHR_EXPRESS"),
 }
 
 
@@ -73,6 +75,15 @@ class Trial:
                         PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
         self.tracebacks = 0
         self.log: list[str] = []
+        self.check = True
+        if self.box.accounting is not None:
+            # Half the trials run with PeopleSoft's duplicate-invoice check switched off for the business unit:
+            # then the connector's own lookup before every create is the only guard.
+            self.check = rng.random() < 0.5
+            self.box.accounting.duplicate_check["US001"] = self.check
+
+    def targets(self) -> list[str]:
+        return [t for t in TARGETS if t != "ps_voucher" or self.box.accounting is not None]
 
     def args(self) -> list[str]:
         return [sys.executable, "-m", "mlconnector", "sync", PAIR, "--config", str(self.config)]
@@ -90,7 +101,7 @@ class Trial:
         return self.box.ps_server if side == "ps" else self.box.jaggaer_server
 
     def kill_trial(self) -> str:
-        target = self.rng.choice([*TARGETS, "random"])
+        target = self.rng.choice([*self.targets(), "random"])
         out = self.dir / "killed.out"
         if target == "random":
             with out.open("wb") as f:
@@ -122,17 +133,25 @@ class Trial:
         self.box.ps_server.faults.clear()
         self.box.jaggaer_server.faults.clear()
         self.mutate()
-        return f"kill {what}"
+        return f"kill {what}{self.check_text()}"
 
-    def lost_trial(self) -> str:
-        target = self.rng.choice(list(TARGETS))
+    def lost_trial(self, target: str | None = None, check: bool | None = None) -> str:
+        if check is not None and self.box.accounting is not None:
+            self.check = check
+            self.box.accounting.duplicate_check["US001"] = check
+        target = target or self.rng.choice(self.targets())
         side, method, path, body = TARGETS[target]
         self.server(side).faults.add(Fault("drop_after", method=method, path=path, body_match=body, count=1,
                                            skip=self.rng.randrange(2)))
         self.run("lost answer pass")
         self.server(side).faults.clear()
         self.mutate()
-        return f"lost {target} answer"
+        return f"lost {target} answer{self.check_text()}"
+
+    def check_text(self) -> str:
+        if self.box.accounting is None:
+            return ""
+        return f" (duplicate-invoice check {'on' if self.check else 'off'})"
 
     def mutate(self) -> None:
         j = self.box.jaggaer
@@ -170,7 +189,15 @@ class Trial:
         lost += len(wanted - set(reqs))
         active = {v["VENDOR_ID"] for v in box.ps.rows("vendors") if v["VENDOR_STATUS"] == "A"}
         lost += len(active - set(sups))
-        return {"duplicate_vouchers": 0, "duplicate_pos": sum(n - 1 for n in refs.values() if n > 1),
+        dup_vouchers = 0
+        if box.accounting is not None:
+            vouchers = Counter((v["VENDOR_ID"], v["INVOICE_ID"]) for v in box.accounting.vouchers.values())
+            dup_vouchers = sum(n - 1 for n in vouchers.values() if n > 1)
+            missing = {i["header"]["supplierInvoiceNumber"] for i in box.jaggaer.invoices.values()} - {
+                k[1] for k in vouchers}
+            lost += len(missing)
+            self.log += [f"invoice {m} never became a voucher" for m in sorted(missing)]
+        return {"duplicate_vouchers": dup_vouchers, "duplicate_pos": sum(n - 1 for n in refs.values() if n > 1),
                 "duplicate_requisitions": sum(n - 1 for n in reqs.values() if n > 1),
                 "duplicate_suppliers": sum(n - 1 for n in sups.values() if n > 1), "lost": lost,
                 "tracebacks": self.tracebacks}
@@ -181,16 +208,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--voucher-trials", action=argparse.BooleanOptionalAction, default=True,
+                    help="add a lost voucher answer with the duplicate-invoice check on, then off")
     a = ap.parse_args(argv)
     _quiet_resets()
     rng = random.Random(a.seed)
     totals: Counter[str] = Counter()
     trials: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="chaos-jaggaer-") as tmp:
-        for n in range(a.trials):
+        # The random trials, then a lost voucher answer with the duplicate-invoice check on and off.
+        plan: list[tuple[str | None, bool | None]] = [(None, None)] * a.trials
+        if a.voucher_trials:
+            plan += [("ps_voucher", True), ("ps_voucher", False)]
+        for n, (target, check) in enumerate(plan):
             t = Trial(Path(tmp), rng, n)
+            if target == "ps_voucher" and t.box.accounting is None:
+                t.box.stop()
+                continue
             try:
-                what = t.kill_trial() if n % 2 == 0 else t.lost_trial()
+                if target is not None:
+                    what = t.lost_trial(target, check)
+                else:
+                    what = t.kill_trial() if n % 2 == 0 else t.lost_trial()
                 t.complete()
                 figs = t.figures()
             finally:

@@ -858,6 +858,14 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
                          f"Find by {', '.join(need)}" if not lacking else
                          f"the Find of {name} has no field {', '.join(lacking)}: a PO could not be looked up before "
                          f"a create", f"Set [{SECTION}.po_fields] to the CI's names, or ask the admin to add them."))
+        try:
+            from mlconnector.peoplesoft.voucher_sink import VoucherNames, voucher_checks
+        except ImportError:
+            pass
+        else:
+            # The business unit of the first mapping: the voucher lookup's harmless Find needs one.
+            bu = next(iter(s.business_units), "")
+            out += voucher_checks(client, VoucherNames(ci=s.voucher_ci), bu, SECTION)
     finally:
         client.close()
     return out

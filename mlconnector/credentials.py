@@ -22,6 +22,7 @@ KNOWN_SECRETS = {
     "peoplesoft.client_secret": "OAuth2 client secret for the PeopleSoft identity provider (auth = \"oauth2\")",
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
+    "jaggaer.client_secret": "JAGGAER integration client secret (OAuth2 client credentials, per environment)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",
@@ -128,6 +129,8 @@ def required_secrets(cfg: Any) -> list[str]:
         names += list(cfg.jde.required_secrets())
     if "procurify" in getattr(cfg, "sections", {}):
         names.append("procurify.client_secret")
+    if "jaggaer" in getattr(cfg, "sections", {}):
+        names.append("jaggaer.client_secret")
     if cfg.jira is None:
         return names
     if cfg.jira.auth == "basic":

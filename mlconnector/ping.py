@@ -19,10 +19,11 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         try:
             store.get(name)
             checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira")
-                                .replace("procurify", "Procurify"),
+                                .replace("procurify", "Procurify").replace("jaggaer", "JAGGAER"),
                                 f"secret {name}", True, store.where(name)))
         except ConnectorError as exc:
-            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify"}.get(name.split(".")[0], "Jira")
+            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify",
+                      "jaggaer": "JAGGAER"}.get(name.split(".")[0], "Jira")
             checks.append(Check(system, f"secret {name}", False,
                                 "not set", exc.message))
     if not all(c.ok for c in checks):
@@ -51,6 +52,13 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         checks += procurify_checks(cfg.sections["procurify"], cfg.instance, store.get("procurify.client_secret"))
         if configured(cfg) and all(c.ok for c in checks):
             checks += ping_checks(cfg, store)
+    if "jaggaer" in cfg.sections:
+        from mlconnector.jaggaer.ping import jaggaer_checks
+        from mlconnector.pairs import peoplesoft_jaggaer
+
+        checks += jaggaer_checks(cfg.sections["jaggaer"], cfg.instance, store.get("jaggaer.client_secret"))
+        if peoplesoft_jaggaer.configured(cfg) and all(c.ok for c in checks):
+            checks += peoplesoft_jaggaer.ping_checks(cfg, store)
     if cfg.jira is None:
         return checks
     jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, store), cfg.jira.http)

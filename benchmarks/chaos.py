@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -1788,7 +1789,9 @@ def main(argv: list[str] | None = None) -> int:
                          ("overlap", lambda: scenario_overlap(h, records)),
                          ("bad_inputs", lambda: scenario_bad_inputs(h, a.quick)),
                          ("lag_kill+state_loss", lambda: scenario_lag_and_state(h, lag_trials, a.create_cost,
-                                                                                a.quick))):
+                                                                                a.quick)),
+                         ("procurify", lambda: import_module("benchmarks.chaos_procurify").scenario(h, trials,
+                                                                                                    a.quick))):
             t = time.monotonic()
             if name == "lag_kill+state_loss":
                 doc["lag_kill"], doc["state_loss"] = fn()
@@ -1799,7 +1802,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["secrets"] = scenario_secrets(h, crash_before)
         doc["tracebacks"] = h.tracebacks
         doc["seconds"] = {**timings, "total": round(time.monotonic() - t0, 1)}
-        doc["totals"] = totals(doc, h)
+        doc["totals"] = import_module("benchmarks.chaos_procurify").fold_totals(totals(doc, h), doc)
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

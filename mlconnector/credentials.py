@@ -22,6 +22,7 @@ KNOWN_SECRETS = {
     "peoplesoft.client_secret": "OAuth2 client secret for the PeopleSoft identity provider (auth = \"oauth2\")",
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
+    "jaggaer.client_secret": "JAGGAER integration client secret (OAuth2 client credentials, per environment)",
     "procore.client_secret": "Procore app client secret (Developer Managed Service Account, client credentials)",
     "procore.webhook_secret": "Shared secret Procore sends as the webhook's Authorization header (Bearer <secret>)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
@@ -130,6 +131,8 @@ def required_secrets(cfg: Any) -> list[str]:
         names += list(cfg.jde.required_secrets())
     if "procurify" in getattr(cfg, "sections", {}):
         names.append("procurify.client_secret")
+    if "jaggaer" in getattr(cfg, "sections", {}):
+        names.append("jaggaer.client_secret")
     if "procore" in getattr(cfg, "sections", {}):
         names.append("procore.client_secret")
     if cfg.jira is None:

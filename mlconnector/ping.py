@@ -19,10 +19,11 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         try:
             store.get(name)
             checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira")
-                                .replace("procurify", "Procurify").replace("procore", "Procore"),
+                                .replace("procurify", "Procurify").replace("jaggaer", "JAGGAER")
+                                .replace("procore", "Procore"),
                                 f"secret {name}", True, store.where(name)))
         except ConnectorError as exc:
-            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify",
+            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify", "jaggaer": "JAGGAER",
                       "procore": "Procore"}.get(name.split(".")[0], "Jira")
             checks.append(Check(system, f"secret {name}", False,
                                 "not set", exc.message))
@@ -52,6 +53,13 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         checks += procurify_checks(cfg.sections["procurify"], cfg.instance, store.get("procurify.client_secret"))
         if configured(cfg) and all(c.ok for c in checks):
             checks += ping_checks(cfg, store)
+    if "jaggaer" in cfg.sections:
+        from mlconnector.jaggaer.ping import jaggaer_checks
+        from mlconnector.pairs import peoplesoft_jaggaer
+
+        checks += jaggaer_checks(cfg.sections["jaggaer"], cfg.instance, store.get("jaggaer.client_secret"))
+        if peoplesoft_jaggaer.configured(cfg) and all(c.ok for c in checks):
+            checks += peoplesoft_jaggaer.ping_checks(cfg, store)
     if "procore" in cfg.sections:
         from mlconnector.pairs.peoplesoft_procore import ping_checks as procore_pair_checks
         from mlconnector.pairs.peoplesoft_procore import ping_projects

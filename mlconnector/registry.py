@@ -47,6 +47,11 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),
+    PairSpec("peoplesoft-jaggaer", "PeopleSoft vendors and requisitions -> JAGGAER; JAGGAER suppliers and purchase "
+             "orders and invoices -> PeopleSoft (PO and voucher CIs), reference data first (one pass).",
+             "mlconnector.pairs.peoplesoft_jaggaer", ("suppliers", "jaggaer_suppliers", "requisitions",
+                                                      "purchase_orders", "invoices"),
+             ("jaggaer", "peoplesoft", "peoplesoft_jaggaer")),
     PairSpec("peoplesoft-procore", "PeopleSoft vendors and GL accounts -> Procore directory and cost codes; "
              "PeopleSoft POs <-> Procore commitments; project costs -> GL journals (one pass).",
              "mlconnector.pairs.peoplesoft_procore",
@@ -57,6 +62,8 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
 # Configuration sections parsed by a system package of their own: section -> "module:function".
 SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde",
                             "procurify": "mlconnector.procurify.config:parse_procurify",
+                            "jaggaer": "mlconnector.jaggaer.config:parse_jaggaer",
+                            "peoplesoft_jaggaer": "mlconnector.pairs.peoplesoft_jaggaer_config:parse_section",
                             "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section",
                             "procore": "mlconnector.procore.config:parse_procore",
                             "peoplesoft_procore": "mlconnector.pairs.peoplesoft_procore_config:parse_section"}

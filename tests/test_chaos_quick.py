@@ -18,7 +18,9 @@ def test_quick_chaos_run_loses_duplicates_and_leaks_nothing(tmp_path: Path) -> N
     out = tmp_path / "chaos.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--quick", "--trials", "2", "--records", "150",
                            "--seed", "1234", "--json-out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
+    # The timeout only guards against a hang: under heavy load (load average 20+ on 2 cores) the reduced run
+    # took over 300 s, so it is set far above a normal run (about a minute) rather than near it.
     closing = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert closing == "lost 0, duplicated 0, leaked 0, tracebacks 0", proc.stdout[-4000:] + proc.stderr[-2000:]
     assert proc.returncode == 0

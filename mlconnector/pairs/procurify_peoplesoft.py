@@ -8,6 +8,17 @@ account x department and unit; bad input refuses its own group), and write throu
 
 A group whose items are unchanged (same id and modified time as on its link) costs no PeopleSoft call, so a
 pass with nothing new makes one list call on Procurify and none on PeopleSoft.
+
+Vendors, both ways. An approved item whose Procurify vendor has no PeopleSoft counterpart gets one first:
+the vendor is created through the supplier CI (peoplesoft/vendor_sink.py: looked up by its handle before
+every create, pending mark, a lost answer never a second supplier) and the pair is learned into the
+crosswalk, so the PO posts in the same pass. Back, the linked suppliers are read in full when
+``vendor_read_every_minutes`` comes round (PS_VENDOR has no change stamp) and a change of name, status or
+address is PATCHed to the Procurify vendor; what the connector wrote itself reads back equal to the link's
+hash and is not sent (sync/echo.py).
+
+PO writes run with up to ``ci_workers`` CI calls in flight (SharedCI): state work stays serial under one
+lock, so each pending mark is on disk before its Create leaves, as in a one-call-at-a-time pass.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -26,13 +39,18 @@ from mlconnector.credentials import SecretStore
 from mlconnector.errors import ConfigError, RecordError
 from mlconnector.pairs.procurify_peoplesoft_config import SECTION, PairSettings
 from mlconnector.state import State
+from mlconnector.sync.echo import is_echo
+from mlconnector.sync.engine import FATAL as FATAL_ERRORS
 from mlconnector.sync.engine import PassContext, PassResult, Progress, no_progress, run_pass
 from mlconnector.sync.keys import encode_key
+from mlconnector.sync.reference import FullRead, digest
 from mlconnector.sync.window import WindowRule
 from mlconnector.sync.xref import Crosswalk
 
 PAIR = "procurify-peoplesoft"
 KIND = "requisitions"
+VENDORS = "vendors"  # links Procurify vendor id -> PeopleSoft supplier; also the back-flow's changes
+VENDOR_READ = "ps_vendors"  # watermark name of the PeopleSoft vendor master's full reads
 ITEMS_INDEX = "procurify_items"  # state.extra: Procurify item id -> the group key it was last posted under
 DESCR_MAX = 254
 
@@ -136,7 +154,10 @@ def map_group(s: PairSettings, xref: Crosswalk, key: tuple[str, ...], items: lis
     first = approved[0]
     procurify_vendor = vendors.pop()
     external = _text(pick(first, s.item.vendor_external_id))
-    if s.vendor_key == "external_id" and external:
+    known = xref.get("vendor", procurify_vendor)  # configured, or learned when the vendor flow linked it
+    if known is not None:
+        vendor_id = known
+    elif s.vendor_key == "external_id" and external and not s.create_vendors:
         vendor_id = external
     else:
         name = _text(pick(first, s.item.vendor_name))
@@ -190,6 +211,61 @@ def _canon(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     return str(value)
+
+
+# -- bounded CI concurrency -----------------------------------------------------------------------
+class SharedCI:
+    """The CI client as the PO workers of one pass share it.
+
+    Contract: every piece of state work (links, pending marks, saves, the queue, the audit) runs while the
+    worker holds the pass's one lock, so it stays as serial as in a single-threaded pass; a CI call releases
+    the lock for its length, so at most ``ci_workers`` calls are in flight at once. A service's WSDL is loaded
+    under the lock (once). A thread that does not hold the lock (the main thread) calls straight through."""
+
+    def __init__(self, ci: Any, lock: threading.Lock) -> None:
+        self._ci = ci
+        self._lock = lock
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ci, name)
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            with self._lock:
+                self._local.held = True
+                try:
+                    yield
+                finally:
+                    self._local.held = False
+        return held()
+
+    def _call(self, method: str, ci: str, *args: Any) -> Any:
+        fn = getattr(self._ci, method)
+        if not getattr(self._local, "held", False):
+            return fn(ci, *args)
+        self._ci.service(ci)  # loaded under the lock: one WSDL fetch, no race on the cache
+        self._lock.release()
+        try:
+            return fn(ci, *args)
+        finally:
+            self._lock.acquire()
+
+    def find(self, ci: str, keys: Any) -> Any:
+        return self._call("find", ci, keys)
+
+    def get(self, ci: str, keys: Any) -> Any:
+        return self._call("get", ci, keys)
+
+    def create(self, ci: str, record: Any) -> Any:
+        return self._call("create", ci, record)
+
+    def update(self, ci: str, keys: Any, changes: Any) -> Any:
+        return self._call("update", ci, keys, changes)
+
+    def exists(self, ci: str, keys: Any) -> Any:
+        return self._call("exists", ci, keys)
 
 
 # -- wiring ---------------------------------------------------------------------------------------
@@ -249,7 +325,16 @@ class ProcurifyPeopleSoftPass:
                              vendor_id=p.vendor_id, status=p.status, lines=p.lines, line_nbr=p.line_nbr,
                              distributions=p.distributions, distrib_nbr=p.distrib_nbr,
                              updatable_statuses=tuple(self.s.updatable_statuses), create_only=(p.po_date,))
-        self.writer = POWriter(self.ctx, ci, self.names, grace_seconds=self.s.pending_grace_seconds)
+        self.lock = threading.Lock()
+        self.shared = SharedCI(ci, self.lock)
+        self.writer = POWriter(self.ctx, self.shared, self.names, grace_seconds=self.s.pending_grace_seconds)
+        from mlconnector.peoplesoft.vendor_sink import VendorWriter
+
+        self.vnames = self.s.vendor_fields
+        self.vendor_writer = VendorWriter(self.ctx, ci, self.vnames, kind=VENDORS,
+                                          grace_seconds=self.s.pending_grace_seconds)
+        self._procurify_vendors: dict[str, dict[str, Any]] | None = None
+        self._vendor_tried: dict[str, str | None] = {}  # one attempt per vendor per pass (never resent)
         procurify.on_response = self._audit_response
 
     def _audit_response(self, method: str, path: str, status: int, request_id: str) -> None:
@@ -265,13 +350,14 @@ class ProcurifyPeopleSoftPass:
             self.writer.resolve_pending(KIND)
 
     def entities(self) -> list[str]:
-        return [KIND]
+        # The vendor back-flow first: reference data before the documents that show it.
+        return [VENDORS, KIND] if self.s.vendor_backflow else [KIND]
 
     def blocked(self, entity: str) -> str | None:
         return None
 
     def replay_kinds(self) -> list[str]:
-        return [KIND]
+        return [VENDORS, KIND]
 
     def requests(self) -> dict[str, int]:
         return {"procurify": self.procurify.requests_made, "peoplesoft": self.ci.http.requests_made}
@@ -280,6 +366,9 @@ class ProcurifyPeopleSoftPass:
         return run_pass(self, since)
 
     def sync_entity(self, entity: str, since: datetime | None) -> None:
+        if entity == VENDORS:
+            self.vendor_changes()
+            return
         start = self.window.start(self.state, KIND, self.pcfg.initial_since, since)
         end = self.ctx.now
         counts = self.ctx.result.kind(KIND)
@@ -291,12 +380,45 @@ class ProcurifyPeopleSoftPass:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for it in newest(self.s, read).values():
             groups.setdefault(group_key(self.s, it), []).append(it)
-        for key, items in sorted(groups.items()):
-            self.process(key, items)
+        # Vendors first, one at a time (two POs of one new vendor must not race to create it).
+        for it in sorted(read, key=lambda i: _text(pick(i, self.s.item.vendor))):
+            if pick(it, self.s.item.status) in self.s.approved_statuses:
+                self.ensure_vendor(_text(pick(it, self.s.item.vendor)), it)
+        self.write_groups(sorted(groups.items()))
         if not self.dry_run and self.window.advance(self.state, KIND, end, since):
             self.state.watermarks_moved = True
 
+    def write_groups(self, groups: list[tuple[tuple[str, ...], list[dict[str, Any]]]]) -> None:
+        """Process the groups with up to ``ci_workers`` CI calls in flight (SharedCI); state work stays serial."""
+        workers = min(self.s.ci_workers, len(groups))
+        if workers <= 1:
+            for key, items in groups:
+                self.process(key, items)
+            return
+
+        def work(key: tuple[str, ...], items: list[dict[str, Any]]) -> None:
+            with self.shared.hold():
+                if not stop.is_set():
+                    self.process(key, items, parallel=True)
+
+        stop = threading.Event()
+        first: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="po-ci") as pool:
+            futures = [pool.submit(work, key, items) for key, items in groups]
+            for f in futures:
+                try:
+                    f.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others stopped
+                    stop.set()  # a lost login or network stops the pass: no new group starts
+                    first = first or exc
+        if first is not None:
+            raise first
+
     def retry(self, item: dict[str, Any]) -> None:
+        if item["kind"] == VENDORS:
+            if self.ensure_vendor(item["key"], None) is not None and not self.dry_run:
+                self.state.dequeue(VENDORS, item["key"])
+            return
         row = item.get("row") or {}
         key = tuple(str(p) for p in row.get("group", []))
         if not key:
@@ -313,7 +435,7 @@ class ProcurifyPeopleSoftPass:
             known += list((queued.get("row") or {}).get("items", []))
         return entry, known
 
-    def process(self, key_parts: tuple[str, ...], fresh: list[dict[str, Any]]) -> None:
+    def process(self, key_parts: tuple[str, ...], fresh: list[dict[str, Any]], parallel: bool = False) -> None:
         key = encode_key(key_parts)
         counts = self.ctx.result.kind(KIND)
         entry, known = self._known(key)
@@ -325,6 +447,11 @@ class ProcurifyPeopleSoftPass:
                                          for i in items):
             counts.unchanged += 1  # nothing newer than what was posted: no PeopleSoft call
             return
+        if not parallel:
+            # A retried group whose vendor is not linked yet: the vendor flow first (serial here).
+            approved = [it for it in items.values() if pick(it, self.s.item.status) in self.s.approved_statuses]
+            if approved:
+                self.ensure_vendor(_text(pick(approved[0], self.s.item.vendor)), approved[0])
         try:
             self._check_moves(key, items)
             w = map_group(self.s, self.xref, key_parts, list(items.values()),
@@ -369,6 +496,160 @@ class ProcurifyPeopleSoftPass:
                     f"Order item {iid} is already on purchase order {po or '(pending)'} (posted under another vendor "
                     f"or requisition) and now belongs to this group; it is not posted twice. A person must move the "
                     f"line in PeopleSoft, then run `mlconnector replay drop` for this item.")
+
+
+    # -- vendors: Procurify -> PeopleSoft (created before the POs that need them) ------------------------
+    def procurify_vendor(self, pid: str) -> dict[str, Any] | None:
+        """A Procurify vendor by id, from one full read of the vendor list per pass (read only when needed)."""
+        if self._procurify_vendors is None:
+            self._procurify_vendors = {str(v.get("id")): v for page in self.procurify.vendors() for v in page}
+        return self._procurify_vendors.get(pid)
+
+    def vendor_write(self, pid: str, hint: dict[str, Any] | None) -> Any:
+        """The VendorWrite of Procurify vendor ``pid`` (RecordError when it cannot be written as it is)."""
+        from mlconnector.peoplesoft.vendor_sink import VendorWrite, split_name, vendor_facts
+
+        s, n = self.s, self.vnames
+        v = self.procurify_vendor(pid) or {}
+        name = _text(v.get("name")) or _text(pick(hint or {}, s.item.vendor_name))
+        title = f"Procurify vendor {pid}" + (f" ({name})" if name else "")
+        if not name:
+            raise RecordError(f"{title} is not in Procurify's vendor list and has no name; it cannot be created in "
+                              f"PeopleSoft. Check vendors_path in [procurify] (some tenants answer only "
+                              f"/api/v3/vendors/all/).")
+        handle = f"{s.vendor_handle_prefix}{pid}"
+        if len(handle) > s.vendor_handle_max:
+            raise RecordError(f"{title}: its PeopleSoft handle {handle!r} does not fit {n.handle} "
+                              f"({s.vendor_handle_max} characters); it is not cut. Shorten vendor_handle_prefix in "
+                              f"[{SECTION}], or map the vendor under [{SECTION}.vendors].")
+        try:
+            name1, name2 = split_name(name)
+        except ValueError as exc:
+            raise RecordError(f"{title}: {exc}; it is not cut. Shorten the vendor's name in Procurify, or create the "
+                              f"supplier in PeopleSoft by hand and map it under [{SECTION}.vendors].") from None
+        external = _text(v.get("external_id")) if s.vendor_key == "external_id" else ""
+        fields: dict[str, Any] = {n.name1: name1, **({n.name2: name2} if name2 else {}), **s.vendor_defaults}
+        address = {n.address1: _text(v.get("addressLineOne")), n.address2: _text(v.get("addressLineTwo")),
+                   n.city: _text(v.get("city")), n.state: _text(v.get("state_province")),
+                   n.postal: _text(v.get("postalCode")), n.country: _text(v.get("country"))}
+        if any(address.values()):
+            fields[n.addresses] = [{n.address_seq: 1, **{k: x for k, x in address.items() if x}}]
+        facts = vendor_facts(n, {n.name1: name1, n.name2: name2, n.status: fields.get(n.status, ""),
+                                 n.addresses: fields.get(n.addresses, [])})
+        return VendorWrite(key=pid, handle=handle, vendor_id=external, setid=s.vendor_setid, fields=fields,
+                           title=title, row={"vendor": pid, "name": name}, facts=facts)
+
+    def ensure_vendor(self, pid: str, hint: dict[str, Any] | None) -> str | None:
+        """The PeopleSoft VENDOR_ID of Procurify vendor ``pid``: mapped, or linked/created now through the
+        supplier CI (then learned into the crosswalk, so the POs waiting for it post). None: it waits."""
+        if not pid:
+            return None
+        known = self.xref.get("vendor", pid)
+        if known is not None:
+            return known
+        if not self.s.create_vendors:
+            return None
+        if pid in self._vendor_tried:
+            return self._vendor_tried[pid]
+        self._vendor_tried[pid] = None
+        try:
+            w = self.vendor_write(pid, hint)
+        except RecordError as exc:
+            self.ctx.fail(VENDORS, pid, {"vendor": pid}, exc)
+            return None
+        vid = self.vendor_writer.write(w)
+        self._vendor_tried[pid] = vid
+        if vid is not None and not self.dry_run:
+            self.xref.learn("vendor", pid, vid)
+        return vid
+
+    # -- vendors: PeopleSoft -> Procurify (name, address, status) --------------------------------------
+    def vendor_changes(self) -> None:
+        """Read every linked supplier when the cadence comes round (PS_VENDOR has no change stamp) and send the
+        ones whose content changed since the link's last sync to their Procurify vendor. A supplier showing
+        what the connector itself wrote (created from Procurify, or last sent) is an echo: nothing is sent."""
+        from mlconnector.errors import RemoteError
+        from mlconnector.peoplesoft.ci import CIFaultError
+        from mlconnector.peoplesoft.vendor_sink import vendor_facts
+
+        s, n = self.s, self.vnames
+        rule = FullRead(timedelta(minutes=s.vendor_read_every_minutes))
+        started = self.ctx.now
+        if not rule.due(self.state, VENDOR_READ, started):
+            return
+        counts = self.ctx.result.kind(VENDORS)
+        linked: dict[str, str] = {}
+        for pid, vid in self.state.extra.get("xref", {}).get("vendor", {}).items():
+            linked[str(pid)] = str(vid)
+        linked.update(s.vendors)
+        clean = True
+        for pid, vid in sorted(linked.items()):
+            try:
+                record = self.ci.get(n.ci, {n.setid: s.vendor_setid, n.vendor_id: vid})
+            except CIFaultError as exc:
+                if (exc.message_set, exc.message_id) == ("91", "50"):
+                    continue  # not in this SetID: nothing to send back
+                self.ctx.fail(VENDORS, pid, {"vendor": pid}, exc, what="vendor change")
+                clean = False
+                continue
+            counts.read += 1
+            facts = vendor_facts(n, record)
+            h = digest(facts)
+            entry = self.state.entry(VENDORS, pid) or {}
+            last = entry.get("synced") or (digest(entry["facts"]) if entry.get("facts") else None)
+            if last is None or is_echo("", (), h, last):
+                if last != h and not self.dry_run:  # first sight: the baseline; an echo: remembered as synced
+                    self.state.set_entry(VENDORS, pid, {**entry, "synced": h})
+                    self.state.dirty = True
+                continue
+            addr = facts["address"]
+            body = {"name": facts["name"], "active": facts["status"] in s.active_vendor_statuses,
+                    "addressLineOne": addr["address1"], "addressLineTwo": addr["address2"], "city": addr["city"],
+                    "state_province": addr["state"], "postalCode": addr["postal"], "country": addr["country"]}
+            if self.dry_run:
+                counts.posted += 1
+                self.ctx.planned(VENDORS, pid, "post", vendor=vid, name=facts["name"], status=facts["status"])
+                continue
+            try:
+                self.procurify.patch_vendor(pid, body)
+            except RemoteError as exc:
+                if isinstance(exc, FATAL_ERRORS):
+                    raise
+                self.ctx.fail(VENDORS, pid, {"vendor": pid}, exc, what="vendor change")
+                clean = False
+                continue
+            self.state.set_entry(VENDORS, pid, {**entry, "synced": h})
+            self.state.dirty = True
+            counts.posted += 1
+            self.audit.write("posted", VENDORS, pid, vendor=vid, name=facts["name"], status=facts["status"])
+        if clean and not self.dry_run:
+            rule.done(self.state, VENDOR_READ, started)
+
+
+def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
+    """The supplier CI: reachable, Find/Get (and Create when vendors are created), the handle searchable."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import ConnectorError
+    from mlconnector.peoplesoft.ci import ADMIN_CI
+
+    n = s.vendor_fields
+    name = f"CI_{n.ci}"
+    try:
+        svc = client.service(n.ci)
+    except ConnectorError as exc:
+        return [Check("PeopleSoft", f"WSDL {name}", False, exc.message,
+                      f"Ask the PeopleSoft admin to generate {name} on the VNDR_ID component with Find, Get and Create "
+                      f"({ADMIN_CI}) and activate its service operations, or set create_vendors = false and "
+                      f"vendor_backflow = false in [{SECTION}] to map vendors by hand.")]
+    want = ["F", "G", "C"] if s.create_vendors else ["G"]
+    missing = [m for m in want if m not in svc.operations]
+    lacking = [f for f in (n.setid, n.handle) if s.create_vendors and f not in svc.inputs.get("F", [])]
+    ok = not missing and not lacking
+    return [Check("PeopleSoft", f"operations {name}", ok,
+                  ", ".join(sorted(svc.operations.values())) if ok else
+                  f"missing {', '.join(missing) or '-'}; Find lacks {', '.join(lacking) or '-'}",
+                  f"Ask the PeopleSoft admin to include Find, Get and Create in {name} with {n.handle} among the "
+                  f"search fields ({ADMIN_CI}), or set [{SECTION}.vendor_fields] handle to a searchable field.")]
 
 
 # -- ping -----------------------------------------------------------------------------------------
@@ -418,6 +699,8 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
             except (AuthError, ConnectorError) as exc:
                 out.append(Check("PeopleSoft", f"find {name}", False, exc.message,
                                  "Do the admin action the message names, then ping again."))
+        if s.create_vendors or s.vendor_backflow:
+            out += _vendor_ci_checks(s, client)
     finally:
         client.close()
     procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlconnector.errors import ConfigError
+from mlconnector.peoplesoft.vendor_sink import VendorNames
 from mlconnector.sections import Section, str_list
 
 SECTION = "procurify_peoplesoft"
@@ -90,6 +91,20 @@ class PairSettings:
     units: dict[str, str] = field(default_factory=dict)  # Procurify unit -> PeopleSoft UNIT_OF_MEASURE
     po: POFields = field(default_factory=POFields)
     item: ItemFields = field(default_factory=ItemFields)
+    # Vendors: a Procurify vendor an approved item needs and PeopleSoft lacks is created through the supplier CI
+    # (found again by vendor_fields.handle = vendor_handle_prefix + Procurify id); PeopleSoft changes to a
+    # linked supplier (name, status, address) are sent back to Procurify on a full-read cadence.
+    create_vendors: bool = True
+    vendor_handle_prefix: str = "PRCV-"
+    vendor_handle_max: int = 14  # VENDOR_NAME_SHORT is CHAR(14)
+    vendor_defaults: dict[str, str] = field(default_factory=lambda: dict(VENDOR_DEFAULTS))
+    vendor_fields: VendorNames = field(default_factory=VendorNames)
+    vendor_backflow: bool = True
+    vendor_read_every_minutes: float = 60.0  # 0 = every pass; PS_VENDOR has no change stamp: read in full
+    active_vendor_statuses: list[str] = field(default_factory=lambda: ["A"])  # VENDOR_STATUS = active in Procurify
+    # Concurrent PO Find/Get/Create/UpdateData calls. Each holds an application-server process for its
+    # length: keep it at or below what the PeopleSoft admin allots to integrations.
+    ci_workers: int = 4
 
     CONFIG_KEYS = {"vendor": f"{SECTION}.vendors", "account": f"{SECTION}.accounts", "unit": f"{SECTION}.units"}
 
@@ -97,7 +112,11 @@ class PairSettings:
         return {"vendor": self.vendors, "account": self.accounts, "unit": self.units}
 
 
-KNOWN = {"business_unit", "buyer_id", "po_ci", "vendor_setid", "handle_prefix", "handle_max", "group_by",
+VENDOR_DEFAULTS = {"VENDOR_STATUS": "A", "VENDOR_CLASS": "R", "VENDOR_PERSISTENCE": "R"}
+
+KNOWN = {"create_vendors", "vendor_handle_prefix", "vendor_handle_max", "vendor_defaults", "vendor_fields",
+         "vendor_backflow", "vendor_read_every_minutes", "active_vendor_statuses", "ci_workers",
+         "business_unit", "buyer_id", "po_ci", "vendor_setid", "handle_prefix", "handle_max", "group_by",
          "currencies", "approved_statuses", "updatable_statuses", "vendor_key", "amount_places", "vendors",
          "pending_grace_seconds",
          "accounts", "units", "po_fields", "item_fields"}
@@ -147,4 +166,22 @@ def parse_section(s: Section) -> PairSettings:
         units=s.str_map("units"),
         po=_names(s, "po_fields", POFields),
         item=_names(s, "item_fields", ItemFields),
+        create_vendors=s.bool("create_vendors", True),
+        vendor_handle_prefix=s.str("vendor_handle_prefix", "PRCV-"),
+        vendor_handle_max=s.num("vendor_handle_max", 14, minimum=4, integer=True),
+        vendor_defaults={**VENDOR_DEFAULTS, **s.str_map("vendor_defaults")},
+        vendor_fields=_names(s, "vendor_fields", VendorNames),
+        vendor_backflow=s.bool("vendor_backflow", True),
+        vendor_read_every_minutes=s.num("vendor_read_every_minutes", 60.0, minimum=0),
+        active_vendor_statuses=(str_list(s, "active_vendor_statuses") if "active_vendor_statuses" in s.data
+                                else ["A"]),
+        ci_workers=_workers(s),
     )
+
+
+def _workers(s: Section) -> int:
+    n = s.num("ci_workers", 4, minimum=1, integer=True)
+    if n > 16:
+        raise ConfigError(f"{s.key('ci_workers')} = {n}: each concurrent call holds a PeopleSoft application-server "
+                          f"process; keep it at or below what the admin allots to integrations (1-16, usually 2-6).")
+    return int(n)

@@ -377,6 +377,20 @@ def _same(a: Any, b: Any) -> bool:
     return str(a).strip() == str(b).strip()
 
 
+def _deep_same(have: Any, want: Any) -> bool:
+    """Whether PeopleSoft's value ``have`` shows everything ``want`` set: fields compared by value (``_same``);
+    a collection shows each wanted row when one of its rows shows every field of it (UpdateData leaves rows
+    it was not given in place, and PeopleSoft returns rows in key order, not the order sent)."""
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return False
+        return all(_deep_same(have.get(k), v) for k, v in want.items())
+    if isinstance(want, list | tuple):
+        rows = have if isinstance(have, list) else ([] if have in (None, "") else [have])
+        return all(any(_deep_same(h, w) for h in rows) for w in want)
+    return _same(have, want)
+
+
 class CIClient:
     """Typed access to CI services: find, get, create, update."""
 
@@ -600,7 +614,7 @@ class CIClient:
 
                 def applied() -> bool:
                     current = self.get(ci, keys)
-                    return all(_same(current.get(k), v) for k, v in changes.items())
+                    return all(_deep_same(current.get(k), v) for k, v in changes.items())
 
                 if self._took_effect(applied, exc):
                     log.info("%s for %s took effect despite %s; not sent again", op, _keytext(keys), exc.message)

@@ -270,8 +270,9 @@ class POWriter:
         counts.created += 1
         self.ctx.audit.write("created", kind, w.key, po=entry["po"], handle=w.handle, vendor=w.vendor_id,
                              lines=len(w.lines))
+        # Not saved here: the next create's pending save (or the pass's end) writes this link. A kill before then
+        # leaves the pending mark on disk, and the next pass adopts the PO by handle instead of creating it.
         self._done(kind, w, entry)
-        self.state.save()
 
     def _change(self, kind: str, w: POWrite, entry: dict[str, Any], current: dict[str, Any] | None = None) -> None:
         counts = self.ctx.result.kind(kind)

@@ -320,6 +320,25 @@ class ProcurifyClient:
         params = {**self.cfg.order_item_filters, f"{f}_0": _day(start), f"{f}_1": _day(end)}
         yield from self.pages(self.cfg.order_items_path, params)
 
+    def vendors(self) -> Iterator[list[dict[str, Any]]]:
+        """Every vendor (the list has no modified-date filter: read in full, compare ``dateModified``)."""
+        yield from self.pages(self.cfg.vendors_path)
+
+    def patch_vendor(self, vendor_id: Any, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a vendor (partial update: the same body sent twice leaves the same vendor)."""
+        path = f"{self.cfg.vendor_path.rstrip('/')}/{vendor_id}/"
+        resp = self.request("PATCH", path, json=changes, idempotent=True)
+        if resp.status_code >= 400:
+            raise RemoteError(f"Procurify refused the change to vendor {vendor_id} (HTTP {resp.status_code}: "
+                              f"{short_body(resp.text, 200)}). Check that the API user may edit vendors, and "
+                              f"vendor_path in [procurify].", system=SYSTEM, status=resp.status_code, raw=resp.text)
+        try:
+            body = resp.json()
+        except ValueError:
+            return {}
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        return data if isinstance(data, dict) else {}
+
     def whoami(self) -> dict[str, Any]:
         body = self.get_json(self.cfg.whoami_path)
         data = body.get("data") if isinstance(body, dict) else None

@@ -34,6 +34,7 @@ class ProcurifyConfig:
     modified_filter: str = "last_modified"  # django-filter pair <name>_0 / <name>_1, YYYY-MM-DD
     order_item_filters: dict[str, str] = field(default_factory=dict)  # extra query parameters sent as given
     vendors_path: str = "/api/v3/vendors/"  # [U] some tenants answer only /api/v3/vendors/all/
+    vendor_path: str = "/api/v3/vendors/"  # + "<id>/" for one vendor (GET / PATCH)
     whoami_path: str = "/api/v3/users/me/"
     http: HttpSettings = field(default_factory=HttpSettings)
 
@@ -44,7 +45,7 @@ class ProcurifyConfig:
 
 KNOWN = HTTP_KEYS | {"domain", "base_url", "client_id", "audience", "token_path", "token_cache",
                      "token_margin_minutes", "page_size", "overlap_hours", "initial_since", "order_items_path",
-                     "modified_filter", "order_item_filters", "vendors_path", "whoami_path"}
+                     "modified_filter", "order_item_filters", "vendors_path", "vendor_path", "whoami_path"}
 
 
 def _path(s: Section, name: str, default: str) -> str:
@@ -85,6 +86,7 @@ def parse_procurify(s: Section) -> ProcurifyConfig:
         modified_filter=s.str("modified_filter", "last_modified"),
         order_item_filters=s.str_map("order_item_filters"),
         vendors_path=_path(s, "vendors_path", "/api/v3/vendors/"),
+        vendor_path=_path(s, "vendor_path", "/api/v3/vendors/"),
         whoami_path=_path(s, "whoami_path", "/api/v3/users/me/"),
         http=http_settings(s),
     )

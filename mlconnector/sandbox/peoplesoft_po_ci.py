@@ -13,6 +13,10 @@ cannot lean on luck):
   an unknown or inactive vendor, buyer, business unit, currency, unit of measure, ACCOUNT or DEPTID; a
   non-positive quantity; distributions that do not add up to their line; UpdateData of a PO already
   dispatched, complete or cancelled (CIFault).
+- ``VNDR_ID`` (PS_VENDOR + VENDOR_ADDR): ``VENDOR_ID`` char 10 (``NEXT`` assigns one), NAME1 / NAME2 40
+  characters, VENDOR_NAME_SHORT 14, address fields at their record lengths: a longer value is a CIFault
+  (15,5), never cut; NAME1 required; VENDOR_STATUS A/D/E/I/X, VENDOR_CLASS and VENDOR_PERSISTENCE checked;
+  Find by SETID + VENDOR_ID (empty = any) with VENDOR_NAME_SHORT / NAME1 as prefix alternate keys (not unique).
 - A commit whose answer is lost: use the server's fault plan (``drop_after`` / ``hang_after`` with
   ``body=`` matching ``Create__CompIntfc__PO_EXPRESS``); ``on_commit`` is called after every saved write
   (tests synchronise on it instead of sleeping).
@@ -72,14 +76,24 @@ class CISpec:
 
 DISTRIB = Level(("DISTRIB_LINE_NUM", "ACCOUNT", "DEPTID", "QTY_PO", "MERCHANDISE_AMT"))
 LINE = Level(("LINE_NBR", "DESCR254_MIXED", "UNIT_OF_MEASURE", "QTY_PO", "PRICE_PO"), {"PO_LINE_DISTRIB": DISTRIB})
+ADDR = Level(("ADDRESS_SEQ_NUM", "ADDRESS1", "ADDRESS2", "CITY", "STATE", "POSTAL", "COUNTRY"))
 SPECS: dict[str, CISpec] = {
     "PO_EXPRESS": CISpec(("BUSINESS_UNIT", "PO_ID"), ("PO_REF", "VENDOR_ID"),
                          Level(("BUSINESS_UNIT", "PO_ID", "PO_REF", "VENDOR_SETID", "VENDOR_ID", "BUYER_ID", "PO_DT",
                                 "CURRENCY_CD", "PO_STATUS", "LAST_DTTM_UPDATE"), {"PO_LINE": LINE}),
                          read_only=("LAST_DTTM_UPDATE",)),
-    "VNDR_ID": CISpec(("SETID", "VENDOR_ID"), ("NAME1",),
-                      Level(("SETID", "VENDOR_ID", "NAME1", "NAME2", "VENDOR_STATUS", "VNDR_EXTERNAL_ID"))),
+    "VNDR_ID": CISpec(("SETID", "VENDOR_ID"), ("VENDOR_NAME_SHORT", "NAME1"),
+                      Level(("SETID", "VENDOR_ID", "VENDOR_NAME_SHORT", "NAME1", "NAME2", "VENDOR_STATUS",
+                             "VENDOR_CLASS", "VENDOR_PERSISTENCE", "LAST_DTTM_UPDATE"), {"VENDOR_ADDR": ADDR}),
+                      read_only=("LAST_DTTM_UPDATE",)),
 }
+# PS_VENDOR field lengths (reference peoplesoft.md §6: VENDOR_ID char 10, NAME1 40); the others per the
+# delivered record. A longer value is refused, never cut.
+VENDOR_LENGTHS = {"VENDOR_ID": 10, "VENDOR_NAME_SHORT": 14, "NAME1": 40, "NAME2": 40, "ADDRESS1": 55,
+                  "ADDRESS2": 55, "CITY": 30, "STATE": 6, "POSTAL": 12, "COUNTRY": 3}
+VENDOR_STATUSES = {"A", "D", "E", "I", "X"}  # Approved, Denied, Unapproved, Inactive, To Be Archived
+VENDOR_CLASSES = {"R", "E", "H", "A"}  # regular, employee, HR, attorney
+VENDOR_PERSISTENCES = {"O", "P", "R", "S"}  # one-time, permanent, regular, single payment
 LOCKED_PO_STATUS = {"D": "dispatched", "C": "complete", "X": "cancelled"}
 
 
@@ -141,7 +155,26 @@ class PurchasingCI:
     def add_vendor(self, vendor_id: str, name: str, *, setid: str = "SHARE", status: str = "A") -> None:
         with self._lock:
             self.vendors[(setid, vendor_id)] = {"SETID": setid, "VENDOR_ID": vendor_id, "NAME1": name[:40],
-                                                "NAME2": "", "VENDOR_STATUS": status, "VNDR_EXTERNAL_ID": ""}
+                                                "NAME2": name[40:80], "VENDOR_STATUS": status,
+                                                "VENDOR_NAME_SHORT": "", "VENDOR_CLASS": "R",
+                                                "VENDOR_PERSISTENCE": "R", "VENDOR_ADDR": [],
+                                                "LAST_DTTM_UPDATE": datetime.now(UTC).isoformat(timespec="seconds")}
+
+    def change_vendor(self, vendor_id: str, *, setid: str = "SHARE", address: dict[str, str] | None = None,
+                      **fields: str) -> None:
+        """A person edits a supplier in PeopleSoft (name, status, the first address)."""
+        with self._lock:
+            v = self.vendors[(setid, vendor_id)]
+            v.update(fields)
+            if address is not None:
+                rows = v.setdefault("VENDOR_ADDR", [])
+                if not rows:
+                    rows.append({"ADDRESS_SEQ_NUM": "1"})
+                rows[0].update(address)
+
+    def vendors_with_handle(self, handle: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [v for v in self.vendors.values() if v.get("VENDOR_NAME_SHORT") == handle]
 
     def set_po_status(self, key: tuple[str, str], status: str) -> None:
         with self._lock:
@@ -349,6 +382,22 @@ class PurchasingCI:
                                                 f"line's quantity and amount. (10200,73)")
         return None
 
+    def _check_vendor(self, rec: dict[str, Any]) -> Response | None:
+        if not str(rec.get("NAME1") or "").strip():
+            return self._cifault(15, 4, "Required field NAME1 is missing. {VNDR_ID.NAME1} (15,4)")
+        rows = [rec, *(rec.get("VENDOR_ADDR") or [])]
+        for row in rows:
+            for name, limit in VENDOR_LENGTHS.items():
+                value = str(row.get(name) or "")
+                if len(value) > limit and not (name == "VENDOR_ID" and value == "NEXT"):
+                    return self._cifault(15, 5, f"Field {name} is longer than {limit} characters: the value was "
+                                                f"not saved. {{VNDR_ID.{name}}} (15,5)")
+        for name, allowed in (("VENDOR_STATUS", VENDOR_STATUSES), ("VENDOR_CLASS", VENDOR_CLASSES),
+                              ("VENDOR_PERSISTENCE", VENDOR_PERSISTENCES)):
+            if rec.get(name) not in allowed:
+                return self._invalid(name, rec.get(name))
+        return None
+
     def _create(self, ci: str, values: dict[str, Any], element: str) -> Response:
         spec = SPECS[ci]
         rec = {k: v for k, v in values.items() if k not in spec.read_only}
@@ -360,9 +409,12 @@ class PurchasingCI:
                 if bad is not None:
                     return bad
             else:
-                if len(rec.get("NAME1", "")) > 40 or len(rec.get("NAME2", "")) > 40:
-                    return self._cifault(15, 5, "Field NAME1 / NAME2 is longer than 40 characters. (15,5)")
                 rec.setdefault("VENDOR_STATUS", "A")
+                rec.setdefault("VENDOR_CLASS", "R")
+                rec.setdefault("VENDOR_PERSISTENCE", "R")
+                bad = self._check_vendor(rec)
+                if bad is not None:
+                    return bad
             key_name = spec.keys[-1]
             if rec.get(key_name) == "NEXT":
                 rec[key_name] = f"{self._next[ci]:010d}"
@@ -394,10 +446,9 @@ class PurchasingCI:
                                                 f"{LOCKED_PO_STATUS[current['PO_STATUS']]}; changes need a change "
                                                 f"order. (10200,90)")
             merged = _merge(spec.root, current, {k: v for k, v in values.items() if k not in spec.read_only})
-            if ci == "PO_EXPRESS":
-                bad = self._check_po(merged)
-                if bad is not None:
-                    return bad
+            bad = self._check_po(merged) if ci == "PO_EXPRESS" else self._check_vendor(merged)
+            if bad is not None:
+                return bad
             merged["LAST_DTTM_UPDATE"] = datetime.now(UTC).isoformat(timespec="seconds")
             table[key] = merged  # type: ignore[index]
         if self.on_commit is not None:

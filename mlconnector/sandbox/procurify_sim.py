@@ -10,7 +10,8 @@
   and ``page_size``; ``next`` is an absolute URL carrying every query parameter.
 - ``GET /api/v3/order-items/`` filters ``last_modified_0/_1`` by DAY (``YYYY-MM-DD``, both days included;
   anything else is a 400), plus ``status``; decimals are strings with up to 8 places.
-- ``GET /api/v3/vendors/``, ``GET /api/v3/users/me/``, ``GET /api/v3/account-codes/``, ``/api/v3/departments/``.
+- ``GET /api/v3/vendors/``, ``PATCH /api/v3/vendors/{id}/`` (JSON, known keys only),
+  ``GET /api/v3/users/me/``, ``GET /api/v3/account-codes/``, ``/api/v3/departments/``.
 429 and 5xx come from the server's fault plan or rate limit (sandbox/server.py).
 """
 
@@ -53,6 +54,7 @@ class ProcurifySim:
         self.token_requests = 0
         self.calls: Counter[str] = Counter()
         self.items: dict[int, dict[str, Any]] = {}
+        self.vendor_patches = 0
         self.vendors: dict[int, dict[str, Any]] = {}
         self.account_codes = {"6100": "Office supplies", "6200": "IT equipment", "6300": "Maintenance"}
         self.departments = {1: "Facilities", 2: "IT", 3: "Operations"}
@@ -62,11 +64,13 @@ class ProcurifySim:
         self._rid = itertools.count(1)
 
     # -- test controls ---------------------------------------------------------------------------
-    def add_vendor(self, name: str, *, external_id: str = "", vendor_id: int | None = None) -> dict[str, Any]:
+    def add_vendor(self, name: str, *, external_id: str = "", vendor_id: int | None = None,
+                   **fields: Any) -> dict[str, Any]:
         with self._lock:
-            vid = vendor_id or (len(self.vendors) + 301)
+            vid = vendor_id or (max(self.vendors, default=300) + 1)
             v = {"id": vid, "name": name, "external_id": external_id, "active": True, "type": 3,
-                 "email": [f"orders@{vid}.example.com"], "dateModified": self._now_text()}
+                 "email": [f"orders@{vid}.example.com"], "addressLineOne": "", "addressLineTwo": "", "city": "",
+                 "state_province": "", "postalCode": "", "country": "", "dateModified": self._now_text(), **fields}
             self.vendors[vid] = v
             return v
 
@@ -134,10 +138,12 @@ class ProcurifySim:
             return json_response(401, {"detail": "Authentication credentials were not provided or have expired."})
         if request.header("X-Procurify-Client") != "api":
             return json_response(400, {"detail": "X-Procurify-Client: api header is required."})
+        with self._lock:
+            self.calls[request.path if request.method == "GET" else f"{request.method} {request.path}"] += 1
+        if request.method == "PATCH" and request.path.startswith("/api/v3/vendors/"):
+            return self._patch_vendor(request)
         if request.method != "GET":
             return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
-        with self._lock:
-            self.calls[request.path] += 1
         if request.path == "/api/v3/order-items/":
             return self._order_items(request)
         if request.path == "/api/v3/vendors/":
@@ -155,6 +161,37 @@ class ProcurifySim:
             rows = [{"id": i, "name": n, "active": True} for i, n in sorted(self.departments.items())]
             return self._page(request, rows)
         return json_response(404, {"detail": "Not found."})
+
+    VENDOR_KEYS = {"name", "email", "type", "overall_score", "addressLineOne", "addressLineTwo", "postalCode", "city",
+                   "state_province", "country", "phoneOne", "phoneTwo", "fax", "contact", "url", "external_id",
+                   "currency", "payment_term_ref", "shipping_term_ref", "payment_method_ref", "tax",
+                   "is_1099_eligible", "active"}
+
+    def _patch_vendor(self, request: Request) -> Response:
+        tail = request.path[len("/api/v3/vendors/"):].strip("/")
+        if not tail.isdigit():
+            return json_response(404, {"detail": "Not found."})
+        if not (request.header("Content-Type") or "").startswith("application/json"):
+            return json_response(415, {"detail": "Unsupported media type in request."})
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return json_response(400, {"detail": "JSON parse error."})
+        if not isinstance(body, dict):
+            return json_response(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+        unknown = sorted(set(body) - self.VENDOR_KEYS)
+        if unknown:
+            return json_response(400, {unknown[0]: ["Unknown field."]})
+        if "name" in body and not str(body["name"]).strip():
+            return json_response(400, {"name": ["This field may not be blank."]})
+        with self._lock:
+            v = self.vendors.get(int(tail))
+            if v is None:
+                return json_response(404, {"detail": "Not found."})
+            v.update(body)
+            v["dateModified"] = self._now_text()
+            self.vendor_patches += 1
+            return json_response(200, {"metadata": {}, "data": dict(v)})
 
     def _token(self, request: Request) -> Response:
         with self._lock:

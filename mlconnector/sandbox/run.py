@@ -114,21 +114,40 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     jde = JdeSim()
     jde_box = JdeSandbox(jde, box.jira, SandboxServer(jde, "jde", port=jde_port, latency=latency).start(),
                          box.jira_server)
+    from mlconnector.sandbox.procurify_run import start_procurify_sandbox
+
+    procurify_box = start_procurify_sandbox(latency=latency)
+    from mlconnector.sandbox.jaggaer_run import start_jaggaer_sandbox
+
+    jaggaer_box = start_jaggaer_sandbox(latency=latency)
     try:
         echo(f"PeopleSoft (QAS REST) simulator: {box.ps_server.url}  node {NODE}, user {PS_USER}")
         echo(f"PeopleSoft CI (SOAP) services:   {box.ps_server.url}/PSIGW/PeopleSoftServiceListeningConnector/"
              f"{NODE}/CI_<name>.1.wsdl  (PO_EXPRESS_CI, REQ_CI, VOUCHER_CI, VENDOR_CI)")
         echo(f"JD Edwards AIS simulator:        {jde_box.jde_server.url}")
         echo(f"Jira Cloud simulator:            {box.jira_server.url}  {JIRA_EMAIL}, project PROC")
+        echo(f"JAGGAER simulator:               {jaggaer_box.jaggaer_server.url}  (its PeopleSoft: "
+             f"{jaggaer_box.ps_server.url})")
+        echo(f"Procurify simulator:             {procurify_box.procurify_server.url}  (with PeopleSoft PO_EXPRESS and "
+             f"VNDR_ID CIs at {procurify_box.ps_server.url})")
+        if write_config:
+            procurify_config = write_config.with_name(write_config.stem + "-procurify" + write_config.suffix)
+            procurify_config.write_text(procurify_box.config_text(), encoding="utf-8")
+            echo(f"Wrote {procurify_config} (sync procurify-peoplesoft).")
+        else:
+            echo("Configuration for `sync procurify-peoplesoft` against these simulators:")
+            echo(procurify_box.config_text())
         if write_config:
             jde_config = write_config.with_name(write_config.stem + "-jde" + write_config.suffix)
             write_config.write_text(box.config_text(), encoding="utf-8")
             jde_config.write_text(jde_box.config_text(), encoding="utf-8")
-            echo(f"Wrote {write_config} (sync peoplesoft-jira) and {jde_config} (sync jde-jira). Secrets for them "
-                 f"(environment):")
+            jaggaer_config = write_config.with_name(write_config.stem + "-jaggaer" + write_config.suffix)
+            jaggaer_config.write_text(jaggaer_box.config_text(), encoding="utf-8")
+            echo(f"Wrote {write_config} (sync peoplesoft-jira), {jde_config} (sync jde-jira) and {jaggaer_config} "
+                 f"(sync peoplesoft-jaggaer). Secrets for them (environment):")
         else:
             echo("Secrets for configs pointing here (environment):")
-        for k, v in {**box.env(), **jde_box.env()}.items():
+        for k, v in {**box.env(), **jde_box.env(), **procurify_box.env(), **jaggaer_box.env()}.items():
             echo(f"  export {k}={v}")
         echo("Press Ctrl-C to stop.")
         while True:
@@ -136,5 +155,7 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     except KeyboardInterrupt:
         echo("Stopped.")
     finally:
+        procurify_box.stop()
+        jaggaer_box.stop()
         jde_box.jde_server.stop()
         box.stop()

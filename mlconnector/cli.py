@@ -200,6 +200,59 @@ def webhook_serve(
     _guard(False, lambda: serve(_load(config), host=host, port=port, path=path, echo=typer.echo))
 
 
+@webhook_app.command("procore-serve")
+def webhook_procore_serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (put a TLS reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0-65535; 0: any free port).",
+                                      min=0, max=65535)] = 8766,
+    path: Annotated[str, typer.Option(help="URL path Procore posts to.")] = "/procore/webhook",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Receive Procore webhooks (shared-secret Authorization header) and queue the records they name for the next
+    sync peoplesoft-procore pass."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlconnector.procore.webhook import serve
+
+    _guard(False, lambda: serve(_load(config), host=host, port=port, path=path, echo=typer.echo))
+
+
+@webhook_app.command("procore-register")
+def webhook_procore_register(
+    url: Annotated[str, typer.Option(help="The public https URL of the receiver (your TLS proxy).")],
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Create (or update) the Procore hook of [procore] webhook_namespace and its triggers; safe to run again."""
+    _setup_logging(verbose)
+
+    def go() -> dict[str, Any]:
+        from mlconnector.credentials import SecretStore
+        from mlconnector.procore.client import SECRET as CLIENT_SECRET
+        from mlconnector.procore.ping import open_client
+        from mlconnector.procore.webhook import SECRET, register
+
+        cfg = _load(config)
+        if "procore" not in cfg.sections:
+            from mlconnector.errors import ConfigError
+
+            raise ConfigError(f"{cfg.path} has no [procore] section; copy it from examples/peoplesoft-procore.toml.")
+        pcfg = cfg.sections["procore"]
+        store = SecretStore(cfg.instance)
+        client = open_client(pcfg, cfg.instance, store.get(CLIENT_SECRET))
+        try:
+            return register(client, url, store.get(SECRET), namespace=pcfg.webhook_namespace,
+                            api_version=pcfg.webhook_api_version, resources=pcfg.webhook_resources,
+                            events=pcfg.webhook_events)
+        finally:
+            client.close()
+
+    out = _guard(False, go)
+    typer.echo(f"Procore hook {out['hook']} ({'created' if out['created'] else 'already there, secret updated'}); "
+               f"{out['triggers_added']} trigger(s) added.")
+
+
 # -- ping -----------------------------------------------------------------------------------------
 @app.command()
 def ping(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False,

@@ -421,7 +421,7 @@ def from_dict(data: dict[str, Any], path: Path) -> Config:
     root_sec = _RootSection(data)
     ps = _peoplesoft(root_sec) if "peoplesoft" in data else None
     # Jira is optional only for a configuration whose pairs do not use it (Procurify -> PeopleSoft).
-    jira = _jira(root_sec) if "jira" in data or not {"procurify", "jaggaer"} & set(data) else None
+    jira = _jira(root_sec) if "jira" in data or not {"procurify", "jaggaer", "procore"} & set(data) else None
     jde = None
     if "jde" in data:
         jde = section_parser("jde")(_Section(data["jde"], "jde"))  # the JD Edwards pair's own settings

@@ -23,6 +23,8 @@ KNOWN_SECRETS = {
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
     "jaggaer.client_secret": "JAGGAER integration client secret (OAuth2 client credentials, per environment)",
+    "procore.client_secret": "Procore app client secret (Developer Managed Service Account, client credentials)",
+    "procore.webhook_secret": "Shared secret Procore sends as the webhook's Authorization header (Bearer <secret>)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",
@@ -131,6 +133,8 @@ def required_secrets(cfg: Any) -> list[str]:
         names.append("procurify.client_secret")
     if "jaggaer" in getattr(cfg, "sections", {}):
         names.append("jaggaer.client_secret")
+    if "procore" in getattr(cfg, "sections", {}):
+        names.append("procore.client_secret")
     if cfg.jira is None:
         return names
     if cfg.jira.auth == "basic":

@@ -100,7 +100,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def _rate_limit_reset_wait(headers: Any) -> float | None:
     reset = headers.get("X-RateLimit-Reset")
     if not reset:
-        return None
+        # The dashed spelling carries Unix seconds (Procore), not an ISO time.
+        epoch = headers.get("X-Rate-Limit-Reset")
+        try:
+            return max(0.0, float(epoch) - time.time()) if epoch else None
+        except ValueError:
+            return None
     try:
         when = datetime.fromisoformat(reset.replace("Z", "+00:00"))
     except ValueError:

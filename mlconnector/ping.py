@@ -19,11 +19,12 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         try:
             store.get(name)
             checks.append(Check(name.split(".")[0].replace("peoplesoft", "PeopleSoft").replace("jira", "Jira")
-                                .replace("procurify", "Procurify").replace("jaggaer", "JAGGAER"),
+                                .replace("procurify", "Procurify").replace("jaggaer", "JAGGAER")
+                                .replace("procore", "Procore"),
                                 f"secret {name}", True, store.where(name)))
         except ConnectorError as exc:
-            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify",
-                      "jaggaer": "JAGGAER"}.get(name.split(".")[0], "Jira")
+            system = {"peoplesoft": "PeopleSoft", "procurify": "Procurify", "jaggaer": "JAGGAER",
+                      "procore": "Procore"}.get(name.split(".")[0], "Jira")
             checks.append(Check(system, f"secret {name}", False,
                                 "not set", exc.message))
     if not all(c.ok for c in checks):
@@ -59,6 +60,15 @@ def run_ping(cfg: Config, *, refresh_wsdl: bool = False) -> list[Check]:
         checks += jaggaer_checks(cfg.sections["jaggaer"], cfg.instance, store.get("jaggaer.client_secret"))
         if peoplesoft_jaggaer.configured(cfg) and all(c.ok for c in checks):
             checks += peoplesoft_jaggaer.ping_checks(cfg, store)
+    if "procore" in cfg.sections:
+        from mlconnector.pairs.peoplesoft_procore import ping_checks as procore_pair_checks
+        from mlconnector.pairs.peoplesoft_procore import ping_projects
+        from mlconnector.procore.ping import procore_checks
+
+        checks += procore_checks(cfg.sections["procore"], cfg.instance, store.get("procore.client_secret"),
+                                 ping_projects(cfg))
+        if all(c.ok or c.warning for c in checks):
+            checks += procore_pair_checks(cfg, store)
     if cfg.jira is None:
         return checks
     jira = JiraClient(cfg.jira.api_base, jira_auth(cfg, store), cfg.jira.http)

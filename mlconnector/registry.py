@@ -52,6 +52,11 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
              "mlconnector.pairs.peoplesoft_jaggaer", ("suppliers", "jaggaer_suppliers", "requisitions",
                                                       "purchase_orders", "invoices"),
              ("jaggaer", "peoplesoft", "peoplesoft_jaggaer")),
+    PairSpec("peoplesoft-procore", "PeopleSoft vendors and GL accounts -> Procore directory and cost codes; "
+             "PeopleSoft POs <-> Procore commitments; project costs -> GL journals (one pass).",
+             "mlconnector.pairs.peoplesoft_procore",
+             ("vendors", "cost_codes", "purchase_orders", "commitments", "direct_costs", "change_orders"),
+             ("peoplesoft", "procore", "peoplesoft_procore")),
 )}
 
 # Configuration sections parsed by a system package of their own: section -> "module:function".
@@ -59,7 +64,9 @@ SECTIONS: dict[str, str] = {"jde": "mlconnector.jde.config:parse_jde",
                             "procurify": "mlconnector.procurify.config:parse_procurify",
                             "jaggaer": "mlconnector.jaggaer.config:parse_jaggaer",
                             "peoplesoft_jaggaer": "mlconnector.pairs.peoplesoft_jaggaer_config:parse_section",
-                            "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section"}
+                            "procurify_peoplesoft": "mlconnector.pairs.procurify_peoplesoft_config:parse_section",
+                            "procore": "mlconnector.procore.config:parse_procore",
+                            "peoplesoft_procore": "mlconnector.pairs.peoplesoft_procore_config:parse_section"}
 
 
 def section_parser(name: str) -> Any:

@@ -103,6 +103,8 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
         example = "examples/procurify-peoplesoft.toml" if missing[0].startswith("procurify") else "examples/config.toml"
         if "jaggaer" in missing[0]:
             example = "examples/peoplesoft-jaggaer.toml"
+        if "procore" in missing[0]:
+            example = "examples/peoplesoft-procore.toml"
         raise ConfigError(f"{pair} needs a [{missing[0]}] section, which {cfg.path} does not have. Copy it from "
                           f"{example} and fill it in.")
     mod = PAIRS[pair].load()

@@ -18,6 +18,11 @@ sync jde-jira:
 2. a planner blocks a work order's issue in Jira: the second pass puts the order on hold in JD Edwards
    (one orchestration call);
 3. third pass: nothing to do on either side.
+sync peoplesoft-procore:
+1. first pass: vendors and GL accounts land in Procore (directory, cost codes), a project PO becomes a commitment;
+2. a project manager approves a commitment and a direct cost in Procore: the second pass makes one PeopleSoft PO
+   and posts one balanced GL journal;
+3. third pass: nothing changed, nothing written on either side (the new PO is not echoed back).
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ def run_demo(*, as_json: bool = False, echo: Callable[[str], None] = print) -> i
     ok = _jde_demo(say, out) and ok
     ok = _procurify_demo(say, out) and ok
     ok = _jaggaer_demo(say, out) and ok
+    ok = _procore_demo(say, out) and ok
     out["ok"] = ok
     if as_json:
         echo(json.dumps(out, ensure_ascii=False))
@@ -217,3 +223,55 @@ def _jaggaer_demo(say: Callable[[str], None], out: dict[str, Any]) -> bool:
         third, jw3, pw3 = one("Pass 3: after that")
         return (first.fatal is None and jw1 > 0 and pw1 == 3 and jw2 == 0 and pw2 == 0 and jw3 == 0 and pw3 == 1
                 and third.counts["purchase_orders"].updated == 1)
+
+
+def _procore_demo(say: Callable[[str], None], out: dict[str, Any]) -> bool:
+    from mlconnector.sandbox.procore_run import PROJECTS, start_procore_sandbox
+    from mlconnector.sync.keys import handle
+
+    with tempfile.TemporaryDirectory(prefix="mlconnector-demo-procore-") as tmp, \
+            start_procore_sandbox(vendors=6) as box, _env(box.env()), \
+            _env({"MLCONNECTOR_CACHE_DIR": str(Path(tmp) / "cache")}):
+        cfg_path = Path(tmp) / "sandbox-procore.toml"
+        cfg_path.write_text(box.config_text(Path(tmp) / "state.json"), encoding="utf-8")
+        cfg = config_mod.load(cfg_path)
+        say(f"\nProcore simulator {box.procore_server.url}, PeopleSoft (queries + purchasing CIs) {box.ps_server.url}")
+        active = [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"]
+        box.add_po("0000000501", active[0], [{"descr": "Rebar #5", "qty": 10, "price": "25.50", "account": "640000"},
+                                             {"descr": "Crane day", "qty": 2, "price": "1200", "account": "641000"}])
+
+        def one(title: str) -> tuple[Any, int]:
+            writes = sum(box.procore.writes.values())
+            before = len(box.purchasing.pos)
+            result = sync("peoplesoft-procore", cfg)
+            made = len(box.purchasing.pos) - before
+            c = result.counts
+            say(f"{title}\n  Procore rows written {sum(box.procore.writes.values()) - writes} (vendors "
+                f"{c['vendors'].created + c['vendors'].updated}, cost codes {c['cost_codes'].created}, commitments "
+                f"{c['purchase_orders'].created + c['purchase_orders'].updated}); PeopleSoft POs +{made}; requests "
+                f"Procore {result.requests.get('procore', 0)}, PeopleSoft {result.requests.get('peoplesoft', 0)}; "
+                f"exit code {result.exit_code}")
+            out["passes"].append({"title": f"peoplesoft-procore: {title}", **result.to_dict()})
+            return result, sum(box.procore.writes.values()) - writes + made
+
+        first, _ = one("Pass 1: first sync peoplesoft-procore")
+        project = int(next(iter(PROJECTS)))
+        [vendor] = box.procore.by_origin(box.procore.vendors, handle("psft-vendor", ("SHARE", active[0])))
+        [code] = box.procore.by_origin(box.procore.cost_codes, handle("psft-acct", (str(project), "650000")))
+        c = box.procore.add_commitment(project, vendor["id"], number="PM-17", title="Site fencing", lines=[
+            {"cost_code_id": code["id"], "description": "Fencing crew", "quantity": "3", "unit_cost": "850"}])
+        dc = box.procore.add_direct_cost(project, vendor["id"], invoice_number="INV-4410", lines=[
+            {"cost_code_id": code["id"], "amount": "1840.00", "description": "Traffic control, week 47"}])
+        say(f"\nIn Procore: a project manager approves commitment PM-17 ({vendor['name']}, site fencing) and direct "
+            f"cost INV-4410 (traffic control, 1,840.00).")
+        second, _ = one("Pass 2: after that")
+        journals = box.accounting.journals_with(f"procore-dc-{dc['id']}")
+        if journals:
+            say(f"PeopleSoft journal {journals[0]['JOURNAL_ID']}: "
+                + ", ".join(f"{ln['ACCOUNT']} {ln['MONETARY_AMOUNT']}" for ln in journals[0]["JRNL_LN"]))
+        third, writes3 = one("Pass 3: nothing changed")
+        made = box.purchasing.pos_with_ref(f"PCO-{c['id']}")
+        if made:
+            say(f"PeopleSoft PO {made[0]['PO_ID']} carries PO_REF PCO-{c['id']}.")
+        return (first.exit_code == 0 and len(box.procore.contracts) == 2 and second.exit_code == 0
+                and len(made) == 1 and len(journals) == 1 and third.exit_code == 0 and writes3 == 0)

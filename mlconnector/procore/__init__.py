@@ -1,0 +1,1 @@
+"""Procore (construction project management): REST client, configuration section, ping checks."""

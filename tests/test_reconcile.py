@@ -95,10 +95,10 @@ def test_each_class_is_named_and_the_money_difference_is_the_edit(sandbox_env: E
     writes = jira.writes
 
     code, report = _reconcile(env)
-    assert code == EXIT_NOT_IN_STEP and report["status"] == "differences"
+    assert code == EXIT_NOT_IN_STEP and report["status"] == "differences", report
     assert jira.writes == writes
     assert report["totals"] == {"in_step": len(env.source_labels()) - 1 - 2 - 1 - 1, "missing": 1, "drifted": 2,
-                                "orphaned": 1, "waiting": 1, "pending": 1}
+                                "orphaned": 1, "waiting": 1, "pending": 1, "deleted": 0}
     [waiting] = _records(report, "waiting")
     assert waiting["kind"] == "requisitions" and "twelve" in waiting["reason"]
     [pending] = _records(report, "pending")

@@ -635,7 +635,7 @@ def _reconcile_comments(report: Report, jira: Any, state: State, scope: Scope, k
                 continue
             if c.key not in page or c.ts >= page[c.key].ts:
                 page[c.key] = c
-        on_issue: dict[str, dict[str, str]] = {}  # issue key -> {Jira comment id: its text}, one read per issue
+        on_issue: dict[str, dict[str, str] | None] = {}  # issue key -> {Jira comment id: its text}, one read per issue
         for ckey, c in page.items():
             entry = state.entry(kind, c.parent_key) or {}
             issue = str(entry.get("issue") or "")
@@ -652,9 +652,19 @@ def _reconcile_comments(report: Report, jira: Any, state: State, scope: Scope, k
                                    ("" if issue else " (its record has no issue)")))
                 continue
             if issue not in on_issue:
-                on_issue[issue] = {str(x.get("id")): adf.plain_text(x.get("body")).strip()
-                                   for x in jira.comments(issue)}
-            text = on_issue[issue].get(str(posted))
+                try:
+                    on_issue[issue] = {str(x.get("id")): adf.plain_text(x.get("body")).strip()
+                                       for x in jira.comments(issue)}
+                except RemoteError as exc:
+                    if exc.status != 404:
+                        raise
+                    on_issue[issue] = None  # the issue is gone (its record is reported missing)
+            texts = on_issue[issue]
+            if texts is None:
+                report.add(Finding(name, ckey, "missing", issue=issue, reason=f"its issue {issue} no longer exists "
+                                   "in Jira"))
+                continue
+            text = texts.get(str(posted))
             if text is None:
                 report.add(Finding(name, ckey, "missing", issue=issue, reason=f"Jira comment {posted} on {issue} no "
                                    "longer exists (deleted in Jira); a pass does not post it again: post it by hand"))

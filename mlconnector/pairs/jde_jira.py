@@ -639,4 +639,4 @@ def reconcile_scope(steps: JdeJiraPass) -> Any:
                  map=lambda kind, row: steps.map_order(sources[kind], row),
                  row_key=lambda kind, row: _row_id(sources[kind], row), kind_label=lambda kind: sources[kind].label,
                  field_names={f.id: alias for alias, f in target.fields.items()},
-                 plan=plan)
+                 plan=plan, full_read=lambda kind, start: start <= sources[kind].initial_since)

@@ -1062,6 +1062,12 @@ class JiraSim:
             del self._issues[issue.id]
             self._by_key.pop(issue.key, None)
 
+    def delete_comment_as_user(self, key: str, comment_id: str) -> None:
+        """Delete a comment the way a person in the Jira UI would."""
+        with self._lock:
+            issue = self._find(key)
+            issue.comments[:] = [c for c in issue.comments if str(c.get("id")) != str(comment_id)]
+
     def edit_as_user(self, key: str, fields: dict[str, Any], account_id: str = "user-floor-1") -> None:
         """Change fields the way a person in the Jira UI would (validated, changelogged, no `writes`)."""
         with self._lock:

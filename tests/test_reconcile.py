@@ -231,3 +231,65 @@ def test_fix_shows_the_pass_plan_for_missing_and_drifted_records_and_writes_noth
                for ln in plain.stdout.splitlines())
     assert "FIX PLAN: 2 action(s)" in plain.stdout and "nothing was written" in plain.stdout
     assert jira.writes == writes and env.state_file.read_bytes() == state_before
+
+
+def test_comments_missing_in_jira_or_edited_at_the_source_are_named(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ps, jira = env.box.ps, env.box.jira
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    po_comments = ps.rows("po_comments")
+    edited, deleted = po_comments[0], po_comments[1]
+    ps.touch("po_comments", (edited["BUSINESS_UNIT"], edited["PO_ID"], edited["COMMENT_ID"]),
+             COMMENTS="Edited in PeopleSoft after it was posted")
+    parent = f"{deleted['BUSINESS_UNIT']}|{deleted['PO_ID']}"
+    entry = State.load(env.state_file).entry("purchase_orders", parent)
+    assert entry is not None
+    jira.delete_comment_as_user(entry["issue"], entry["comments"][str(deleted["COMMENT_ID"])])
+    added = ps.add_comment("vouchers", (_rows(env, "vouchers")[0]["BUSINESS_UNIT"],
+                                        _rows(env, "vouchers")[0]["VOUCHER_ID"]), "A new remark")
+    writes = jira.writes
+
+    code, report = _reconcile(env)
+    assert code == EXIT_NOT_IN_STEP and jira.writes == writes
+    assert _totals(report)["in_step"] == len(env.source_labels())  # the records themselves agree
+    [drifted] = _records(report, "drifted", comments=True)
+    assert drifted["kind"] == "purchase_orders.comments" and drifted["fields"] == ["body"]
+    assert drifted["key"].startswith(f"{edited['BUSINESS_UNIT']}|{edited['PO_ID']}")
+    missing = {r["kind"]: r for r in _records(report, "missing", comments=True)}
+    assert set(missing) == {"purchase_orders.comments", "vouchers.comments"}
+    assert missing["purchase_orders.comments"]["issue"] == entry["issue"]
+    assert "no longer exists" in missing["purchase_orders.comments"]["reason"]
+    assert "not posted" in missing["vouchers.comments"]["reason"]
+    assert missing["vouchers.comments"]["key"].startswith(f"{added['BUSINESS_UNIT']}|{added['VOUCHER_ID']}")
+
+
+def test_a_record_deleted_at_the_source_is_its_own_class_and_stays_in_the_money(sandbox_env: Env) -> None:
+    env = sandbox_env
+    ps, jira = env.box.ps, env.box.jira
+    assert env.cli(*SYNC).returncode == EXIT_OK
+    pos = _rows(env, "purchase_orders")
+    gone = pos[0]
+    issue = _issue_of(env, "purchase_orders", gone)
+    ps.delete("purchase_orders", (gone["BUSINESS_UNIT"], gone["PO_ID"]))
+
+    code, report = _reconcile(env, "--entity", "purchase_orders")
+    assert code == EXIT_OK and jira.writes  # reported, not a failure: a pass never deletes in Jira
+    [deleted] = _records(report, "deleted")
+    assert deleted["key"] == f"{gone['BUSINESS_UNIT']}|{gone['PO_ID']}" and deleted["issue"] == issue
+    assert "no longer in the source" in deleted["reason"]
+    m = report["money"]["purchase_orders"]  # the PO is still in Jira: on the target side, named by class
+    assert m["source"] == _sum([r["PO_AMT"] for r in pos[1:]])
+    assert m["target"] == _sum([r["PO_AMT"] for r in pos])
+    assert m["by_class"]["deleted"] == {"source": "0.00", "target": _sum([gone["PO_AMT"]])}
+    plain = env.cli(*RECONCILE, "--entity", "purchase_orders")
+    assert plain.returncode == EXIT_OK and "deleted at the source" in plain.stdout.splitlines()[-1]
+
+    # Read from a later date, the source is not read in full: no record is taken for deleted.
+    _, later = _reconcile(env, "--entity", "purchase_orders", "--since", "2099-01-01")
+    assert _records(later, "deleted") == []
+
+    # Once the issue is gone too, both sides agree that it is gone; still named, as such.
+    jira.delete_as_user(issue)
+    _, after = _reconcile(env, "--entity", "purchase_orders")
+    [both] = _records(after, "deleted")
+    assert "gone too" in both["reason"] and "target_amount" not in both

@@ -616,7 +616,8 @@ def demo(as_json: JsonOpt = False) -> None:
 # -- reconcile ------------------------------------------------------------------------------------
 @app.command()
 def reconcile(
-    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira or jde-jira.")],
+    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira, jde-jira, "
+                                                    "procurify-peoplesoft.")],
     config: ConfigOpt = None,
     since: Annotated[str | None, typer.Option("--since", help="Compare the records changed since this date "
                                               "(YYYY-MM-DD); default: each entity's initial_since.")] = None,

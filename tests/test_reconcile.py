@@ -9,15 +9,21 @@ from decimal import Decimal
 from typing import Any
 
 import test_jde_sync
+import test_procurify_peoplesoft
 from conftest import Env
 from test_jde_sync import JdeEnv
+from test_procurify_peoplesoft import PEnv
 
+from mlconnector import config as config_mod
 from mlconnector.errors import EXIT_CONFIG, EXIT_NOT_IN_STEP, EXIT_OK
 from mlconnector.mapping import record_label
+from mlconnector.reconcile import reconcile
 from mlconnector.state import State
+from mlconnector.sync.keys import encode_key
 from mlconnector.sync.links import mark_pending
 
 jde_env = test_jde_sync.jde_env  # the JD Edwards sandbox fixture
+penv = test_procurify_peoplesoft.penv  # the Procurify + PeopleSoft purchasing sandbox fixture
 
 SYNC = ("sync", "peoplesoft-jira")
 RECONCILE = ("reconcile", "peoplesoft-jira")
@@ -293,3 +299,85 @@ def test_a_record_deleted_at_the_source_is_its_own_class_and_stays_in_the_money(
     _, after = _reconcile(env, "--entity", "purchase_orders")
     [both] = _records(after, "deleted")
     assert "gone too" in both["reason"] and "target_amount" not in both
+
+
+# -- procurify-peoplesoft: requisition groups against their PeopleSoft POs ----------------------------------
+def _po_total(po: dict[str, Any]) -> Decimal:
+    return sum((Decimal(str(d["MERCHANDISE_AMT"])) for ln in po["PO_LINE"] for d in ln["PO_LINE_DISTRIB"]),
+               Decimal(0))
+
+
+def _req_total(penv: PEnv, req: int) -> Decimal:
+    return sum((Decimal(i["approved_quantity"]) * Decimal(i["approved_price"])
+                for i in penv.box.procurify.items_of(req) if i["status"] == 0), Decimal(0))
+
+
+def _po_of(penv: PEnv, req: int) -> tuple[tuple[str, str], dict[str, Any]]:
+    [(key, po)] = [(k, p) for k, p in penv.box.purchasing.pos.items() if p["PO_REF"] == f"PRC-{req}"]
+    return key, po
+
+
+def test_procurify_peoplesoft_every_class_and_po_amounts_both_sides(penv: PEnv) -> None:
+    import copy
+
+    sim, ps = penv.box.procurify, penv.box.purchasing
+
+    def group(req: int) -> str:  # group_by = "requisition_vendor": (requisition, Procurify vendor id)
+        return encode_key((str(req), str(sim.items_of(req)[0]["pref_vendor"]["id"])))
+
+    assert penv.sync().exit_code == EXIT_OK
+    reqs = sorted({i["orderNum"] for i in sim.items.values()})
+    report = reconcile("procurify-peoplesoft", config_mod.load(penv.config))
+    assert report.exit_code == EXIT_OK and report.totals["in_step"] == len(reqs) == 4
+    m = report.money_dict()["requisitions"]
+    expected = str(sum((_req_total(penv, r) for r in reqs), Decimal(0)).quantize(Decimal("0.01")))
+    assert m["source"] == m["target"] == expected and m["difference"] == "0.00"
+
+    edited, changed, deleted = reqs[0], reqs[1], reqs[2]
+    _, po = _po_of(penv, edited)  # edited in PeopleSoft: the first line's amount
+    dist = po["PO_LINE"][0]["PO_LINE_DISTRIB"][0]
+    dist["MERCHANDISE_AMT"] = str(Decimal(str(dist["MERCHANDISE_AMT"])) + 100)
+    gone_key, gone_po = _po_of(penv, deleted)
+    del ps.pos[gone_key]  # purged in PeopleSoft
+    copied = copy.deepcopy(gone_po)  # a PO keyed by hand with one of our handles, for no requisition
+    copied.update(PO_ID="0009999001", PO_REF="PRC-999")
+    ps.pos[("US001", "0009999001")] = copied
+    waits = sim.add_requisition(301, [{"name": "Rope", "quantity": 2, "price": "3", "unit": "M",
+                                       "account_code": "6100", "department_id": 1}])
+    assert penv.sync().exit_code != EXIT_OK  # unit M is not in the crosswalk: the requisition waits
+    sim.change_item(sim.items_of(changed)[0]["id"], quantity=9)  # changed in Procurify, not synced yet
+    fresh = sim.add_requisition(302, [{"name": "Cable", "quantity": 2, "price": "7.5", "account_code": "6200",
+                                       "department_id": 2}])  # not synced yet: missing
+    late = sim.add_requisition(301, [{"name": "Late", "quantity": 1, "price": "2", "account_code": "6100",
+                                      "department_id": 1}])
+    state = penv.state()  # a pass killed between its pending mark and the Create
+    state.set_entry("requisitions", group(late), mark_pending(
+        {"handle": f"PRC-{late}", "vendor": "0000000042", "business_unit": "US001", "hash": ""}))
+    state.save()
+    writes, state_before = penv.writes(), penv.state_file.read_bytes()
+
+    report = reconcile("procurify-peoplesoft", config_mod.load(penv.config), fix=True)
+    assert penv.writes() == writes and penv.state_file.read_bytes() == state_before  # read-only
+    assert report.exit_code == EXIT_NOT_IN_STEP
+    by = {f.key: f for f in report.findings if f.cls != "orphaned"}
+    assert {k: f.cls for k, f in by.items()} == {
+        group(reqs[3]): "in_step", group(edited): "drifted", group(changed): "drifted", group(deleted): "missing",
+        group(fresh): "missing", group(waits): "waiting", group(late): "pending"}
+    assert by[group(edited)].changed == "target" and by[group(edited)].fields == ["line 1 MERCHANDISE_AMT"]
+    assert by[group(edited)].fix.startswith("none: ")  # a pass does not mend a PO edited in PeopleSoft
+    assert by[group(changed)].changed == "source" and "line 1 QTY_PO" in by[group(changed)].fields
+    assert by[group(changed)].fix == "update" and by[group(fresh)].fix == "create"
+    assert "no longer exists in PeopleSoft" in by[group(deleted)].reason
+    assert by[group(deleted)].issue == "/".join(gone_key)
+    assert "unit 'M'" in by[group(waits)].reason
+    [orphan] = [f for f in report.findings if f.cls == "orphaned"]
+    assert orphan.issue == "US001/0009999001" and "PRC-999" in orphan.reason
+
+    # PO amounts, both sides, by hand: Procurify's approved quantity x price of every group that maps (the
+    # waiting one does not), PeopleSoft's distribution amounts of every PO carrying our handle.
+    m = report.money_dict()["requisitions"]
+    source = sum((_req_total(penv, r) for r in (*reqs, fresh, late)), Decimal(0)).quantize(Decimal("0.01"))
+    target = sum((_po_total(p) for p in ps.pos.values()), Decimal(0)).quantize(Decimal("0.01"))
+    assert (m["source"], m["target"]) == (str(source), str(target))
+    assert Decimal(m["difference"]) == source - target
+    assert m["by_class"]["orphaned"] == {"source": "0.00", "target": str(_po_total(copied).quantize(Decimal("0.01")))}

@@ -644,7 +644,8 @@ def reconcile(
             raise ConfigError(f"reconcile {pair!r}: not a pair reconcile covers; use one of: {', '.join(pairs)}.")
         out = run_reconcile(pair, _load(config), since=_parse_since(since), entity=entity, fix=fix)
         if csv_file is not None:
-            csv_file.write_text(out.to_csv(), encoding="utf-8")
+            with csv_file.open("w", encoding="utf-8", newline="") as f:
+                out.write_csv(f)
         return out
 
     from mlconnector.reconcile import print_report

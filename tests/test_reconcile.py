@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import test_jde_sync
 import test_procurify_peoplesoft
 from conftest import Env
@@ -15,6 +17,7 @@ from test_jde_sync import JdeEnv
 from test_procurify_peoplesoft import PEnv
 
 from mlconnector import config as config_mod
+from mlconnector import runner
 from mlconnector.errors import EXIT_CONFIG, EXIT_NOT_IN_STEP, EXIT_OK
 from mlconnector.mapping import record_label
 from mlconnector.reconcile import reconcile
@@ -50,6 +53,17 @@ def _reconcile(env: Env, *args: str) -> tuple[int, dict[str, Any]]:
     out = env.cli(*RECONCILE, "--json", *args)
     assert not out.stderr, out.stderr
     return out.returncode, json.loads(out.stdout)
+
+
+def _in_process(env: Env, monkeypatch: pytest.MonkeyPatch, *, sync: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """A pass (``sync``) or a reconcile run in this process (no interpreter start-up): the report as --json."""
+    for k, v in env.env.items():
+        if k.startswith("MLCONNECTOR_"):
+            monkeypatch.setenv(k, v)
+    if sync:
+        assert runner.sync("peoplesoft-jira", env.load_config()).exit_code == EXIT_OK
+        return {}
+    return json.loads(json.dumps(reconcile("peoplesoft-jira", env.load_config(), **kwargs).to_dict()))
 
 
 def _records(report: dict[str, Any], cls: str, comments: bool = False) -> list[dict[str, Any]]:
@@ -239,10 +253,11 @@ def test_fix_shows_the_pass_plan_for_missing_and_drifted_records_and_writes_noth
     assert jira.writes == writes and env.state_file.read_bytes() == state_before
 
 
-def test_comments_missing_in_jira_or_edited_at_the_source_are_named(sandbox_env: Env) -> None:
+def test_comments_missing_in_jira_or_edited_at_the_source_are_named(sandbox_env: Env,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     env = sandbox_env
     ps, jira = env.box.ps, env.box.jira
-    assert env.cli(*SYNC).returncode == EXIT_OK
+    _in_process(env, monkeypatch, sync=True)
     po_comments = ps.rows("po_comments")
     edited, deleted = po_comments[0], po_comments[1]
     ps.touch("po_comments", (edited["BUSINESS_UNIT"], edited["PO_ID"], edited["COMMENT_ID"]),
@@ -255,8 +270,8 @@ def test_comments_missing_in_jira_or_edited_at_the_source_are_named(sandbox_env:
                                         _rows(env, "vouchers")[0]["VOUCHER_ID"]), "A new remark")
     writes = jira.writes
 
-    code, report = _reconcile(env)
-    assert code == EXIT_NOT_IN_STEP and jira.writes == writes
+    report = _in_process(env, monkeypatch)
+    assert report["exit_code"] == EXIT_NOT_IN_STEP and jira.writes == writes
     assert _totals(report)["in_step"] == len(env.source_labels())  # the records themselves agree
     [drifted] = _records(report, "drifted", comments=True)
     assert drifted["kind"] == "purchase_orders.comments" and drifted["fields"] == ["body"]
@@ -269,17 +284,18 @@ def test_comments_missing_in_jira_or_edited_at_the_source_are_named(sandbox_env:
     assert missing["vouchers.comments"]["key"].startswith(f"{added['BUSINESS_UNIT']}|{added['VOUCHER_ID']}")
 
 
-def test_a_record_deleted_at_the_source_is_its_own_class_and_stays_in_the_money(sandbox_env: Env) -> None:
+def test_a_record_deleted_at_the_source_is_its_own_class_and_stays_in_the_money(
+        sandbox_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env = sandbox_env
     ps, jira = env.box.ps, env.box.jira
-    assert env.cli(*SYNC).returncode == EXIT_OK
+    _in_process(env, monkeypatch, sync=True)
     pos = _rows(env, "purchase_orders")
     gone = pos[0]
     issue = _issue_of(env, "purchase_orders", gone)
     ps.delete("purchase_orders", (gone["BUSINESS_UNIT"], gone["PO_ID"]))
 
-    code, report = _reconcile(env, "--entity", "purchase_orders")
-    assert code == EXIT_OK and jira.writes  # reported, not a failure: a pass never deletes in Jira
+    report = _in_process(env, monkeypatch, entity="purchase_orders")
+    assert report["exit_code"] == EXIT_OK  # reported, not a failure: a pass never deletes in Jira
     [deleted] = _records(report, "deleted")
     assert deleted["key"] == f"{gone['BUSINESS_UNIT']}|{gone['PO_ID']}" and deleted["issue"] == issue
     assert "no longer in the source" in deleted["reason"]
@@ -291,12 +307,12 @@ def test_a_record_deleted_at_the_source_is_its_own_class_and_stays_in_the_money(
     assert plain.returncode == EXIT_OK and "deleted at the source" in plain.stdout.splitlines()[-1]
 
     # Read from a later date, the source is not read in full: no record is taken for deleted.
-    _, later = _reconcile(env, "--entity", "purchase_orders", "--since", "2099-01-01")
+    later = _in_process(env, monkeypatch, entity="purchase_orders", since=datetime(2099, 1, 1, tzinfo=UTC))
     assert _records(later, "deleted") == []
 
     # Once the issue is gone too, both sides agree that it is gone; still named, as such.
     jira.delete_as_user(issue)
-    _, after = _reconcile(env, "--entity", "purchase_orders")
+    after = _in_process(env, monkeypatch, entity="purchase_orders")
     [both] = _records(after, "deleted")
     assert "gone too" in both["reason"] and "target_amount" not in both
 

@@ -600,7 +600,7 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
     master is read afresh (in full), so an issue showing vendor facts that changed in PeopleSoft since they were
     last synced counts as drifted; where vendors are not read, the facts the key map holds are used."""
     from mlconnector.mapping import record_amount
-    from mlconnector.reconcile import Scope
+    from mlconnector.reconcile_types import Scope
 
     cfg, target = steps.cfg, steps.prepare()
     vendors = _fresh_vendors(steps)

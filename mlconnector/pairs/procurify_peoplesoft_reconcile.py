@@ -17,6 +17,7 @@ Money: the PO amount is the sum of the distribution amounts (``po_fields.amount`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -34,8 +35,11 @@ MONEY = "PO amount (sum of the distribution amounts)"
 def reconcile_scope(steps: Any) -> Any:
     """What `reconcile procurify-peoplesoft` reads, maps and compares, through this pass's own reader,
     grouping, mapping and PO lookup (see the module's docstring)."""
-    from mlconnector.pairs import procurify_peoplesoft as pair
-    from mlconnector.reconcile import Scope
+    from mlconnector.reconcile_types import Scope
+
+    # The pair's own module (grouping, mapping), reached through its pass: that module re-exports this function,
+    # so importing it here would make the two modules import each other.
+    pair = sys.modules[type(steps).__module__]
 
     s = steps.s
     kind = pair.KIND
@@ -89,7 +93,7 @@ class POSide:
         return "/".join(str(v) for v in keys.values())
 
     def current(self, kind: str, items: list[tuple[str, Any, dict[str, Any] | None]]) -> dict[str, Any]:
-        from mlconnector.reconcile import Current
+        from mlconnector.reconcile_types import Current
 
         out: dict[str, Any] = {}
         for key, w, entry in items:
@@ -162,7 +166,7 @@ class POSide:
         return None if record is None else self.po_amount(_rows(record, self.n.lines))
 
     def orphans(self, kind: str, seen: dict[str, Any], accounted: Any) -> Iterator[Any]:
-        from mlconnector.reconcile import Finding
+        from mlconnector.reconcile_types import Finding
 
         n, s, state = self.n, self.s, self.steps.state
         linked = {self._ref(e["po"]) for _k, e in state.keymap.items(kind) if isinstance(e.get("po"), dict)}

@@ -669,7 +669,8 @@ def demo(as_json: JsonOpt = False) -> None:
 # -- reconcile ------------------------------------------------------------------------------------
 @app.command()
 def reconcile(
-    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira or jde-jira.")],
+    pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira, jde-jira, "
+                                                    "procurify-peoplesoft.")],
     config: ConfigOpt = None,
     since: Annotated[str | None, typer.Option("--since", help="Compare the records changed since this date "
                                               "(YYYY-MM-DD); default: each entity's initial_since.")] = None,
@@ -696,7 +697,8 @@ def reconcile(
             raise ConfigError(f"reconcile {pair!r}: not a pair reconcile covers; use one of: {', '.join(pairs)}.")
         out = run_reconcile(pair, _load(config), since=_parse_since(since), entity=entity, fix=fix)
         if csv_file is not None:
-            csv_file.write_text(out.to_csv(), encoding="utf-8")
+            with csv_file.open("w", encoding="utf-8", newline="") as f:
+                out.write_csv(f)
         return out
 
     from mlconnector.reconcile import print_report

@@ -1,93 +1,62 @@
 """`mlconnector reconcile <pair>`: prove that both sides agree, record by record. Read-only.
 
 Every source record in scope is read through the pair's own readers and mapped as a pass maps it (the
-pair lends its readers and mapping through ``reconcile_scope(steps)``, see ``Scope``); the issues of the
-pair are read back from Jira in one paged search per entity (by the label every issue of that entity
-carries) and compared field by field with what a pass would write, as ``sync --plan`` compares them.
-Nothing is written anywhere: no state save, no audit line, no Jira write; the run lock is not taken.
+pair lends its readers, mapping and target through ``reconcile_scope(steps)``, see ``Scope``) and compared
+with the record the target holds for it, as ``sync --plan`` compares them. Nothing is written anywhere: no
+state save, no audit line, no target write; the run lock is not taken.
 
-Classes (one per source record, plus one per unmatched target issue):
-- ``in_step``: the linked issue shows what a pass would write.
-- ``missing``: no link and no issue carrying the record's label, or a link to an issue that is gone; also a
-  row a pass could not map (it would be queued), with the mapping error as the reason.
-- ``drifted``: the issue differs; ``fields`` names the fields that differ (``status`` included) and
+Memory stays bounded by a page, not by the data: the source is read page by page, each page's target records
+are read in one batch by their ids (Jira: ``key in (...)``; a PO component interface: a Get per linked PO),
+and the sweep for orphaned target records streams the target's own listing, checking each record against the
+key map (which the state keeps as bytes, not as parsed entries). What grows with the number of records is the
+report itself (one compact finding per record) and the set of keys read (for the newest-row rule and the
+"deleted at source" sweep).
+
+Classes (one per source record, plus one per unmatched target record):
+- ``in_step``: the linked target record shows what a pass would write.
+- ``missing``: no link and no target record carrying the record's handle, or a link to a target record that is
+  gone; also a row a pass could not map (it would be queued), with the mapping error as the reason.
+- ``drifted``: the target record differs; ``fields`` names the fields that differ (``status`` included) and
   ``changed`` says which side changed since the last sync where the link knows ("source": the record's
-  content is not what was last written; "target": the record is as last written, so the issue was edited).
-- ``orphaned``: an issue carrying the entity's label that no link, no record in scope and no queued or
-  pending record accounts for (including a second issue for a record linked to another one).
+  content is not what was last written; "target": the record is as last written, so the target was edited).
+- ``orphaned``: a target record carrying one of our handles that no link, no record in scope and no queued or
+  pending record accounts for (including a second record for a source record linked to another one).
 - ``waiting``: the record is in the replay queue (with its reason).
 - ``pending``: a create whose outcome is not settled yet (the next pass settles it).
+- ``deleted``: a link whose source record no longer exists (the source was read in full and did not return
+  it). A pass never deletes on the target, so the target record stays; the report names it so a person can
+  cancel or close it. Explained: it does not make the exit code non-zero by itself (it is not a failure of
+  the sync), but it is listed and counted, and its target amount is in the money totals.
 
-Exit code 0 when every record is in step, waiting or pending; EXIT_NOT_IN_STEP otherwise.
+Comments (peoplesoft-jira): each PeopleSoft comment of a record in scope is compared with the Jira comment the
+link says it was posted as; they are reported under the entity ``<kind>.comments`` (missing: never posted or
+deleted in Jira; drifted: the text differs; waiting / pending as for records).
+
+Exit code 0 when every record is in step, waiting, pending or deleted at source; EXIT_NOT_IN_STEP otherwise.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from mlconnector.config import Config
-from mlconnector.errors import EXIT_NOT_IN_STEP, EXIT_OK, ConfigError, RecordError
-from mlconnector.jira.sink import KEY_PROPERTY, IssueWrite, _comparable, jql_quote
-from mlconnector.state import iso
+from mlconnector.errors import EXIT_NOT_IN_STEP, EXIT_OK, ConfigError, RecordError, RemoteError
+from mlconnector.jira.sink import KEY_PROPERTY, _comparable, jql_quote
+from mlconnector.reconcile_types import Accounted, Current, Finding, Scope, TargetSide
+from mlconnector.state import State, iso
 from mlconnector.sync.keys import decode_key, display_key, encode_key
 
-CLASSES = ("in_step", "missing", "drifted", "orphaned", "waiting", "pending")
-EXPLAINED = frozenset({"in_step", "waiting", "pending"})  # classes that do not make the exit code non-zero
-
-
-@dataclass
-class Scope:
-    """What a pair lends reconcile: its entities, readers and mapping (the same ones its pass uses).
-
-    ``rows(kind, start, end)`` yields batches of source rows changed in [start, end]; ``map(kind, row)``
-    returns the record as its issue should be (raising RecordError for a row a pass would queue);
-    ``row_key(kind, row)`` names a row even when it cannot be mapped; ``kind_label(kind)`` is the label every
-    issue of the entity carries; ``money`` names the financial entities and what their amount is, read by
-    ``amount(kind, key, row)`` on the source and from field ``amount_field`` on the target; ``field_names``
-    gives a differing field its configured name (``amount``) instead of its id (``customfield_10051``);
-    ``plan(kind, rows)`` runs the pass's write path on rows in planning mode (--fix).
-    """
-
-    kinds: list[str]
-    initial_since: Callable[[str], datetime]
-    rows: Callable[[str, datetime, datetime], Iterator[list[dict[str, Any]]]]
-    map: Callable[[str, dict[str, Any]], IssueWrite]
-    row_key: Callable[[str, dict[str, Any]], str]
-    kind_label: Callable[[str], str]
-    money: dict[str, str] = field(default_factory=dict)
-    amount: Callable[[str, str, dict[str, Any]], float | None] = lambda kind, key, row: None
-    amount_field: str | None = None
-    field_names: dict[str, str] = field(default_factory=dict)  # Jira field id -> the name the report shows
-    # --fix: hand these rows of one entity to the pass's own write path in planning mode (nothing is written;
-    # the pass notes on its context what it would do, see PassContext.planned).
-    plan: Callable[[str, list[dict[str, Any]]], None] | None = None
-
-
-@dataclass
-class Finding:
-    """One line of the report: a source record (or an unmatched target issue) and its class."""
-
-    kind: str
-    key: str  # the record's encoded key ("" for an orphaned issue that names no record)
-    cls: str
-    issue: str = ""
-    fields: list[str] = field(default_factory=list)
-    changed: str = ""  # drifted: "source", "target", "both" or "" (unknown)
-    reason: str = ""
-    fix: str = ""  # --fix: what the next pass would do for it ("" when not asked)
-    source_amount: float | None = None
-    target_amount: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["class"] = d.pop("cls")
-        return {k: v for k, v in d.items() if v not in (None, "", [])}
+CLASSES = ("in_step", "missing", "drifted", "orphaned", "waiting", "pending", "deleted")
+# Classes that do not make the exit code non-zero: in step, explained by the queue, or deleted at the source
+# (a pass never deletes on the target: a person's decision, reported but not a failure of the sync).
+EXPLAINED = frozenset({"in_step", "waiting", "pending", "deleted"})
+BATCH = 100  # target records read per request (Jira's page; key in (...) clauses stay short)
 
 
 @dataclass
@@ -114,16 +83,27 @@ class Report:
 
     def add(self, f: Finding) -> None:
         self.findings.append(f)
+        self._count(f, 1)
+
+    def retract(self, kind: str, key: str) -> None:
+        """Take back the findings of a record read again in a later page (its newer row is compared instead)."""
+        for i in range(len(self.findings) - 1, -1, -1):
+            f = self.findings[i]
+            if f.kind == kind and f.key == key and f.cls != "orphaned":
+                del self.findings[i]
+                self._count(f, -1)
+
+    def _count(self, f: Finding, sign: int) -> None:
         counts = self.counts.setdefault(f.kind, dict.fromkeys(CLASSES, 0))
-        counts[f.cls] += 1
+        counts[f.cls] += sign
         money = self.money.get(f.kind)
         if money is not None:
             for side in ("source", "target"):
                 value = getattr(f, f"{side}_amount")
                 if value is not None:
-                    money[side] += Decimal(str(value))
-                    money["by_class"].setdefault(f.cls, {"source": Decimal(0), "target": Decimal(0)})[side] += \
-                        Decimal(str(value))
+                    d = Decimal(str(value)) * sign
+                    money[side] += d
+                    money["by_class"].setdefault(f.cls, {"source": Decimal(0), "target": Decimal(0)})[side] += d
 
     def money_dict(self) -> dict[str, dict[str, Any]]:
         """Money per financial entity, as strings with two decimals (exact sums, no float drift)."""
@@ -145,28 +125,18 @@ class Report:
 
     def to_csv(self) -> str:
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        self.write_csv(buf)
+        return buf.getvalue()
+
+    def write_csv(self, out: Any) -> None:
+        """Every finding as a CSV row, written as it goes (no second copy of the report in memory)."""
+        w = csv.writer(out, lineterminator="\n")
         w.writerow(["kind", "key", "class", "issue", "fields", "changed", "reason", "source_amount",
                     "target_amount"])
         for f in self.findings:
             w.writerow([f.kind, f.key, f.cls, f.issue, " ".join(f.fields), f.changed,
                         f.reason, "" if f.source_amount is None else f.source_amount,
                         "" if f.target_amount is None else f.target_amount])
-        return buf.getvalue()
-
-
-@dataclass
-class _Wanted:
-    """A source record mapped, reduced to what the comparison needs (the mapped record itself is let go)."""
-
-    key: str
-    label: str
-    fields: dict[str, Any]  # field id -> comparable value
-    target_status: str | None
-    status_code: str
-    hash: str
-    amount: float | None
-    ts: datetime
 
 
 def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: str | None = None,
@@ -189,10 +159,14 @@ def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: 
             raise ConfigError(f"--entity {entity!r} is not an entity reconcile compares for {pair}; use one of: "
                               f"{', '.join(scope.kinds)}.")
         report = Report(pair, plan=[] if fix else None)
+        target = scope.target or JiraSide(steps.jira, steps.writer.project, state, scope)
+        now = getattr(steps, "now", None) or steps.ctx.now
         for kind in [entity] if entity else scope.kinds:
             start = since or scope.initial_since(kind)
             report.since[kind] = iso(start)
-            _reconcile_kind(report, steps, scope, kind, start, fix=fix)
+            _reconcile_kind(report, steps, state, scope, target, kind, start, now, fix=fix)
+            if scope.comment_rows is not None and scope.map_comment is not None:
+                _reconcile_comments(report, steps.jira, state, scope, kind, start, now)
         report.requests = steps.requests()
         return report
 
@@ -204,154 +178,187 @@ def reconcilable() -> list[str]:
     return [name for name, spec in PAIRS.items() if hasattr(spec.load(), "reconcile_scope")]
 
 
-def _reconcile_kind(report: Report, steps: Any, scope: Scope, kind: str, start: datetime, *,
-                    fix: bool = False) -> None:
-    state, jira = steps.state, steps.jira
+def _linked(entry: dict[str, Any] | None) -> bool:
+    return bool(entry) and bool(entry.get("issue") or entry.get("po")) and not entry.get("pending")  # type: ignore[union-attr]
+
+
+def _ref(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return ""
+    if entry.get("issue"):
+        return str(entry["issue"])
+    po = entry.get("po")
+    return "/".join(str(v) for v in po.values()) if isinstance(po, dict) else ""
+
+
+def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, target: TargetSide, kind: str,
+                    start: datetime, now: datetime, *, fix: bool = False) -> None:
     if kind in scope.money:
         report.money[kind] = {"what": scope.money[kind], "source": Decimal(0), "target": Decimal(0), "by_class": {}}
     report.counts.setdefault(kind, dict.fromkeys(CLASSES, 0))
     queued = {i["key"]: i for i in state.replay if i["kind"] == kind and i.get("what", "record") == "record"}
     pending = set(state.pending(kind))
+    accounted = Accounted(keys=set(queued) | pending)
+    for key in accounted.keys:
+        entry = state.entry(kind, key) or {}
+        for name in ("label", "handle"):
+            if entry.get(name):
+                accounted.handles.add(str(entry[name]))
 
-    # 1. The source, mapped as a pass maps it (the newest row of a key wins, as in a pass).
-    wanted: dict[str, _Wanted] = {}
-    source_rows: dict[str, dict[str, Any]] = {}  # --fix only: the rows, for the pass's plan
+    # 1. The source, page by page, each page compared with its target records read in one batch. A key read
+    # again in a later page (changed while it was read) is compared again with its newer row, as a pass would.
+    seen: dict[str, Any] = {}  # key -> the row's time stamp (the newest row of a key wins)
     unmappable: dict[str, str] = {}
-    for rows in scope.rows(kind, start, steps.now):
+    fix_rows: dict[str, dict[str, Any]] = {}  # --fix only: rows of the missing and drifted records
+    for rows in scope.rows(kind, start, now):
+        page: dict[str, tuple[Any, dict[str, Any], float | None]] = {}
         for row in rows:
             try:
                 rec = scope.map(kind, row)
-                amount = scope.amount(kind, rec.key, row) if kind in scope.money else None
+                if rec is None:
+                    key = scope.row_key(kind, row)
+                    page[key] = (None, row, None)
+                    continue
+                amount = _source_amount(scope, kind, rec, row)
             except RecordError as exc:
                 unmappable[scope.row_key(kind, row)] = exc.message
                 continue
-            prev = wanted.get(rec.key)
-            if prev is not None and rec.ts < prev.ts:
+            ts = getattr(rec, "ts", None)
+            prev = page.get(rec.key)
+            if prev is not None and prev[0] is not None and ts is not None and ts < prev[0].ts:
                 continue
-            if fix:
-                source_rows[rec.key] = row
-            wanted[rec.key] = _Wanted(rec.key, rec.label, {f: _comparable(v) for f, v in rec.edit_fields.items()},
-                                      rec.target_status, rec.status_code, rec.hash, amount, rec.ts)
-        state.release(can_save=False)
-
-    # 2. The target: every issue of the entity, by the label they all carry (one paged search).
-    names = sorted({f for w in wanted.values() for f in w.fields} | {"status", "labels"})
-    if scope.amount_field:
-        names = sorted({*names, scope.amount_field})
-    project = steps.writer.project
-    jql = f"project = {jql_quote(project)} AND labels in ({jql_quote(scope.kind_label(kind))}) ORDER BY key"
-    issues: dict[str, dict[str, Any]] = {}
-    by_label: dict[str, list[str]] = {}
-    for issue in jira.search(jql, names, properties=[KEY_PROPERTY]):
-        issues[str(issue["key"])] = issue
-        for lab in (issue.get("fields") or {}).get("labels") or []:
-            by_label.setdefault(lab, []).append(str(issue["key"]))
-
-    links: dict[str, str] = {}  # issue key -> record key, over every link of the entity (in scope or not)
-    for key, entry in state.keymap.items(kind):
-        if entry.get("issue"):
-            links[str(entry["issue"])] = key
-    explained_labels: set[str] = set()
-    matched: set[str] = set()
-
-    # 3. Each record in scope against its issue.
-    for key, w in wanted.items():
-        entry = state.entry(kind, key) or {}
-        if key in queued:
-            issue_key = str(entry.get("issue") or "")
-            report.add(Finding(kind, key, "waiting", issue=issue_key, reason=str(queued[key].get("error") or ""),
-                               source_amount=w.amount, target_amount=_amount(issues.get(issue_key), scope)))
-            explained_labels.add(w.label)
-            matched.add(issue_key)
-            continue
-        if entry.get("pending") or key in pending:
-            report.add(Finding(kind, key, "pending", reason="a create whose outcome is not settled yet; the next pass "
-                               "settles it", source_amount=w.amount))
-            explained_labels.add(w.label)
-            continue
-        issue_key = str(entry.get("issue") or "")
-        issue: dict[str, Any] | None = None
-        note = ""
-        if issue_key:
-            issue = issues.get(issue_key)
-            if issue is None:  # not labelled any more, or gone: ask for it by key
-                issue = jira.get_issue(issue_key, ",".join(names))
-                if issue is None:
-                    report.add(Finding(kind, key, "missing", issue=issue_key, source_amount=w.amount,
-                                       reason=f"the linked issue {issue_key} no longer exists in Jira"))
+            if rec.key in seen:
+                if ts is not None and seen[rec.key] is not None and ts < seen[rec.key]:
                     continue
-                issue_key = str(issue.get("key") or issue_key)  # an issue moved to another key
-        else:
-            found = [k for k in by_label.get(w.label, []) if _names(issues[k], kind, key)]
-            if found:
-                issue_key, issue = found[0], issues[found[0]]
-                note = "not linked in the state: found by its label (the next pass adopts it)"
-        if issue is None:
-            report.add(Finding(kind, key, "missing", source_amount=w.amount, reason="no issue in Jira"))
-            continue
-        matched.add(issue_key)
-        differ = [scope.field_names.get(f, f) for f in _differences(w, issue)]
-        target_amount = _amount(issue, scope)
-        if not differ:
-            report.add(Finding(kind, key, "in_step", issue=issue_key, reason=note, source_amount=w.amount,
-                               target_amount=target_amount))
-            continue
-        report.add(Finding(kind, key, "drifted", issue=issue_key, fields=differ, changed=_changed(entry, w),
-                           reason=note, source_amount=w.amount, target_amount=target_amount))
+                report.retract(kind, rec.key)
+            page[rec.key] = (rec, row, amount)
+        _compare_page(report, state, scope, target, kind, page, queued, pending, accounted, fix_rows if fix else None)
+        for key, (rec, _row, _amount) in page.items():
+            seen[key] = getattr(rec, "ts", None)
+            unmappable.pop(key, None)
+        state.release(can_save=False)
 
     # Rows a pass could not map: queued (waiting) or not yet (missing, with the reason a pass would give).
     for key, message in unmappable.items():
-        if key in wanted:
-            continue
         item = queued.get(key)
         report.add(Finding(kind, key, "waiting" if item else "missing",
                            reason=str(item.get("error")) if item else f"cannot be mapped: {message}"))
+    read = set(seen) | set(unmappable)
 
     # Queued and pending records outside the rows read (older than --since, or no longer returned).
-    read = set(wanted) | set(unmappable)
     for key, item in queued.items():
         if key not in read:
             entry = state.entry(kind, key) or {}
-            report.add(Finding(kind, key, "waiting", issue=str(entry.get("issue") or ""),
-                               reason=str(item.get("error") or "")))
-            if entry.get("label"):
-                explained_labels.add(str(entry["label"]))
+            report.add(Finding(kind, key, "waiting", issue=_ref(entry), reason=str(item.get("error") or "")))
     for key in pending:
         if key not in read and key not in queued:
-            entry = state.entry(kind, key) or {}
             report.add(Finding(kind, key, "pending", reason="a create whose outcome is not settled yet; the next "
                                "pass settles it"))
-            if entry.get("label"):
-                explained_labels.add(str(entry["label"]))
+
+    # 2. Links whose source record is gone: only when the read covered everything the source still has.
+    if scope.full_read is not None and scope.full_read(kind, start):
+        _deleted_at_source(report, state, target, kind, read | set(queued) | pending)
 
     if fix:
-        _plan_fixes(report, steps, scope, kind, source_rows)
+        _plan_fixes(report, steps, scope, kind, fix_rows)
 
-    # 4. Issues of the entity that nothing accounts for.
-    for issue_key, issue in issues.items():
-        if issue_key in matched or issue_key in links:
+    # 3. Target records of the entity that nothing accounts for (a streamed sweep).
+    for f in target.orphans(kind, seen, accounted):
+        report.add(f)
+
+
+def _source_amount(scope: Scope, kind: str, rec: Any, row: dict[str, Any]) -> float | None:
+    if kind not in scope.money:
+        return None
+    if scope.mapped_amount is not None:
+        return scope.mapped_amount(kind, rec)
+    return scope.amount(kind, rec.key, row)
+
+
+def _compare_page(report: Report, state: State, scope: Scope, target: TargetSide, kind: str,
+                  page: dict[str, tuple[Any, dict[str, Any], float | None]], queued: dict[str, dict[str, Any]],
+                  pending: set[str], accounted: Accounted, fix_rows: dict[str, dict[str, Any]] | None) -> None:
+    entries = {key: state.entry(kind, key) for key in page}
+    ask = [(key, rec, entries[key]) for key, (rec, _row, _a) in page.items()
+           if key not in pending and not (entries[key] or {}).get("pending")
+           and (key not in queued or _linked(entries[key])) and (rec is not None or _linked(entries[key]))]
+    currents = target.current(kind, ask) if ask else {}
+    for key, (rec, row, amount) in page.items():
+        entry = entries[key] or {}
+        cur = currents.get(key)
+        target_amount = target.amount(kind, cur.record) if cur is not None else None
+        handle = getattr(rec, "label", None) or getattr(rec, "handle", None)
+        if handle and (key in queued or key in pending or entry.get("pending")):
+            accounted.handles.add(str(handle))  # its target record may be half-written: not an orphan
+        if key in queued:
+            report.add(Finding(kind, key, "waiting", issue=cur.ref if cur else _ref(entry),
+                               reason=str(queued[key].get("error") or ""), source_amount=amount,
+                               target_amount=target_amount))
+            if cur is not None:
+                accounted.refs.add(cur.ref)
             continue
-        labels = set((issue.get("fields") or {}).get("labels") or [])
-        if labels & explained_labels:
+        if entry.get("pending") or key in pending:
+            report.add(Finding(kind, key, "pending", reason="a create whose outcome is not settled yet; the next pass "
+                               "settles it", source_amount=amount))
             continue
-        named = _named_key(issue, kind)
-        if named and named in wanted:
-            reason = f"a second issue for {display_key(named)}, which is linked to another issue"
-        elif named and state.entry(kind, named):
-            reason = f"names {display_key(named)}, which is linked to {state.entry(kind, named).get('issue')}"
-        elif named:
-            reason = f"names {display_key(named)}: no such record in scope and no link"
+        if rec is None:
+            if _linked(entry):  # a pass has nothing to write for it any more, but it was written
+                accounted.refs.add(cur.ref if cur else _ref(entry))
+                report.add(Finding(kind, key, "drifted", issue=cur.ref if cur else _ref(entry),
+                                   reason=f"the source no longer has anything to write for it, but {target.name} "
+                                   "still holds it; a person decides (cancel or close it)",
+                                   target_amount=target_amount))
+            continue
+        if cur is None:
+            report.add(Finding(kind, key, "missing", source_amount=amount, reason=f"not in {target.name}"))
+        elif cur.record is None:
+            report.add(Finding(kind, key, "missing", issue=cur.ref, source_amount=amount, reason=cur.reason))
         else:
-            reason = "carries the entity's label but names no record (no link, no source record)"
-        report.add(Finding(kind, named or "", "orphaned", issue=issue_key, reason=reason,
-                           target_amount=_amount(issue, scope)))
-    # Orphaned issues count on the target side of the money totals as well: they are in Jira.
+            accounted.refs.add(cur.ref)
+            differ = [scope.field_names.get(f, f) for f in target.differences(kind, rec, cur.record)]
+            if not differ:
+                report.add(Finding(kind, key, "in_step", issue=cur.ref, reason=cur.note, source_amount=amount,
+                                   target_amount=target_amount))
+                continue
+            report.add(Finding(kind, key, "drifted", issue=cur.ref, fields=differ, changed=_changed(entry, rec),
+                               reason=cur.note, source_amount=amount, target_amount=target_amount))
+        if fix_rows is not None:
+            fix_rows[key] = row
+
+
+def _deleted_at_source(report: Report, state: State, target: TargetSide, kind: str, read: set[str]) -> None:
+    """Links whose source record the full read did not return: deleted (or moved out of the source query)."""
+    batch: list[tuple[str, Any, dict[str, Any] | None]] = []
+
+    def flush() -> None:
+        currents = target.current(kind, batch)
+        for key, _rec, entry in batch:
+            cur = currents.get(key)
+            gone = cur is None or cur.record is None
+            report.add(Finding(
+                kind, key, "deleted", issue=cur.ref if cur else _ref(entry),
+                target_amount=None if gone else target.amount(kind, cur.record),  # type: ignore[union-attr]
+                reason=(f"no longer in the source; its {target.name} record is gone too" if gone else
+                        f"no longer in the source (deleted, or outside the source query); a pass never deletes in "
+                        f"{target.name}, so {cur.ref if cur else _ref(entry)} stays: cancel or close it by hand "
+                        f"if that is right")))
+        batch.clear()
+        state.release(can_save=False)
+
+    for key, entry in state.keymap.items(kind):
+        if key in read or not _linked(entry):
+            continue
+        batch.append((key, None, entry))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
 
 
 def _plan_fixes(report: Report, steps: Any, scope: Scope, kind: str, rows: dict[str, dict[str, Any]]) -> None:
     """What the next pass would do for this entity's missing and drifted records: its own write path in
-    planning mode. A record it would leave alone (an issue edited in Jira, a link to a deleted issue, while
-    the record has not changed at the source) is named as such: only a person can mend it."""
+    planning mode. A record it would leave alone (a target record edited by hand, a link to a deleted record,
+    while the record has not changed at the source) is named as such: only a person can mend it."""
     todo = [f for f in report.findings if f.kind == kind and f.cls in ("missing", "drifted") and f.key in rows]
     if scope.plan is None or not todo or report.plan is None:
         return
@@ -368,29 +375,124 @@ def _plan_fixes(report: Report, steps: Any, scope: Scope, kind: str, rows: dict[
             "at the source; mend it by hand"
 
 
-def _differences(w: _Wanted, issue: dict[str, Any]) -> list[str]:
-    fields = issue.get("fields") or {}
-    out = sorted(f for f, v in w.fields.items() if _comparable(fields.get(f)) != v)
-    if w.target_status:
-        current = str((fields.get("status") or {}).get("name") or "")
-        if current.lower() != w.target_status.lower():
-            out.append("status")
-    return out
-
-
-def _changed(entry: dict[str, Any], w: _Wanted) -> str:
+def _changed(entry: dict[str, Any], rec: Any) -> str:
     """Which side changed since the last sync, where the link knows (its hash and status of the last write)."""
     if not entry.get("hash"):
         return ""
-    source = entry.get("hash") != w.hash or (entry.get("status") is not None and entry.get("status") != w.status_code)
+    status = getattr(rec, "status_code", None)
+    source = entry.get("hash") != rec.hash or (entry.get("status") is not None and status is not None
+                                               and entry.get("status") != status)
     return "source" if source else "target"
 
 
-def _amount(issue: dict[str, Any] | None, scope: Scope) -> float | None:
-    if issue is None or not scope.amount_field:
-        return None
-    value = (issue.get("fields") or {}).get(scope.amount_field)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# -- Jira as the target ------------------------------------------------------------------------------
+class JiraSide:
+    """The pair's Jira issues as reconcile's target (peoplesoft-jira, jde-jira): linked issues read by key in
+    batches (``key in (...)``), unlinked records looked up by their label, orphans swept by the entity's label
+    with the ``mlconnector.key`` property naming each issue's record."""
+
+    name = "Jira"
+
+    def __init__(self, jira: Any, project: str, state: State, scope: Scope) -> None:
+        self.jira, self.project, self.state, self.scope = jira, project, state, scope
+        self.names: list[str] = ["status", "labels"]  # fields read: those a pass writes (set per page)
+
+    def _fields(self, recs: list[Any]) -> list[str]:
+        names = {f for rec in recs if rec is not None for f in rec.edit_fields} | {"status", "labels"}
+        if self.scope.amount_field:
+            names.add(self.scope.amount_field)
+        return sorted(names)
+
+    def current(self, kind: str, items: list[tuple[str, Any, dict[str, Any] | None]]) -> dict[str, Current]:
+        names = self._fields([rec for _k, rec, _e in items])
+        out: dict[str, Current] = {}
+        linked = {str(e["issue"]): key for key, _rec, e in items if e and e.get("issue")}
+        found: dict[str, dict[str, Any]] = {}
+        for part in _chunks(sorted(linked)):
+            jql = f"key in ({', '.join(jql_quote(k) for k in part)})"
+            try:
+                for issue in self.jira.search(jql, names, properties=[KEY_PROPERTY]):
+                    found[str(issue["key"])] = issue
+            except RemoteError as exc:
+                # Jira refuses the whole search when one key in it does not exist (deleted): this batch is
+                # read issue by issue instead (below), which tells the gone ones apart.
+                if exc.status != 400:
+                    raise
+        for issue_key, key in linked.items():
+            issue = found.get(issue_key)
+            if issue is None:  # moved to another key, not yet indexed, or gone: ask for it by key
+                issue = self.jira.get_issue(issue_key, ",".join(names))
+            if issue is None:
+                out[key] = Current(issue_key, None, reason=f"the linked issue {issue_key} no longer exists in Jira")
+            else:
+                out[key] = Current(str(issue.get("key") or issue_key), issue)
+        unlinked = {rec.label: key for key, rec, e in items if rec is not None and not (e and e.get("issue"))}
+        for part in _chunks(sorted(unlinked), 50):
+            jql = (f"project = {jql_quote(self.project)} AND labels in ({', '.join(jql_quote(x) for x in part)}) "
+                   f"ORDER BY key")
+            for issue in self.jira.search(jql, names, properties=[KEY_PROPERTY]):
+                for lab in (issue.get("fields") or {}).get("labels") or []:
+                    key = unlinked.get(lab)
+                    if key is not None and key not in out and _names(issue, kind, key):
+                        out[key] = Current(str(issue["key"]), issue, note="not linked in the state: found by its "
+                                           "label (the next pass adopts it)")
+        return out
+
+    def differences(self, kind: str, rec: Any, record: dict[str, Any]) -> list[str]:
+        fields = record.get("fields") or {}
+        out = sorted(f for f, v in rec.edit_fields.items() if _comparable(fields.get(f)) != _comparable(v))
+        if rec.target_status:
+            current = str((fields.get("status") or {}).get("name") or "")
+            if current.lower() != rec.target_status.lower():
+                out.append("status")
+        return out
+
+    def amount(self, kind: str, record: dict[str, Any] | None) -> float | None:
+        if record is None or not self.scope.amount_field:
+            return None
+        value = (record.get("fields") or {}).get(self.scope.amount_field)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def orphans(self, kind: str, seen: dict[str, Any], accounted: Accounted) -> Iterator[Finding]:
+        jql = f"project = {jql_quote(self.project)} AND labels in ({jql_quote(self.scope.kind_label(kind))}) " \
+              f"ORDER BY key"
+        names = ["labels", *([self.scope.amount_field] if self.scope.amount_field else [])]
+        unnamed: dict[str, dict[str, Any]] = {}  # issues no property ties to their link: checked in one scan
+        for issue in self.jira.search(jql, names, properties=[KEY_PROPERTY]):
+            issue_key = str(issue["key"])
+            if issue_key in accounted.refs:
+                continue
+            named = _named_key(issue, kind)
+            entry = self.state.entry(kind, named) if named else None
+            if entry is not None and str(entry.get("issue") or "") == issue_key:
+                continue
+            if set((issue.get("fields") or {}).get("labels") or []) & accounted.handles or named in accounted.keys:
+                continue
+            unnamed[issue_key] = {"labels": (issue.get("fields") or {}).get("labels"), "named": named,
+                                  "amount": self.amount(kind, issue)}
+        if not unnamed:
+            return
+        linked = self.state.find_issues([kind], set(unnamed))  # one scan of the key map, for the few left
+        self.state.release(can_save=False)
+        for issue_key, info in unnamed.items():
+            if issue_key in linked:
+                continue
+            named = info["named"]
+            entry = self.state.entry(kind, named) if named else None
+            if named and named in seen:
+                reason = f"a second issue for {display_key(named)}, which is linked to another issue"
+            elif named and entry:
+                reason = f"names {display_key(named)}, which is linked to {entry.get('issue')}"
+            elif named:
+                reason = f"names {display_key(named)}: no such record in scope and no link"
+            else:
+                reason = "carries the entity's label but names no record (no link, no source record)"
+            yield Finding(kind, named or "", "orphaned", issue=issue_key, reason=reason, target_amount=info["amount"])
 
 
 def _named_key(issue: dict[str, Any], kind: str) -> str | None:
@@ -408,6 +510,71 @@ def _names(issue: dict[str, Any], kind: str, key: str) -> bool:
         return True
     named = _named_key(issue, kind)
     return named is not None and decode_key(named) == decode_key(key)
+
+
+# -- comments (a source's comments posted as Jira comments) -------------------------------------------
+def _reconcile_comments(report: Report, jira: Any, state: State, scope: Scope, kind: str, start: datetime,
+                        now: datetime) -> None:
+    """Each source comment of ``kind`` against the Jira comment its link says it was posted as."""
+    from mlconnector.jira import adf
+
+    assert scope.comment_rows is not None and scope.map_comment is not None
+    name = f"{kind}.comments"
+    report.counts.setdefault(name, dict.fromkeys(CLASSES, 0))
+    queued = {i["key"]: i for i in state.replay if i["kind"] == kind and i.get("what") == "comment"}
+    for rows in scope.comment_rows(kind, start, now):
+        page: dict[str, Any] = {}
+        for row in rows:
+            try:
+                c = scope.map_comment(kind, row)
+            except RecordError as exc:
+                key = scope.row_key(kind, row)
+                item = queued.get(key)
+                report.add(Finding(name, key, "waiting" if item else "missing",
+                                   reason=str(item.get("error")) if item else f"cannot be posted: {exc.message}"))
+                continue
+            if c.key not in page or c.ts >= page[c.key].ts:
+                page[c.key] = c
+        on_issue: dict[str, dict[str, str] | None] = {}  # issue key -> {Jira comment id: its text}, one read per issue
+        for ckey, c in page.items():
+            entry = state.entry(kind, c.parent_key) or {}
+            issue = str(entry.get("issue") or "")
+            posted = (entry.get("comments") or {}).get(c.comment_id)
+            if ckey in queued:
+                report.add(Finding(name, ckey, "waiting", issue=issue, reason=str(queued[ckey].get("error") or "")))
+                continue
+            if posted == "pending":
+                report.add(Finding(name, ckey, "pending", issue=issue, reason="posted by a pass that stopped before "
+                                   "it saw the answer; the next pass looks for it on the issue first"))
+                continue
+            if not issue or not posted:
+                report.add(Finding(name, ckey, "missing", issue=issue, reason="not posted to Jira" +
+                                   ("" if issue else " (its record has no issue)")))
+                continue
+            if issue not in on_issue:
+                try:
+                    on_issue[issue] = {str(x.get("id")): adf.plain_text(x.get("body")).strip()
+                                       for x in jira.comments(issue)}
+                except RemoteError as exc:
+                    if exc.status != 404:
+                        raise
+                    on_issue[issue] = None  # the issue is gone (its record is reported missing)
+            texts = on_issue[issue]
+            if texts is None:
+                report.add(Finding(name, ckey, "missing", issue=issue, reason=f"its issue {issue} no longer exists "
+                                   "in Jira"))
+                continue
+            text = texts.get(str(posted))
+            if text is None:
+                report.add(Finding(name, ckey, "missing", issue=issue, reason=f"Jira comment {posted} on {issue} no "
+                                   "longer exists (deleted in Jira); a pass does not post it again: post it by hand"))
+            elif text != adf.plain_text(c.body).strip():
+                report.add(Finding(name, ckey, "drifted", issue=issue, fields=["body"],
+                                   reason=f"Jira comment {posted} differs from the PeopleSoft comment (edited on "
+                                   "either side; a pass posts a comment once and does not edit it)"))
+            else:
+                report.add(Finding(name, ckey, "in_step", issue=issue))
+        state.release(can_save=False)
 
 
 # -- output ----------------------------------------------------------------------------------------------
@@ -441,7 +608,9 @@ def text_lines(report: Report) -> list[str]:
     differ = sum(1 for f in report.findings if f.cls not in EXPLAINED)
     lines.append(f"RECONCILE: {differ} record(s) differ (exit {report.exit_code})." if differ else
                  "RECONCILE: both sides agree" + (" (the rest is explained by the replay queue)."
-                                                  if report.totals["waiting"] or report.totals["pending"] else "."))
+                                                  if report.totals["waiting"] or report.totals["pending"] else ".")
+                 + (f" {report.totals['deleted']} record(s) were deleted at the source; their target records stay "
+                    f"(a pass never deletes): see above." if report.totals["deleted"] else ""))
     return lines
 
 

@@ -621,7 +621,7 @@ def reconcile_scope(steps: JdeJiraPass) -> Any:
     and mapping (no money: work and change orders carry no amount the issues show). Statuses are compared
     as the forward flow maps them; a status changed in Jira and not posted back to JD Edwards yet shows as
     drifted (changed on the target side) until a pass posts it."""
-    from mlconnector.reconcile import Scope
+    from mlconnector.reconcile_types import Scope
 
     target = steps.prepare()
     sources = {s.name: s for s in steps.jde.enabled_sources()}
@@ -639,4 +639,4 @@ def reconcile_scope(steps: JdeJiraPass) -> Any:
                  map=lambda kind, row: steps.map_order(sources[kind], row),
                  row_key=lambda kind, row: _row_id(sources[kind], row), kind_label=lambda kind: sources[kind].label,
                  field_names={f.id: alias for alias, f in target.fields.items()},
-                 plan=plan)
+                 plan=plan, full_read=lambda kind, start: start <= sources[kind].initial_since)

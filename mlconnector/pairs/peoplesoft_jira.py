@@ -600,7 +600,7 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
     master is read afresh (in full), so an issue showing vendor facts that changed in PeopleSoft since they were
     last synced counts as drifted; where vendors are not read, the facts the key map holds are used."""
     from mlconnector.mapping import record_amount
-    from mlconnector.reconcile import Scope
+    from mlconnector.reconcile_types import Scope
 
     cfg, target = steps.cfg, steps.prepare()
     vendors = _fresh_vendors(steps)
@@ -615,7 +615,15 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
         for batch, _until in steps.reader(kind).read_window(cfg.peoplesoft.records[kind].query, start, end):
             yield batch
 
+    def comment_rows(kind: str, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        query = cfg.peoplesoft.records[kind].comments_query
+        if not query:
+            return
+        for batch, _until in steps.ps.read_window(query, start, end):
+            yield batch
+
     amount = target.fields.get("amount")
+
     def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
         steps.process_rows(kind, rows)
 
@@ -626,7 +634,10 @@ def reconcile_scope(steps: PeopleSoftJiraPass) -> Any:
                  amount=lambda kind, key, row: record_amount(cfg, kind, key, row),
                  amount_field=amount.id if amount is not None and amount.type == "number" else None,
                  field_names={f.id: name for name, f in target.fields.items()},
-                 plan=plan)
+                 plan=plan, comment_rows=comment_rows, map_comment=map_comment,
+                 # Read from the entity's initial_since, the query returns every record PeopleSoft still has: a
+                 # linked record it does not return was deleted (or left the query's scope).
+                 full_read=lambda kind, start: start <= cfg.peoplesoft.records[kind].initial_since)
 
 
 def _fresh_vendors(steps: PeopleSoftJiraPass) -> dict[str, dict[str, Any]]:

@@ -727,3 +727,4 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
         procurify.close()
     return out
 
+from mlconnector.pairs.procurify_peoplesoft_reconcile import reconcile_scope  # noqa: E402,F401  (reconcile)

@@ -985,11 +985,17 @@ class JiraSim:
         else:
             # The result list is frozen on page one so that edits made while paging (including
             # the caller's own writes bumping `updated`) cannot skip or repeat issues.
-            visible = list(self._issues.values())
+            query = JqlQuery(self, jql)  # parsed (and refused) first, as before
+            only = _KEY_IN_RX.fullmatch(jql)
+            if only:  # Jira answers a search by keys from its index: the candidates are those issues only
+                wanted = {self._by_key.get(k.strip().strip("'\"").upper()) for k in only.group(1).split(",")}
+                visible = [self._issues[i] for i in wanted if i in self._issues]
+            else:
+                visible = list(self._issues.values())
             if self.search_lag:
                 indexed_until = int((self.clock() - self.search_lag) * 1000)
                 visible = [i for i in visible if i.created <= indexed_until]
-            ids, offset = [i.id for i in JqlQuery(self, jql).run(visible)], 0
+            ids, offset = [i.id for i in query.run(visible)], 0
         page = [self._issues[i] for i in ids[offset:offset + size]]
         out: dict[str, Any] = {"issues": [self._issue_json(req, i, fields, expand or "", ",".join(props))
                                           for i in page]}
@@ -1062,6 +1068,12 @@ class JiraSim:
             del self._issues[issue.id]
             self._by_key.pop(issue.key, None)
 
+    def delete_comment_as_user(self, key: str, comment_id: str) -> None:
+        """Delete a comment the way a person in the Jira UI would."""
+        with self._lock:
+            issue = self._find(key)
+            issue.comments[:] = [c for c in issue.comments if str(c.get("id")) != str(comment_id)]
+
     def edit_as_user(self, key: str, fields: dict[str, Any], account_id: str = "user-floor-1") -> None:
         """Change fields the way a person in the Jira UI would (validated, changelogged, no `writes`)."""
         with self._lock:
@@ -1070,6 +1082,7 @@ class JiraSim:
 
 
 # -- JQL --------------------------------------------------------------------------------------
+_KEY_IN_RX = re.compile(r"\s*key\s+in\s*\(([^()]*)\)\s*", re.I)  # a search by keys alone
 _TOKEN_RX = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<op>!=|!~|>=|<=|=|~|>|<)
                           |(?P<punct>[(),])|(?P<word>[\w.\-\[\]*/:+]+))""", re.X)
 _KEYWORDS = {"and", "or", "not", "in", "is", "empty", "null", "order", "by", "asc", "desc"}

@@ -352,6 +352,16 @@ class PeopleSoftSim:
             self._tables[kind].insert(self._new_rid(), key, epoch, full)
             return self._output(kind, self._tables[kind].by_key[key])
 
+    def delete(self, kind: str, key: Iterable[Any]) -> None:
+        """Delete a row as an online user would (a cancelled document purged): no query returns it any more."""
+        with self._lock:
+            kind = self._kind(kind)
+            table = self._tables[kind]
+            rid = self._rid(kind, key)
+            table.unindex(rid)
+            del table.by_key[table.keys[rid]]
+            del table.rows[rid], table.ts[rid], table.keys[rid]
+
     def add_raw(self, kind: str, raw_row: Row) -> None:
         """Store ``raw_row`` verbatim (duplicate or blank keys allowed) to exercise malformed data."""
         with self._lock:

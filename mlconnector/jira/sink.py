@@ -221,7 +221,8 @@ class IssueWriter:
                 for job in batch:
                     futures[job_pool.submit(self._work, kind, type_id, job)] = ("job", job)
 
-            def finish_chunk(items: list[Prepared], outcome: Any) -> set[str]:
+            def finish_chunk(items: list[Prepared], outcome: Any) -> list[Job]:
+                """Apply a chunk's answer; return the jobs left for its issues (hops still to take)."""
                 nonlocal fatal
                 created, err = self._chunk_outcome(kind, items, outcome)
                 fatal = fatal or err
@@ -237,9 +238,7 @@ class IssueWriter:
                         self.state.dequeue(kind, rec.key)
                     else:
                         follow.append((rec, row, entry))
-                if fatal is None:
-                    start_jobs(follow)
-                return created
+                return follow if fatal is None else []
 
             try:
                 start_jobs(jobs)  # edits and transitions of issues that exist need no create to wait for
@@ -255,10 +254,12 @@ class IssueWriter:
                     rest = rest[1:]
                     outcome = self._send(kind, items)
                     with self._save_lock:
-                        if finish_chunk(items, outcome):
-                            first = self.state.entry(kind, items[0][0].key)
-                            if first is not None and first.get("issue"):
-                                self._start[type_id] = self.jira.current_transitions(first["issue"])
+                        follow = finish_chunk(items, outcome)
+                        first = self.state.entry(kind, items[0][0].key)
+                        if fatal is None and first is not None and first.get("issue") and not first.get("pending"):
+                            # Read before its own transition is sent: the status it was created in.
+                            self._start[type_id] = self.jira.current_transitions(first["issue"])
+                        start_jobs(follow)
                 if fatal is None:
                     for chunk in self._chunks(rest):
                         items = self._prepare(kind, chunk)
@@ -271,13 +272,15 @@ class IssueWriter:
                             if fut.cancelled():
                                 continue  # after a fatal error: never sent; a create's pending mark stays
                             if what == "create":
-                                finish_chunk(items, fut.result())
+                                start_jobs(finish_chunk(items, fut.result()))
                             else:
                                 fatal = self._apply_job(kind, items, fut.result(), done) or fatal
                         if fatal is not None:
                             for other in futures:
                                 other.cancel()  # the system refuses this user or this pass: send no more
             finally:
+                for fut in futures:
+                    fut.cancel()  # when this loop stopped early: what was never sent stays pending, unsent
                 with self._save_lock:
                     self.state.save()
         if fatal is not None:

@@ -261,8 +261,7 @@ class IssueWriter:
                             self._start[type_id] = self.jira.current_transitions(first["issue"])
                         start_jobs(follow)
                 if fatal is None:
-                    for chunk in self._chunks(rest):
-                        items = self._prepare(kind, chunk)
+                    for items in self._chunks(self._prepare(kind, rest)):
                         futures[create_pool.submit(self._send, kind, items)] = ("create", items)
                 while futures:
                     finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -314,15 +313,17 @@ class IssueWriter:
             self._hop_to[first] = path[0].to
         return payload, False
 
-    def _chunks(self, creates: list[Item]) -> list[list[Item]]:
-        """The bulk creates to send: the first ones small, growing to ``bulk_size``. Jira works through a
-        bulk create one issue after the other, so a small chunk answers soon and the later hops of its
-        issues keep the rate limit busy while the big chunks are still being created."""
-        out: list[list[Item]] = []
+    def _chunks(self, prepared: list[Prepared]) -> list[list[Prepared]]:
+        """The bulk creates to send. When some issues will need hops after their create, the first chunks are
+        small, growing to ``bulk_size``: Jira works through a bulk create one issue after the other, so a
+        small chunk answers soon and the hops of its issues keep the rate limit busy while the big chunks are
+        still being created (a few more requests per page). Otherwise every chunk is ``bulk_size``."""
+        ramp = any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
+        out: list[list[Prepared]] = []
         i = 0
-        while i < len(creates):
-            size = min(self.bulk_size, RAMP * (len(out) + 1))
-            out.append(creates[i:i + size])
+        while i < len(prepared):
+            size = min(self.bulk_size, RAMP * (len(out) + 1)) if ramp else self.bulk_size
+            out.append(prepared[i:i + size])
             i += size
         return out
 

@@ -79,6 +79,14 @@ def jql_quote(value: str) -> str:
 
 @dataclass
 class IssueWriter:
+    """Writes the mapped records of one pass to Jira issues (see the module docstring for the safety rules).
+
+    Contract: ``write`` returns the keys whose issue now matches the record (created or adopted, edited,
+    in its mapped status); every other record went to ``fail`` (queued) or stays pending for the next pass.
+    No issue is created without a label lookup first and a pending mark on disk; at most
+    ``max_bulk_creates`` bulk creates and ``max_workers`` edits/transitions are in flight at once.
+    """
+
     jira: JiraClient
     state: State
     audit: Audit

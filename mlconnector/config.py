@@ -157,6 +157,9 @@ class JiraConfig:
     # Jira's search lags its writes: a create left unanswered counts as absent only when a search issued
     # this long after it finds nothing (see sync/links.py).
     settle_seconds: float = 15.0
+    # Bulk creates in flight at once. Each is one request but seconds of Jira's work (its per-issue cost):
+    # several at once keep the edits and transitions of the issues just created flowing at the rate limit.
+    max_bulk_creates: int = 16
 
 
 @dataclass
@@ -312,7 +315,7 @@ def _jira(root: _Section) -> JiraConfig:
     known = HTTP_KEYS | {"site", "api_base", "auth", "email", "client_id", "auth_url", "token_url",
                          "redirect_port", "project", "issue_types", "fields", "key_field", "labels",
                          "status_map", "priority_by_amount", "default_priority", "max_workers", "bulk_size",
-                         "cloud_id", "settle_seconds"}
+                         "cloud_id", "settle_seconds", "max_bulk_creates"}
     s = root.table("jira", known)
     if not s.data:
         raise ConfigError("The [jira] section is missing. Copy it from examples/config.toml and fill in your "
@@ -378,6 +381,7 @@ def _jira(root: _Section) -> JiraConfig:
         max_workers=s.num("max_workers", 4, minimum=1, integer=True),
         bulk_size=min(50, s.num("bulk_size", 50, minimum=1, integer=True)),
         settle_seconds=s.num("settle_seconds", 15.0, minimum=0),
+        max_bulk_creates=s.num("max_bulk_creates", 16, minimum=1, integer=True),
     )
 
 

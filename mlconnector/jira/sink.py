@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,8 @@ from mlconnector.sync.keys import decode_key, display_key
 from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
 LABELS_PER_SEARCH = 50
+RAMP = 5  # issues in the first bulk create of a page; each next one is this many bigger, up to bulk_size
+PROBES = 3  # records created one at a time to learn the start status and its transitions, at most
 KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"entity": kind, "key": [parts]}
 
 
@@ -68,6 +70,7 @@ class IssueWrite:
 Item = tuple[IssueWrite, dict[str, Any]]  # (mapped record, source row)
 Job = tuple[IssueWrite, dict[str, Any], dict[str, Any]]  # (mapped record, source row, key-map entry)
 Fail = Callable[[str, str, dict[str, Any], Exception], None]
+Prepared = tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]  # (record, row, create payload, lands in status)
 
 
 def jql_quote(value: str) -> str:
@@ -76,6 +79,14 @@ def jql_quote(value: str) -> str:
 
 @dataclass
 class IssueWriter:
+    """Writes the mapped records of one pass to Jira issues (see the module docstring for the safety rules).
+
+    Contract: ``write`` returns the keys whose issue now matches the record (created or adopted, edited,
+    in its mapped status); every other record went to ``fail`` (queued) or stays pending for the next pass.
+    No issue is created without a label lookup first and a pending mark on disk; at most
+    ``max_bulk_creates`` bulk creates and ``max_workers`` edits/transitions are in flight at once.
+    """
+
     jira: JiraClient
     state: State
     audit: Audit
@@ -84,7 +95,8 @@ class IssueWriter:
     project: str
     issue_type_id: Callable[[str], str]
     bulk_size: int = 50
-    max_workers: int = 4
+    max_workers: int = 4  # edits and transitions in flight (and label searches)
+    max_bulk_creates: int = 16  # bulk creates in flight, beside them
     dry_run: bool = False
     settle_seconds: float = 15.0
     plan: Callable[..., None] = lambda *a, **k: None  # the pass's planner (PassContext.planned)
@@ -98,6 +110,11 @@ class IssueWriter:
     _hop_to: dict[str, str] = field(default_factory=dict)  # transition id carried by a create -> its status
     # Chunks in flight renew their pending marks and save from their worker threads: one at a time.
     _save_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Group commit of renewed marks (see _durable): one saver at a time; renewals counted, and how many
+    # of them the last finished save covered.
+    _disk_lock: threading.Lock = field(default_factory=threading.Lock)
+    _renewed: int = 0
+    _saved: int = 0
 
     @classmethod
     def for_pass(cls, ctx: PassContext, jira: JiraClient, settings: Any, project: str,
@@ -105,6 +122,7 @@ class IssueWriter:
         """The writer of one pass: counts and failures go to the pass's context; ``settings`` is [jira]."""
         return cls(jira, ctx.state, ctx.audit, counts=ctx.result.kind, fail=ctx.fail, project=project,
                    issue_type_id=issue_type_id, bulk_size=settings.bulk_size, max_workers=settings.max_workers,
+                   max_bulk_creates=settings.max_bulk_creates,
                    dry_run=ctx.dry_run, settle_seconds=settings.settle_seconds, plan=ctx.planned,
                    check_deadline=ctx.check_deadline)
 
@@ -149,19 +167,7 @@ class IssueWriter:
                 counts.transitioned += self._needs_transition(entry, rec)
                 self.plan(kind, rec.key, "update", **self._planned_change(kind, rec, entry))
             return done
-        created = self.create_all(kind, creates)
-        for rec, row in creates:
-            entry = self.state.entry(kind, rec.key)
-            if rec.key not in created or entry is None:
-                continue
-            if entry.get("status") == rec.status_code or not rec.target_status:
-                # Created in its mapped status already: nothing left to send for it.
-                entry["status"] = rec.status_code
-                done.add(rec.key)
-                self.state.dequeue(kind, rec.key)
-            else:
-                jobs.append((rec, row, entry))
-        return done | self.run_jobs(kind, jobs)
+        return done | self.write_all(kind, creates, jobs)
 
     def _planned_change(self, kind: str, rec: IssueWrite, entry: dict[str, Any]) -> dict[str, Any]:
         """For --plan: the issue's fields that differ from the mapped ones, and the transition path (a read)."""
@@ -184,32 +190,109 @@ class IssueWriter:
     def _needs_transition(entry: dict[str, Any], rec: IssueWrite) -> bool:
         return entry.get("status") != rec.status_code and rec.target_status is not None
 
-    # -- creates (bulk, several chunks in flight) --------------------------------------------------
-    def create_all(self, kind: str, creates: list[Item]) -> set[str]:
-        """Create issues for these records; return the keys that now have one. Failures are queued."""
-        if not creates:
-            return set()
+    # -- creates, edits and transitions: one pipeline ----------------------------------------------
+    def write_all(self, kind: str, creates: list[Item], jobs: list[Job]) -> set[str]:
+        """Create issues for ``creates`` (bulk, pending marks first) and run the edits and transitions of
+        ``jobs``; return the keys fully handled. Failures are queued; a fatal error is raised once the requests
+        in flight have answered (the pending marks stay; the next pass resolves them).
+
+        Pipelined: up to ``max_bulk_creates`` bulk creates are in flight while up to ``max_workers`` edits
+        and transitions run beside them, and the remaining hops of a chunk's issues start as soon as its bulk
+        create has answered rather than after every create. A bulk create is slow (Jira's work per issue) but
+        one request; the hops are quick but one request each, so the rate limit binds only when both run at
+        once. Answers are applied on this thread, under the save lock: chunks in flight renew and save their
+        pending marks from their own threads."""
+        done: set[str] = set()
+        if not creates and not jobs:
+            return done
+        moving = [entry for rec, _row, entry in jobs if self._needs_transition(entry, rec)]
+        if any(entry.get("status") is not None for entry in moving):
+            # Until Jira answers, the status is unknown. Left as it was, a pass killed after Jira moved the
+            # issue would keep the old status on disk; were the source to return to it, nothing would move
+            # the issue back. Unknown (None) makes the next pass look at Jira's status first.
+            for entry in moving:
+                entry["status"] = None
+            self.state.dirty = True
         now = self.clock()
         for rec, _ in creates:
             self.state.set_entry(kind, rec.key, mark_pending({"label": rec.label, "hash": rec.hash,
                                                               "ts": iso(rec.ts), "status": None}, now))
-        self.state.save()  # the pending marks must be on disk before Jira can act on any create
-        chunks = [creates[i:i + self.bulk_size] for i in range(0, len(creates), self.bulk_size)]
-        created: set[str] = set()
+        if self.state.dirty:
+            self.state.save()  # the pending marks must be on disk before Jira can act on any create
         type_id = self.issue_type_id(kind)
-        try:
-            if type_id not in self._start and any(rec.target_status for rec, _ in creates):
-                # Transition ids are per workflow: learn them from the first issue created, then later
-                # creates carry their transition and land in the right status in one request.
-                created |= self._send_chunks(kind, chunks[:1])
-                first = next((self.state.entry(kind, rec.key) for rec, _ in chunks[0] if rec.key in created), None)
-                if first is not None:
-                    self._start[type_id] = self.jira.current_transitions(first["issue"])
-                chunks = chunks[1:]
-            created |= self._send_chunks(kind, chunks)
-        finally:
-            self.state.save()
-        return created
+        fatal: Exception | None = None
+        futures: dict[Future[Any], tuple[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=self.max_bulk_creates) as create_pool, \
+                ThreadPoolExecutor(max_workers=self.max_workers) as job_pool:
+
+            def start_jobs(batch: list[Job]) -> None:
+                for job in batch:
+                    futures[job_pool.submit(self._work, kind, type_id, job)] = ("job", job)
+
+            def finish_chunk(items: list[Prepared], outcome: Any) -> list[Job]:
+                """Apply a chunk's answer; return the jobs left for its issues (hops still to take)."""
+                nonlocal fatal
+                created, err = self._chunk_outcome(kind, items, outcome)
+                fatal = fatal or err
+                follow: list[Job] = []
+                for rec, row, _, _ in items:
+                    entry = self.state.entry(kind, rec.key)
+                    if rec.key not in created or entry is None:
+                        continue
+                    if entry.get("status") == rec.status_code or not rec.target_status:
+                        # Created in its mapped status already: nothing left to send for it.
+                        entry["status"] = rec.status_code
+                        done.add(rec.key)
+                        self.state.dequeue(kind, rec.key)
+                    else:
+                        follow.append((rec, row, entry))
+                return follow if fatal is None else []
+
+            try:
+                start_jobs(jobs)  # edits and transitions of issues that exist need no create to wait for
+                rest = creates
+                tries = 0
+                while rest and type_id not in self._start and tries < PROBES and fatal is None and \
+                        any(rec.target_status for rec, _ in rest):
+                    # Transition ids are per workflow: learn them from one issue created first (a bulk create of
+                    # one, answered in moments), then every later create carries its transition and lands in
+                    # the mapped status, or one hop nearer it, in the same request.
+                    tries += 1
+                    items = self._prepare(kind, rest[:1])
+                    rest = rest[1:]
+                    outcome = self._send(kind, items)
+                    with self._save_lock:
+                        follow = finish_chunk(items, outcome)
+                        first = self.state.entry(kind, items[0][0].key)
+                        if fatal is None and first is not None and first.get("issue") and not first.get("pending"):
+                            # Read before its own transition is sent: the status it was created in.
+                            self._start[type_id] = self.jira.current_transitions(first["issue"])
+                        start_jobs(follow)
+                if fatal is None:
+                    for items in self._chunks(self._prepare(kind, rest)):
+                        futures[create_pool.submit(self._send, kind, items)] = ("create", items)
+                while futures:
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    with self._save_lock:
+                        for fut in finished:
+                            what, items = futures.pop(fut)
+                            if fut.cancelled():
+                                continue  # after a fatal error: never sent; a create's pending mark stays
+                            if what == "create":
+                                start_jobs(finish_chunk(items, fut.result()))
+                            else:
+                                fatal = self._apply_job(kind, items, fut.result(), done) or fatal
+                        if fatal is not None:
+                            for other in futures:
+                                other.cancel()  # the system refuses this user or this pass: send no more
+            finally:
+                for fut in futures:
+                    fut.cancel()  # when this loop stopped early: what was never sent stays pending, unsent
+                with self._save_lock:
+                    self.state.save()
+        if fatal is not None:
+            raise fatal
+        return done
 
     def _payload(self, kind: str, rec: IssueWrite) -> tuple[dict[str, Any], bool]:
         """The create request, and whether the issue will be in its mapped status once created."""
@@ -238,49 +321,73 @@ class IssueWriter:
             self._hop_to[first] = path[0].to
         return payload, False
 
-    def _send_chunks(self, kind: str, chunks: list[list[Item]]) -> set[str]:
-        if not chunks:
-            return set()
-        prepared = [[(rec, row, *self._payload(kind, rec)) for rec, row in chunk] for chunk in chunks]
+    def _chunks(self, prepared: list[Prepared]) -> list[list[Prepared]]:
+        """The bulk creates to send. When some issues will need hops after their create, the first chunks are
+        small, growing to ``bulk_size``: Jira works through a bulk create one issue after the other, so a
+        small chunk answers soon and the hops of its issues keep the rate limit busy while the big chunks are
+        still being created (a few more requests per page). Otherwise every chunk is ``bulk_size``."""
+        ramp = any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
+        out: list[list[Prepared]] = []
+        i = 0
+        while i < len(prepared):
+            size = min(self.bulk_size, RAMP * (len(out) + 1)) if ramp else self.bulk_size
+            out.append(prepared[i:i + size])
+            i += size
+        return out
 
-        def send(items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]]) -> Any:
-            def renew_marks() -> None:
-                # The creates take effect when this attempt goes out (after other chunks, a 429 wait, a retry),
-                # not when the pass marked them: the settle time of a rerun counts from here. On disk first.
-                with self._save_lock:
-                    now = self.clock()
-                    for rec, _, _, _ in items:
-                        entry = self.state.entry(kind, rec.key)
-                        if entry is not None and entry.get("pending"):
-                            mark_pending(entry, now)
-                    self.state.dirty = True
-                    self.state.save()
+    def _prepare(self, kind: str, chunk: list[Item]) -> list[Prepared]:
+        return [(rec, row, *self._payload(kind, rec)) for rec, row in chunk]
 
-            try:
-                return self.jira.bulk_create([payload for _, _, payload, _ in items], before_send=renew_marks)
-            except ConnectorError as exc:
-                return exc
+    def _send(self, kind: str, items: list[Prepared]) -> Any:
+        """One bulk create (run on a worker thread): Jira's answer, or the ConnectorError raised."""
+        def renew_marks() -> None:
+            # The creates take effect when this attempt goes out (after other chunks, a 429 wait, a retry),
+            # not when the pass marked them: the settle time of a rerun counts from here. On disk first.
+            with self._save_lock:
+                now = self.clock()
+                for rec, _, _, _ in items:
+                    entry = self.state.entry(kind, rec.key)
+                    if entry is not None and entry.get("pending"):
+                        mark_pending(entry, now)
+                self.state.dirty = True
+                self._renewed += 1
+                mine = self._renewed
+            self._durable(mine)
 
-        created: set[str] = set()
-        fatal: Exception | None = None
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(prepared)))) as pool:
-            outcomes = list(pool.map(send, prepared))
-        for items, outcome in zip(prepared, outcomes, strict=True):
-            if isinstance(outcome, AmbiguousWriteError):
-                created |= self._after_ambiguous(kind, items, outcome)
-            elif isinstance(outcome, FATAL):
-                fatal = fatal or outcome
-            elif isinstance(outcome, ConnectorError):
-                for rec, row, _, _ in items:
-                    self.state.drop_entry(kind, rec.key)
-                    self.fail(kind, rec.key, row, outcome)
-            else:
-                created |= self._apply_created(kind, items, *outcome)
-        if fatal is not None:
-            raise fatal  # the pending marks stay; the next pass resolves them
-        return created
+        try:
+            return self.jira.bulk_create([payload for _, _, payload, _ in items], before_send=renew_marks)
+        except ConnectorError as exc:
+            return exc
 
-    def _apply_created(self, kind: str, items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]],
+    def _durable(self, renewal: int) -> None:
+        """Return once a save that began after renewal number ``renewal`` has finished (group commit).
+
+        Chunks sent together renew their marks together: rather than one save of the whole state each, one
+        thread saves for every renewal made while the previous save was being written, and the others
+        return as soon as that save is done. Each chunk's marks are still on disk before its request goes
+        out; between its mark and its request there are at most two saves."""
+        with self._disk_lock:
+            if self._saved >= renewal:
+                return  # a save that began after this renewal has finished
+            with self._save_lock:
+                covered = self._renewed
+                self.state.save()
+            self._saved = covered
+
+    def _chunk_outcome(self, kind: str, items: list[Prepared], outcome: Any) -> tuple[set[str], Exception | None]:
+        """Apply a bulk create's answer: (the keys that now have an issue, the fatal error if it was one)."""
+        if isinstance(outcome, AmbiguousWriteError):
+            return self._after_ambiguous(kind, items, outcome), None
+        if isinstance(outcome, FATAL):
+            return set(), outcome
+        if isinstance(outcome, ConnectorError):
+            for rec, row, _, _ in items:
+                self.state.drop_entry(kind, rec.key)
+                self.fail(kind, rec.key, row, outcome)
+            return set(), None
+        return self._apply_created(kind, items, *outcome), None
+
+    def _apply_created(self, kind: str, items: list[Prepared],
                        ok: dict[int, dict[str, Any]], errors: dict[int, RemoteError]) -> set[str]:
         counts = self.counts(kind)
         created: set[str] = set()
@@ -305,7 +412,7 @@ class IssueWriter:
                 self.audit.write("transitioned", kind, rec.key, issue=issue["key"], to=rec.target_status)
         return created
 
-    def _after_ambiguous(self, kind: str, items: list[tuple[IssueWrite, dict[str, Any], dict[str, Any], bool]],
+    def _after_ambiguous(self, kind: str, items: list[Prepared],
                          exc: AmbiguousWriteError) -> set[str]:
         """A bulk create may or may not have happened: adopt what Jira already shows, never resend now.
 
@@ -330,11 +437,22 @@ class IssueWriter:
         """label -> the issues carrying it, oldest first, for the labels Jira knows (one search per 50 labels).
         The search may lag Jira's writes: an absence here proves nothing on its own (see sync/links.py)."""
         found: dict[str, list[dict[str, Any]]] = {}
-        for i in range(0, len(labels), LABELS_PER_SEARCH):
-            part = labels[i:i + LABELS_PER_SEARCH]
-            wanted = set(part)
+        parts = [labels[i:i + LABELS_PER_SEARCH] for i in range(0, len(labels), LABELS_PER_SEARCH)]
+
+        def one(part: list[str]) -> list[dict[str, Any]]:
             jql = f"project = {jql_quote(self.project)} AND labels in ({', '.join(jql_quote(x) for x in part)})"
-            for issue in self.jira.search(jql, ["labels", "summary"], properties=[KEY_PROPERTY]):
+            return list(self.jira.search(jql, ["labels", "summary"], properties=[KEY_PROPERTY]))
+
+        # The searches of a page of records run side by side (each is one request, answered in latency):
+        # the creates they clear wait for all of them.
+        if len(parts) > 1:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(parts)))) as pool:
+                answers = list(pool.map(one, parts))
+        else:
+            answers = [one(p) for p in parts]
+        for part, issues in zip(parts, answers, strict=True):
+            wanted = set(part)
+            for issue in issues:
                 for lab in (issue.get("fields") or {}).get("labels", []):
                     if lab in wanted and all(x.get("id") != issue.get("id") for x in found.get(lab, [])):
                         found.setdefault(lab, []).append(issue)
@@ -484,73 +602,58 @@ class IssueWriter:
         if self.state.dirty and not self.dry_run:
             self.state.save()
 
-    # -- updates and transitions (bounded concurrency) ----------------------------------------------
-    def run_jobs(self, kind: str, jobs: list[Job]) -> set[str]:
-        if not jobs:
-            return set()
-        counts = self.counts(kind)
-        done: set[str] = set()
-        start = self._start.get(self.issue_type_id(kind))
-        moving = [entry for rec, _row, entry in jobs if self._needs_transition(entry, rec)]
-        if any(entry.get("status") is not None for entry in moving):
-            # Until Jira answers, the status is unknown. Left as it was, a pass killed after Jira moved the
-            # issue would keep the old status on disk; were the source to return to it, nothing would move
-            # the issue back. Unknown (None) makes the next pass look at Jira's status first.
-            for entry in moving:
-                entry["status"] = None
-            self.state.dirty = True
-            self.state.save()
-
-        def work(job: Job) -> tuple[bool, bool, Exception | None]:
-            rec, _row, entry = job
-            edited = transitioned = False
-            try:
-                if entry.get("hash") != rec.hash:
-                    self.jira.edit_issue(entry["issue"], rec.edit_fields)
-                    edited = True
-                if self._needs_transition(entry, rec):
-                    at = self._fresh.get((kind, rec.key)) if start is not None else None
-                    tid = start[1].get(rec.target_status.lower()) if start and at == start[0] else None
-                    if at and rec.target_status.lower() == at.lower():
-                        pass  # created moments ago, already in the mapped status
-                    elif at and tid:
-                        # Created moments ago in the start status: the transition id is already known.
-                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status, known_id=tid)
-                    elif at:
-                        # Created moments ago in a known status: the rest of the path, one request per hop.
-                        transitioned = self.jira.transition_from(entry["issue"], at, rec.target_status, self.project,
-                                                                 self.issue_type_id(kind))
-                    else:
-                        transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
-                return edited, transitioned, None
-            except ConnectorError as exc:
-                return edited, transitioned, exc
-
-        fatal: Exception | None = None
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(jobs)))) as pool:
-            for (rec, row, entry), (edited, transitioned, err) in zip(jobs, pool.map(work, jobs), strict=True):
-                # Results are applied here, on one thread, so the state needs no lock.
-                if edited:
-                    entry["hash"] = rec.hash
-                    counts.updated += 1
-                    self.audit.write("updated", kind, rec.key, issue=entry["issue"])
-                if transitioned:
-                    counts.transitioned += 1
-                    self.audit.write("transitioned", kind, rec.key, issue=entry["issue"], to=rec.target_status)
-                if err is None:
-                    entry["status"] = rec.status_code
-                    entry["ts"] = iso(rec.ts)
-                    done.add(rec.key)
-                    self.state.dequeue(kind, rec.key)
-                elif isinstance(err, FATAL):
-                    fatal = fatal or err
+    # -- updates and transitions -------------------------------------------------------------------
+    def _work(self, kind: str, type_id: str, job: Job) -> tuple[bool, bool, Exception | None]:
+        """The edit and transition of one issue (run on a worker thread; touches no state)."""
+        rec, _row, entry = job
+        start = self._start.get(type_id)
+        edited = transitioned = False
+        try:
+            if entry.get("hash") != rec.hash:
+                self.jira.edit_issue(entry["issue"], rec.edit_fields)
+                edited = True
+            if self._needs_transition(entry, rec):
+                at = self._fresh.get((kind, rec.key)) if start is not None else None
+                tid = start[1].get(rec.target_status.lower()) if start and at == start[0] else None
+                if at and rec.target_status.lower() == at.lower():
+                    pass  # created moments ago, already in the mapped status
+                elif at and tid:
+                    # Created moments ago in the start status: the transition id is already known.
+                    transitioned = self.jira.transition_to(entry["issue"], rec.target_status, known_id=tid)
+                elif at:
+                    # Created moments ago in a known status: the rest of the path, one request per hop.
+                    transitioned = self.jira.transition_from(entry["issue"], at, rec.target_status, self.project,
+                                                             type_id)
                 else:
-                    self.fail(kind, rec.key, row, err)
-                self.state.dirty = True
-        if fatal is not None:
-            self.state.save()
-            raise fatal
-        return done
+                    transitioned = self.jira.transition_to(entry["issue"], rec.target_status)
+            return edited, transitioned, None
+        except ConnectorError as exc:
+            return edited, transitioned, exc
+
+    def _apply_job(self, kind: str, job: Job, result: tuple[bool, bool, Exception | None],
+                   done: set[str]) -> Exception | None:
+        """Record what a job did (on the pass's thread); return its error if that error is fatal."""
+        rec, row, entry = job
+        edited, transitioned, err = result
+        counts = self.counts(kind)
+        self.state.dirty = True
+        if edited:
+            entry["hash"] = rec.hash
+            counts.updated += 1
+            self.audit.write("updated", kind, rec.key, issue=entry["issue"])
+        if transitioned:
+            counts.transitioned += 1
+            self.audit.write("transitioned", kind, rec.key, issue=entry["issue"], to=rec.target_status)
+        if err is None:
+            entry["status"] = rec.status_code
+            entry["ts"] = iso(rec.ts)
+            done.add(rec.key)
+            self.state.dequeue(kind, rec.key)
+        elif isinstance(err, FATAL):
+            return err
+        else:
+            self.fail(kind, rec.key, row, err)
+        return None
 
 
 def _comparable(value: Any) -> Any:

@@ -120,6 +120,9 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     from mlconnector.sandbox.jaggaer_run import start_jaggaer_sandbox
 
     jaggaer_box = start_jaggaer_sandbox(latency=latency)
+    from mlconnector.sandbox.procore_run import start_procore_sandbox
+
+    procore_box = start_procore_sandbox(latency=latency)
     try:
         echo(f"PeopleSoft (QAS REST) simulator: {box.ps_server.url}  node {NODE}, user {PS_USER}")
         echo(f"PeopleSoft CI (SOAP) services:   {box.ps_server.url}/PSIGW/PeopleSoftServiceListeningConnector/"
@@ -130,6 +133,8 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
              f"{jaggaer_box.ps_server.url})")
         echo(f"Procurify simulator:             {procurify_box.procurify_server.url}  (with PeopleSoft PO_EXPRESS and "
              f"VNDR_ID CIs at {procurify_box.ps_server.url})")
+        echo(f"Procore simulator:               {procore_box.procore_server.url}  (its PeopleSoft: "
+             f"{procore_box.ps_server.url})")
         if write_config:
             procurify_config = write_config.with_name(write_config.stem + "-procurify" + write_config.suffix)
             procurify_config.write_text(procurify_box.config_text(), encoding="utf-8")
@@ -143,11 +148,15 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
             jde_config.write_text(jde_box.config_text(), encoding="utf-8")
             jaggaer_config = write_config.with_name(write_config.stem + "-jaggaer" + write_config.suffix)
             jaggaer_config.write_text(jaggaer_box.config_text(), encoding="utf-8")
-            echo(f"Wrote {write_config} (sync peoplesoft-jira), {jde_config} (sync jde-jira) and {jaggaer_config} "
-                 f"(sync peoplesoft-jaggaer). Secrets for them (environment):")
+            procore_config = write_config.with_name(write_config.stem + "-procore" + write_config.suffix)
+            procore_config.write_text(procore_box.config_text(), encoding="utf-8")
+            echo(f"Wrote {write_config} (sync peoplesoft-jira), {jde_config} (sync jde-jira), {jaggaer_config} "
+                 f"(sync peoplesoft-jaggaer) and {procore_config} (sync peoplesoft-procore). Secrets for them "
+                 f"(environment):")
         else:
             echo("Secrets for configs pointing here (environment):")
-        for k, v in {**box.env(), **jde_box.env(), **procurify_box.env(), **jaggaer_box.env()}.items():
+        for k, v in {**box.env(), **jde_box.env(), **procurify_box.env(), **jaggaer_box.env(),
+                     **procore_box.env()}.items():
             echo(f"  export {k}={v}")
         echo("Press Ctrl-C to stop.")
         while True:
@@ -157,5 +166,6 @@ def serve(*, ps_port: int, jira_port: int, write_config: Path | None, latency: f
     finally:
         procurify_box.stop()
         jaggaer_box.stop()
+        procore_box.stop()
         jde_box.jde_server.stop()
         box.stop()

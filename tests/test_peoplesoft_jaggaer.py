@@ -419,3 +419,26 @@ def test_invoice_whose_po_waits_waits_too_then_posts(jenv: JEnv) -> None:
     jenv.sync()
     assert [i for i in jenv.state().replay if i["kind"] in ("invoices", "purchase_orders")] == []
     _assert_one_voucher_per_invoice(jenv)
+
+
+# -- the purchasing and accounting CI simulators behind one server ----------------------------------
+def test_po_and_voucher_ci_wsdls_both_load_from_one_server(tmp_path: Path) -> None:
+    # One Integration Broker serves one CIFault.V1.xsd; every WSDL behind the server must reference that schema.
+    from mlconnector.peoplesoft.ci import CIClient, CIFaultError
+    from mlconnector.sandbox.peoplesoft_ap_gl_ci import PS_PASSWORD, PS_USER, AccountingBox
+
+    with AccountingBox() as box:
+        ci = CIClient(box.ps_config(), (PS_USER, PS_PASSWORD), cache_dir=tmp_path / "cache")
+        try:
+            for name in ("VCHR_EXPRESS", "PO_EXPRESS", "VNDR_ID", "JOURNAL_ENTRY"):
+                svc = ci.service(name)
+                assert {"F", "G", "C"} <= set(svc.operations), name
+            # A fault of each CI parses against the one shared CIFault schema.
+            for name, keys in (("PO_EXPRESS", {"BUSINESS_UNIT": "US001", "PO_ID": "NOPE"}),
+                               ("VNDR_ID", {"SETID": "SHARE", "VENDOR_ID": "NOPE"})):
+                with pytest.raises(CIFaultError) as fault:
+                    ci.get(name, keys)
+                assert (fault.value.message_set, fault.value.message_id) == ("91", "50")
+        finally:
+            ci.close()
+    assert box.purchasing._ns["CIFault"] == box.accounting._ns["CIFault"]

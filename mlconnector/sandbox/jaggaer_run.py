@@ -134,9 +134,6 @@ def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, invoices: int = 2, lat
         pass
     else:
         accounting = AccountingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, purchasing=purchasing)
-        # One web server has one CIFault schema: both simulators must name the same namespace for it, or a WSDL
-        # whose CIFault.V1.xsd the other one serves cannot be read.
-        accounting._ns["CIFault"] = purchasing._ns["CIFault"]
         app = AccountingGateway(app, accounting)
     jaggaer_server = SandboxServer(jaggaer, "jaggaer", port=jaggaer_port, latency=latency).start()
     ps_server = SandboxServer(app, "peoplesoft", port=ps_port, latency=latency).start()

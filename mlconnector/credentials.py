@@ -23,6 +23,7 @@ KNOWN_SECRETS = {
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
     "jaggaer.client_secret": "JAGGAER integration client secret (OAuth2 client credentials, per environment)",
+    "jaggaer.cxml_shared_secret": "SharedSecret JAGGAER sends in cXML Header/Sender/Credential (cxml serve)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",
     "jira.client_secret": "Jira OAuth 2.0 (3LO) app client secret (auth = \"oauth2\")",
     "jira.refresh_token": "Jira OAuth 2.0 refresh token, written by 'mlconnector auth jira' (auth = \"oauth2\")",

@@ -56,6 +56,7 @@ REQS = "requisitions"
 POS = "purchase_orders"
 INVOICES = "invoices"
 KINDS = (SUPPLIERS, JSUPPLIERS, REQS, POS, INVOICES)
+CXML_INBOX = "peoplesoft-jaggaer-cxml"  # state.extra: cXML documents moved from the receiver's spool, not yet posted
 PSVENDORS = "ps_vendors"  # links JAGGAER supplier id -> the PeopleSoft supplier created for it (VNDR_ID)
 DESCR_MAX = 254
 
@@ -801,20 +802,60 @@ class PeopleSoftJaggaerPass:
     # -- purchase orders: JAGGAER -> PeopleSoft --------------------------------------------------
     def _sync_purchase_orders(self, since: datetime | None) -> None:
         counts = self.ctx.result.kind(POS)
-        start = self.jwindow.start(self.state, POS, self.jcfg.initial_since, since)
-        end = self.ctx.now
         newest: dict[str, dict[str, Any]] = {}
         src = self.s.po_source
+
+        def keep(po: dict[str, Any]) -> None:
+            number = _text(pick(po, src.number))
+            if number and (number not in newest or self._stamp(po) >= self._stamp(newest[number])):
+                newest[number] = po
+
+        if self.s.po_transport == "cxml":
+            docs = self._cxml_inbox(POS)
+            counts.read += len(docs)
+            for po in docs:
+                keep(po)
+            for _, po in sorted(newest.items()):
+                self._purchase_order(po)
+            self._cxml_done(POS)
+            return
+        start = self.jwindow.start(self.state, POS, self.jcfg.initial_since, since)
+        end = self.ctx.now
         for page in self.jaggaer.changed(self.jcfg.purchase_orders, start):
             counts.read += len(page)
             for po in page:
-                number = _text(pick(po, src.number))
-                if number and (number not in newest or self._stamp(po) >= self._stamp(newest[number])):
-                    newest[number] = po
+                keep(po)
         for _, po in sorted(newest.items()):
             self._purchase_order(po)
         if not self.dry_run and self.jwindow.advance(self.state, POS, end, since):
             self.state.watermarks_moved = True
+
+    # -- cXML transport: documents spooled by the receiver (jaggaer/cxml.py) --------------------------
+    def _cxml_inbox(self, kind: str) -> list[dict[str, Any]]:
+        """The spooled cXML documents of ``kind``. The spool is moved into the state (saved) before it is
+        emptied, and a document leaves the state only after its flow has posted it or queued it for replay, so
+        a kill at any point repeats a document (found by its handle, changes nothing) and never loses one."""
+        from mlconnector.jaggaer.cxml import spool_path
+        from mlconnector.webhook import drain_events
+
+        if not self.dry_run and not getattr(self, "_cxml_drained", False):
+            def commit(events: list[dict[str, Any]]) -> None:
+                self.state.extra.setdefault(CXML_INBOX, []).extend(events)
+                self.state.dirty = True
+                self.state.save()
+
+            drain_events(spool_path(self.cfg.state_file), commit)
+            self._cxml_drained = True
+        return [e["doc"] for e in self.state.extra.get(CXML_INBOX, [])
+                if isinstance(e, dict) and e.get("kind") == kind and isinstance(e.get("doc"), dict)]
+
+    def _cxml_done(self, kind: str) -> None:
+        if self.dry_run or not self.state.extra.get(CXML_INBOX):
+            return
+        self.state.extra[CXML_INBOX] = [e for e in self.state.extra[CXML_INBOX]
+                                        if not (isinstance(e, dict) and e.get("kind") == kind)]
+        self.state.dirty = True
+        self.state.save()
 
     def _stamp(self, po: dict[str, Any]) -> str:
         src = self.s.po_source
@@ -853,6 +894,18 @@ class PeopleSoftJaggaerPass:
     def _sync_invoices(self, since: datetime | None) -> None:
         counts = self.ctx.result.kind(INVOICES)
         src = self.s.invoice_source
+        if self.s.invoice_transport == "cxml":
+            latest: dict[str, dict[str, Any]] = {}
+            for inv in self._cxml_inbox(INVOICES):
+                counts.read += 1
+                inv_id = _text(pick(inv, src.id))
+                if inv_id and (inv_id not in latest or _text(pick(inv, src.modified)) >= _text(
+                        pick(latest[inv_id], src.modified))):
+                    latest[inv_id] = inv
+            for _, inv in sorted(latest.items()):
+                self._invoice(inv)
+            self._cxml_done(INVOICES)
+            return
         start = self.jwindow.start(self.state, INVOICES, self.jcfg.initial_since, since)
         end = self.ctx.now
         newest: dict[str, dict[str, Any]] = {}

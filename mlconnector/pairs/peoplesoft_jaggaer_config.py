@@ -115,6 +115,12 @@ class PairSettings:
     vendor_handle_max: int = 14  # VENDOR_NAME_SHORT is CHAR(14)
     vendor_defaults: dict[str, str] = field(default_factory=lambda: dict(VENDOR_DEFAULTS))
     vendor_fields: VendorNames = field(default_factory=VendorNames)
+    # cXML transport (jaggaer/cxml.py): "cxml" reads POs / invoices from the receiver's spool instead of REST.
+    po_transport: str = "rest"
+    invoice_transport: str = "rest"
+    cxml_business_unit_extrinsic: str = "BusinessUnit"  # OrderRequestHeader Extrinsic naming the JAGGAER BU
+    cxml_supplier_key_extrinsic: str = "SupplierNumber"  # Extrinsic carrying the PeopleSoft VENDOR_ID, if sent
+    cxml_account_segment: str = ""  # AccountingSegment Name whose id is the account code ("": the first one)
     po: POFields = field(default_factory=POFields)
     supplier: SupplierFields = field(default_factory=SupplierFields)
     po_source: POSource = field(default_factory=POSource)
@@ -190,6 +196,11 @@ def parse_section(s: Section) -> PairSettings:
         vendor_handle_max=s.num("vendor_handle_max", 14, minimum=4, integer=True),
         vendor_defaults={**VENDOR_DEFAULTS, **s.str_map("vendor_defaults")},
         vendor_fields=_names(s, "vendor_fields", VendorNames),
+        po_transport=s.str("po_transport", "rest", choices=("rest", "cxml")),
+        invoice_transport=s.str("invoice_transport", "rest", choices=("rest", "cxml")),
+        cxml_business_unit_extrinsic=s.str("cxml_business_unit_extrinsic", "BusinessUnit"),
+        cxml_supplier_key_extrinsic=s.str("cxml_supplier_key_extrinsic", "SupplierNumber"),
+        cxml_account_segment=s.str("cxml_account_segment", ""),
         po=_names(s, "po_fields", POFields),
         supplier=_names(s, "supplier_fields", SupplierFields),
         po_source=_names(s, "po_source_fields", POSource),

@@ -208,3 +208,15 @@ def test_malformed_or_unsupported_documents_are_refused_with_their_code(cenv: CE
     headless = f'<cXML payloadID="y">{_header(SECRET, bid)}<Request><OrderRequest/></Request></cXML>'
     assert cenv.post(headless).status_code == 406
     assert cenv.spooled() == []
+
+
+def test_a_kind_the_pass_reads_through_rest_is_refused_not_spooled(cenv: CEnv) -> None:
+    from mlconnector.jaggaer.cxml import CXMLRefused, document, parse
+
+    bid = next(iter(cenv.box.linked))
+    cfg = config_mod.load(cenv.dir / "config.toml").sections["peoplesoft_jaggaer"]
+    cfg.invoice_transport = "rest"
+    with pytest.raises(CXMLRefused) as refused:
+        document(parse(invoice(bid).encode()), cfg)
+    assert refused.value.code == 406 and "invoice_transport" in refused.value.text
+    assert document(parse(order(bid).encode()), cfg)["kind"] == "purchase_orders"

@@ -207,6 +207,11 @@ def document(root: Any, s: Any) -> dict[str, Any]:
         req = root.find("Request")
         name = req[0].tag if req is not None and len(req) else "(none)"
         raise CXMLRefused(406, f"This receiver takes OrderRequest and InvoiceDetailRequest, not {name[:40]}.")
+    transport = s.po_transport if kind == "purchase_orders" else s.invoice_transport
+    if transport != "cxml":
+        # Spooled, it would never be read: the pass reads this kind through REST.
+        raise CXMLRefused(406, f"This connector reads {kind.replace('_', ' ')} through the REST API, not cXML "
+                               f"(po_transport / invoice_transport in [peoplesoft_jaggaer]).")
     return {"kind": kind, "payload_id": root.get("payloadID") or "", "doc": doc, "received": iso(utcnow())}
 
 

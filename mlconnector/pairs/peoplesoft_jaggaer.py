@@ -21,6 +21,10 @@ Flows, in this order (sync/echo.py's rule: reference data before the documents t
   carries the JAGGAER PO number, a revision updates the same PO, account codes and units go through the
   crosswalk, and an unmapped value waits.
 
+Transport: POs and invoices are read from JAGGAER's REST lists, or, with ``po_transport`` / ``invoice_transport``
+= "cxml", from the spool of the cXML receiver (jaggaer/cxml.py: ``mlconnector cxml serve``), moved into the state
+before the spool is emptied and removed from it only once posted or queued; the flows are the same.
+
 Every create on JAGGAER is marked pending (and the state saved) before the request leaves; a lost answer
 leaves the mark and the next pass looks the record up by its handle first. HTTP 200 with ``returnCode`` != 0
 is a failure: the record is queued, never counted as synced.

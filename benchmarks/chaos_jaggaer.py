@@ -1,19 +1,21 @@
 """Chaos harness for `sync peoplesoft-jaggaer`: kill-and-rerun trials and lost answers, counting duplicates.
 
     python -m benchmarks.chaos_jaggaer [--trials 8] [--seed N] [--json-out FILE] [--no-voucher-trials]
+                                       [--kill-target ps_vendor]
 
 Drives the real CLI (``python -m mlconnector``) as subprocesses against the loopback sandbox (JAGGAER simulator,
 PeopleSoft QAS + purchasing CIs; 127.0.0.1 only). Each trial starts a fresh sandbox and then:
 
 - **kill**: SIGKILL the pass either in the window after a write took effect and before its answer (a create of
-  a PeopleSoft PO or voucher, a JAGGAER requisition or a JAGGAER supplier, chosen at random, the first or second
-  of its kind) or at a random instant; then a JAGGAER PO is revised; then passes run to completion;
+  a PeopleSoft PO, voucher or supplier, a JAGGAER requisition or a JAGGAER supplier, chosen at random, the first
+  or second of its kind) or at a random instant; then a JAGGAER PO is revised; then passes run to completion;
 - **lost**: the answer to a random create is dropped after the server acted; then passes run to completion.
 
 Then it counts, over the whole sandbox: POs per PO_REF, requisitions per external number, profiles per extCode
 (duplicates), records that never arrived or PO revisions not applied (lost), and tracebacks in any output.
 Prints one figure line per trial and a closing line
-``duplicate vouchers N, duplicate POs N, duplicate requisitions N, duplicate suppliers N, lost N, tracebacks N``;
+``duplicate vouchers N, duplicate POs N, duplicate requisitions N, duplicate suppliers N, duplicate vendors N,
+lost N, tracebacks N`` (vendors: PeopleSoft suppliers per handle, the JAGGAER-only supplier's made through VNDR_ID);
 exit status 0 only when all are 0. Vouchers are counted when the build has the voucher writer and its CI simulator
 (half the trials with PeopleSoft's duplicate-invoice check switched off); without them that figure stays 0.
 """
@@ -45,7 +47,9 @@ TARGETS = {
     "j_requisition": ("jaggaer", "POST", "requisitions", None),
     "j_supplier": ("jaggaer", "POST", "companyprofiles", '"CREATE"'),
     "ps_voucher": ("ps", "POST", ".*", "Create__CompIntfc__VCHR_EXPRESS"),
+    "ps_vendor": ("ps", "POST", ".*", "Create__CompIntfc__VNDR_ID"),
 }
+ONCE = {"ps_vendor"}  # the sandbox makes one write of these kinds (its one JAGGAER-only supplier)
 
 
 def _quiet_resets() -> None:
@@ -67,7 +71,7 @@ class Trial:
         self.dir = root / f"trial-{n:03d}"
         self.dir.mkdir(parents=True)
         self.rng = rng
-        self.box: JaggaerBox = start_jaggaer_sandbox(seed=rng.randrange(1, 10_000), pos=6)
+        self.box: JaggaerBox = start_jaggaer_sandbox(seed=rng.randrange(1, 10_000), pos=6, only_pos=1)
         self.config = self.dir / "config.toml"
         self.config.write_text(self.box.config_text(self.dir / "state.json"), encoding="utf-8")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")}
@@ -100,8 +104,8 @@ class Trial:
     def server(self, side: str) -> Any:
         return self.box.ps_server if side == "ps" else self.box.jaggaer_server
 
-    def kill_trial(self) -> str:
-        target = self.rng.choice([*self.targets(), "random"])
+    def kill_trial(self, target: str | None = None) -> str:
+        target = target or self.rng.choice([*self.targets(), "random"])
         out = self.dir / "killed.out"
         if target == "random":
             with out.open("wb") as f:
@@ -111,7 +115,7 @@ class Trial:
             what = "random instant"
         else:
             side, method, path, body = TARGETS[target]
-            nth = self.rng.randrange(2)  # the sandbox makes at least two writes of each kind
+            nth = 0 if target in ONCE else self.rng.randrange(2)  # else at least two writes of each kind
             fault = Fault("hang_after", method=method, path=path, body_match=body, count=1, skip=nth, delay=3)
             self.server(side).faults.add(fault)
             with out.open("wb") as f:
@@ -142,7 +146,7 @@ class Trial:
         target = target or self.rng.choice(self.targets())
         side, method, path, body = TARGETS[target]
         self.server(side).faults.add(Fault("drop_after", method=method, path=path, body_match=body, count=1,
-                                           skip=self.rng.randrange(2)))
+                                           skip=0 if target in ONCE else self.rng.randrange(2)))
         self.run("lost answer pass")
         self.server(side).faults.clear()
         self.mutate()
@@ -164,7 +168,6 @@ class Trial:
 
     def complete(self) -> None:
         # The first pass settles what the fault left (pending marks, queue); the second must find it all done.
-        # Neither exits 0: the sandbox's JAGGAER-only supplier waits for a mapping on every pass.
         for n in range(2):
             self.run(f"completion pass {n + 1}")
 
@@ -189,6 +192,12 @@ class Trial:
         lost += len(wanted - set(reqs))
         active = {v["VENDOR_ID"] for v in box.ps.rows("vendors") if v["VENDOR_STATUS"] == "A"}
         lost += len(active - set(sups))
+        # PeopleSoft suppliers per handle: the JAGGAER-only supplier must have exactly one, named in its extCode.
+        handles = Counter(v["VENDOR_NAME_SHORT"] for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"])
+        made = [v for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"] == f"JGRS-{box.jaggaer_only}"]
+        if not made or box.jaggaer.suppliers[box.jaggaer_only]["extCode"] not in {v["VENDOR_ID"] for v in made}:
+            lost += 1
+            self.log.append("the JAGGAER-only supplier has no PeopleSoft vendor named in its extCode")
         dup_vouchers = 0
         if box.accounting is not None:
             vouchers = Counter((v["VENDOR_ID"], v["INVOICE_ID"]) for v in box.accounting.vouchers.values())
@@ -199,7 +208,8 @@ class Trial:
             self.log += [f"invoice {m} never became a voucher" for m in sorted(missing)]
         return {"duplicate_vouchers": dup_vouchers, "duplicate_pos": sum(n - 1 for n in refs.values() if n > 1),
                 "duplicate_requisitions": sum(n - 1 for n in reqs.values() if n > 1),
-                "duplicate_suppliers": sum(n - 1 for n in sups.values() if n > 1), "lost": lost,
+                "duplicate_suppliers": sum(n - 1 for n in sups.values() if n > 1),
+                "duplicate_vendors": sum(n - 1 for n in handles.values() if n > 1), "lost": lost,
                 "tracebacks": self.tracebacks}
 
 
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--voucher-trials", action=argparse.BooleanOptionalAction, default=True,
                     help="add a lost voucher answer with the duplicate-invoice check on, then off")
+    ap.add_argument("--kill-target", choices=sorted(TARGETS),
+                    help="every trial kills the pass after a write of this kind took effect")
     a = ap.parse_args(argv)
     _quiet_resets()
     rng = random.Random(a.seed)
@@ -229,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 if target is not None:
                     what = t.lost_trial(target, check)
                 else:
-                    what = t.kill_trial() if n % 2 == 0 else t.lost_trial()
+                    what = (t.kill_trial(a.kill_target) if a.kill_target else
+                            t.kill_trial() if n % 2 == 0 else t.lost_trial())
                 t.complete()
                 figs = t.figures()
             finally:
@@ -242,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"seed": a.seed, "trials": trials, "totals": dict(totals)}
     if a.json_out:
         a.json_out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    keys = ("duplicate_vouchers", "duplicate_pos", "duplicate_requisitions", "duplicate_suppliers", "lost",
-            "tracebacks")
+    keys = ("duplicate_vouchers", "duplicate_pos", "duplicate_requisitions", "duplicate_suppliers",
+            "duplicate_vendors", "lost", "tracebacks")
     print(", ".join(f"{k.replace('_', ' ').replace('pos', 'POs')} {totals[k]}" for k in keys))
     return 0 if all(totals[k] == 0 for k in keys) else 1
 

@@ -47,6 +47,9 @@ app.add_typer(auth_app, name="auth")
 webhook_app = typer.Typer(help="Jira webhook receiver for near-real-time back-flow (polling stays the safety net).",
                           no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
+cxml_app = typer.Typer(help="JAGGAER cXML receiver (OrderRequest / InvoiceDetailRequest pushed instead of REST).",
+                       no_args_is_help=True)
+app.add_typer(cxml_app, name="cxml")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: $MLCONNECTOR_CONFIG, "
                                                  "else config.toml in the user config dir).", show_default=False)]
@@ -251,6 +254,23 @@ def webhook_procore_register(
     out = _guard(False, go)
     typer.echo(f"Procore hook {out['hook']} ({'created' if out['created'] else 'already there, secret updated'}); "
                f"{out['triggers_added']} trigger(s) added.")
+
+
+@cxml_app.command("serve")
+def cxml_serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (put a TLS reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0-65535; 0: any free port).",
+                                      min=0, max=65535)] = 8766,
+    path: Annotated[str, typer.Option(help="URL path JAGGAER posts cXML to.")] = "/jaggaer/cxml",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Receive JAGGAER cXML (SharedSecret verified) and spool it for the next sync peoplesoft-jaggaer pass."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlconnector.jaggaer.cxml import serve
+
+    _guard(False, lambda: serve(_load(config), host=host, port=port, path=path, echo=typer.echo))
 
 
 # -- ping -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ KNOWN_SECRETS = {
     "jde.password": "JD Edwards AIS service account password (token login or per-request Basic auth)",
     "procurify.client_secret": "Procurify API application client secret (OAuth2 client credentials)",
     "jaggaer.client_secret": "JAGGAER integration client secret (OAuth2 client credentials, per environment)",
+    "jaggaer.cxml_shared_secret": "SharedSecret JAGGAER sends in cXML Header/Sender/Credential (cxml serve)",
     "procore.client_secret": "Procore app client secret (Developer Managed Service Account, client credentials)",
     "procore.webhook_secret": "Shared secret Procore sends as the webhook's Authorization header (Bearer <secret>)",
     "jira.api_token": "Jira API token of the configured email (auth = \"basic\")",

@@ -2,7 +2,8 @@
 simulators (127.0.0.1, port 0).
 
 The promises: vendors reach JAGGAER once (found by extCode first), echoes of our own writes are not news,
-a JAGGAER-only supplier waits with its reason; requisitions reach JAGGAER once (looked up by their handle
+a JAGGAER-only supplier gets one PeopleSoft vendor (VNDR_ID, also after a lost answer) and is linked both ways,
+or waits with its reason when create_vendors = false; requisitions reach JAGGAER once (looked up by their handle
 before every create, also after a lost answer); each JAGGAER PO becomes one PeopleSoft PO and a revision
 updates it; unmapped values wait and post once mapped; a returnCode error inside HTTP 200 is a queued
 failure, never a success; a token lapsing mid-pass is renewed; a second pass writes nothing.
@@ -99,6 +100,12 @@ def _assert_once(env: JEnv) -> None:
     assert len(codes) == len(set(codes))
 
 
+def _made_vendors(env: JEnv) -> list[dict[str, Any]]:
+    """The PeopleSoft suppliers created for the JAGGAER-only profile (found by their handle)."""
+    return [v for v in env.box.purchasing.vendors.values()
+            if v.get("VENDOR_NAME_SHORT") == f"JGRS-{env.box.jaggaer_only}"]
+
+
 # -- 1. first pass, second pass ---------------------------------------------------------------------
 def test_first_pass_writes_each_record_once_and_the_second_writes_nothing(jenv: JEnv) -> None:
     jenv.preflight = True  # the first pass checks everything it will use (as ping) before writing
@@ -109,9 +116,11 @@ def test_first_pass_writes_each_record_once_and_the_second_writes_nothing(jenv: 
     assert r.counts["suppliers"].adopted == 2  # keyed in JAGGAER already: found by extCode, not created again
     assert r.counts["requisitions"].created == len(_wanted_requisitions(jenv))
     assert r.counts["purchase_orders"].created == 3
-    # Only the JAGGAER-only supplier waits, with its reason.
-    (failure,) = r.failures
-    assert failure["kind"] == "jaggaer_suppliers" and "JAGGAER-only supplier Fresh Supplier Ltd" in failure["error"]
+    # The JAGGAER-only supplier got its PeopleSoft vendor (VNDR_ID) and the profile now carries its VENDOR_ID.
+    assert r.failures == [] and r.exit_code == 0
+    (made,) = _made_vendors(jenv)
+    assert jenv.box.jaggaer.suppliers[jenv.box.jaggaer_only]["extCode"] == made["VENDOR_ID"]
+    assert r.counts["ps_vendors"].created == 1
     _assert_once(jenv)
     # Our supplier writes came back as changed profiles: echoes, not news.
     assert r.counts["jaggaer_suppliers"].unchanged == len(active)
@@ -131,7 +140,8 @@ def test_first_pass_writes_each_record_once_and_the_second_writes_nothing(jenv: 
     assert (jenv.j_writes(), jenv.ps_writes()) == (j, ps)
     assert r2.counts["purchase_orders"].unchanged == 3 and r2.counts["suppliers"].unchanged == len(jenv.box.ps.rows(
         "vendors"))
-    assert [f["kind"] for f in r2.failures] == ["jaggaer_suppliers"]  # still waiting, nothing else
+    assert r2.failures == [] and r2.exit_code == 0
+    assert len(_made_vendors(jenv)) == 1
     _assert_once(jenv)
 
 
@@ -169,18 +179,63 @@ def test_po_of_a_jaggaer_only_supplier_waits_with_its_reason_then_posts_once_map
     box = jenv.box
     box.jaggaer.add_po("JP2000", box.jaggaer_only, [{"description": "Valve", "quantity": 2, "unitPrice": "40",
                                                      "accountCode": "6300"}])
+    jenv.write_config(extra_pair="pending_grace_seconds = 0\ncreate_vendors = false")
     r = jenv.sync()
     (po_fail,) = [f for f in r.failures if f["kind"] == "purchase_orders"]
-    assert "JAGGAER-only" in po_fail["error"] and "VNDR_ID" in po_fail["error"]
-    assert "JP2000" not in jenv.pos_by_ref()
+    assert "JAGGAER-only" in po_fail["error"] and "create_vendors = false" in po_fail["error"]
+    (sup_fail,) = [f for f in r.failures if f["kind"] == "jaggaer_suppliers"]
+    assert "create_vendors = false" in sup_fail["error"] and "Fresh Supplier Ltd" in sup_fail["error"]
+    assert "JP2000" not in jenv.pos_by_ref() and _made_vendors(jenv) == []
     vendor = box.ps.rows("vendors")[-1]["VENDOR_ID"]
     box.purchasing.add_vendor(vendor, "Fresh Supplier Ltd")
-    jenv.write_config(extra_pair=f'pending_grace_seconds = 0\n[peoplesoft_jaggaer.vendors]\n"{box.jaggaer_only}" = '
-                                 f'"{vendor}"')
+    jenv.write_config(extra_pair=f'pending_grace_seconds = 0\ncreate_vendors = false\n'
+                                 f'[peoplesoft_jaggaer.vendors]\n"{box.jaggaer_only}" = "{vendor}"')
     r = jenv.sync()
     assert r.exit_code == 0, r.failures
     (po,) = jenv.pos_by_ref()["JP2000"]
     assert po["VENDOR_ID"] == vendor
+    assert jenv.state().replay == [] and _made_vendors(jenv) == []
+
+
+def _only_po(env: JEnv) -> None:
+    env.box.jaggaer.add_po("JP2000", env.box.jaggaer_only, [{"description": "Valve", "quantity": 2,
+                                                             "unitPrice": "40", "accountCode": "6300"}])
+
+
+def test_jaggaer_only_supplier_is_created_in_peoplesoft_once_and_its_po_posts_in_the_same_pass(jenv: JEnv) -> None:
+    box = jenv.box
+    _only_po(jenv)
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    (made,) = _made_vendors(jenv)
+    assert made["NAME1"] == "Fresh Supplier Ltd" and made["VENDOR_STATUS"] == "A"
+    vid = made["VENDOR_ID"]
+    assert box.jaggaer.suppliers[box.jaggaer_only]["extCode"] == vid  # linked both ways
+    (po,) = jenv.pos_by_ref()["JP2000"]
+    assert po["VENDOR_ID"] == vid  # the waiting PO posted in the same pass, on the new vendor
+    assert jenv.state().extra["xref"]["vendor"][box.jaggaer_only] == vid
+    j, ps, vc = jenv.j_writes(), jenv.ps_writes(), box.purchasing.calls["CI_VNDR_ID_C"]
+    r2 = jenv.sync()  # the extCode write comes back as an echo: nothing is sent
+    assert r2.exit_code == 0 and (jenv.j_writes(), jenv.ps_writes()) == (j, ps)
+    assert box.purchasing.calls["CI_VNDR_ID_C"] == vc == 1
+
+
+def test_lost_vendor_create_answer_yields_one_peoplesoft_vendor(jenv: JEnv) -> None:
+    box = jenv.box
+    _only_po(jenv)
+    box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Create__CompIntfc__VNDR_ID", count=1))
+    r = jenv.sync()
+    assert r.exit_code != 0
+    assert len(_made_vendors(jenv)) == 1  # PeopleSoft acted; the answer was lost
+    assert "JP2000" not in jenv.pos_by_ref()  # its PO waits for the vendor
+    assert any(f["kind"] == "ps_vendors" and "was lost" in f["error"] for f in r.failures), r.failures
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert r.counts["ps_vendors"].adopted == 1 and r.counts["ps_vendors"].created == 0
+    (made,) = _made_vendors(jenv)
+    assert box.purchasing.calls["CI_VNDR_ID_C"] == 1
+    assert box.jaggaer.suppliers[box.jaggaer_only]["extCode"] == made["VENDOR_ID"]
+    assert jenv.pos_by_ref()["JP2000"][0]["VENDOR_ID"] == made["VENDOR_ID"]
     assert jenv.state().replay == []
 
 
@@ -364,3 +419,26 @@ def test_invoice_whose_po_waits_waits_too_then_posts(jenv: JEnv) -> None:
     jenv.sync()
     assert [i for i in jenv.state().replay if i["kind"] in ("invoices", "purchase_orders")] == []
     _assert_one_voucher_per_invoice(jenv)
+
+
+# -- the purchasing and accounting CI simulators behind one server ----------------------------------
+def test_po_and_voucher_ci_wsdls_both_load_from_one_server(tmp_path: Path) -> None:
+    # One Integration Broker serves one CIFault.V1.xsd; every WSDL behind the server must reference that schema.
+    from mlconnector.peoplesoft.ci import CIClient, CIFaultError
+    from mlconnector.sandbox.peoplesoft_ap_gl_ci import PS_PASSWORD, PS_USER, AccountingBox
+
+    with AccountingBox() as box:
+        ci = CIClient(box.ps_config(), (PS_USER, PS_PASSWORD), cache_dir=tmp_path / "cache")
+        try:
+            for name in ("VCHR_EXPRESS", "PO_EXPRESS", "VNDR_ID", "JOURNAL_ENTRY"):
+                svc = ci.service(name)
+                assert {"F", "G", "C"} <= set(svc.operations), name
+            # A fault of each CI parses against the one shared CIFault schema.
+            for name, keys in (("PO_EXPRESS", {"BUSINESS_UNIT": "US001", "PO_ID": "NOPE"}),
+                               ("VNDR_ID", {"SETID": "SHARE", "VENDOR_ID": "NOPE"})):
+                with pytest.raises(CIFaultError) as fault:
+                    ci.get(name, keys)
+                assert (fault.value.message_set, fault.value.message_id) == ("91", "50")
+        finally:
+            ci.close()
+    assert box.purchasing._ns["CIFault"] == box.accounting._ns["CIFault"]

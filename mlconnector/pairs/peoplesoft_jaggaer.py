@@ -8,14 +8,22 @@ Flows, in this order (sync/echo.py's rule: reference data before the documents t
 - ``jaggaer_suppliers``: JAGGAER profiles changed since the watermark. Our own writes coming back are echoes
   (content hash equal to what was written) and are dropped; a profile carrying an ``extCode`` links itself;
   a person's change to a linked profile is overwritten by PeopleSoft, the vendor master's owner, on the next
-  pass; a JAGGAER-only supplier (no ``extCode``) waits, with its reason, until it is mapped (PeopleSoft vendor
-  creation through ``VNDR_ID`` needs the shared vendor writer, which this version does not have yet).
+  pass; a JAGGAER-only supplier (no ``extCode``, not mapped) is created in PeopleSoft through the supplier CI
+  ``VNDR_ID`` (peoplesoft/vendor_sink.py: looked up by its handle ``JGRS-<supplier id>`` in VENDOR_NAME_SHORT
+  before every create, pending mark saved before the Create, a lost answer adopted next pass), the pair is
+  learned into the vendor crosswalk, and the new VENDOR_ID is written to the profile's ``extCode`` (recorded
+  first as our own write, so the profile read back is an echo). Its POs then post in the same pass.
+  ``create_vendors = false`` makes it wait, with its reason, until it is mapped.
 - ``requisitions``: PeopleSoft requisitions in the configured statuses (QAS window; lines from a second query
   or one line with the default account code) become JAGGAER requisitions whose external requisition number
   is the handle carrying BUSINESS_UNIT and REQ_ID, looked up before every create; business units mapped.
 - ``purchase_orders``: JAGGAER POs in the configured statuses go through the PO CI (peoplesoft/po_sink.py): PO_REF
   carries the JAGGAER PO number, a revision updates the same PO, account codes and units go through the
   crosswalk, and an unmapped value waits.
+
+Transport: POs and invoices are read from JAGGAER's REST lists, or, with ``po_transport`` / ``invoice_transport``
+= "cxml", from the spool of the cXML receiver (jaggaer/cxml.py: ``mlconnector cxml serve``), moved into the state
+before the spool is emptied and removed from it only once posted or queued; the flows are the same.
 
 Every create on JAGGAER is marked pending (and the state saved) before the request leaves; a lost answer
 leaves the mark and the next pass looks the record up by its handle first. HTTP 200 with ``returnCode`` != 0
@@ -52,6 +60,8 @@ REQS = "requisitions"
 POS = "purchase_orders"
 INVOICES = "invoices"
 KINDS = (SUPPLIERS, JSUPPLIERS, REQS, POS, INVOICES)
+CXML_INBOX = "peoplesoft-jaggaer-cxml"  # state.extra: cXML documents moved from the receiver's spool, not yet posted
+PSVENDORS = "ps_vendors"  # links JAGGAER supplier id -> the PeopleSoft supplier created for it (VNDR_ID)
 DESCR_MAX = 254
 
 
@@ -105,6 +115,12 @@ def supplier_info(s: PairSettings, row: dict[str, Any]) -> dict[str, str]:
 def _iso2(country: str) -> str:
     # PeopleSoft stores ISO 3166 alpha-3; company profiles use alpha-2 (isoCountry).
     return {"USA": "US", "CAN": "CA", "MEX": "MX", "GBR": "GB", "DEU": "DE", "FRA": "FR"}.get(country, country)
+
+
+def _iso3(country: str) -> str:
+    # Company profiles hold ISO 3166 alpha-2; PS_VENDOR's COUNTRY holds alpha-3.
+    back = {"US": "USA", "CA": "CAN", "MX": "MEX", "GB": "GBR", "DE": "DEU", "FR": "FRA"}
+    return back.get(country, country if len(country) == 3 else "")
 
 
 def profile_facts(s: PairSettings, profile: dict[str, Any]) -> dict[str, str]:
@@ -170,11 +186,12 @@ def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date) ->
     vendor_id = xref.get("vendor", supplier_id) or _text(pick(po, src.supplier_key))
     if not vendor_id:
         name = _text(pick(po, src.supplier_name))
+        how = ("its PeopleSoft supplier is created through VNDR_ID by the supplier flow; see that failure" if
+               s.create_vendors else "create_vendors = false, so create the vendor in PeopleSoft and set the "
+               f"profile's {s.supplier.key} to its VENDOR_ID, or map it")
         raise MissingReference("vendor", supplier_id, PairSettings.CONFIG_KEYS["vendor"],
                                f"{title}: its supplier {name or supplier_id} is JAGGAER-only (no {s.supplier.key}, "
-                               f"not linked to a PeopleSoft vendor; this version does not create PeopleSoft vendors "
-                               f"through VNDR_ID yet, so create the vendor in PeopleSoft and set the profile's "
-                               f"{s.supplier.key} to its VENDOR_ID, or map it). The PO")
+                               f"not linked to a PeopleSoft vendor; {how}). The PO")
     currency = _text(pick(po, src.currency)).upper()
     if currency not in s.currencies:
         raise RecordError(f"{title}: currency {currency!r} is not one PeopleSoft knows for business unit {ps_bu} "
@@ -337,6 +354,11 @@ class PeopleSoftJaggaerPass:
         else:
             self.vouchers = VoucherWriter(self.ctx, ci, VoucherNames(ci=self.s.voucher_ci), po_kind=POS,
                                           grace_seconds=self.s.pending_grace_seconds)
+        from mlconnector.peoplesoft.vendor_sink import VendorWriter
+
+        self.vnames = self.s.vendor_fields
+        self.vendor_writer = VendorWriter(self.ctx, ci, self.vnames, kind=PSVENDORS,
+                                          grace_seconds=self.s.pending_grace_seconds)
 
     # -- the engine's steps ----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -364,7 +386,8 @@ class PeopleSoftJaggaerPass:
         return None
 
     def replay_kinds(self) -> list[str]:
-        return list(KINDS)
+        # A supplier's PeopleSoft vendor before the POs waiting for it.
+        return [SUPPLIERS, JSUPPLIERS, PSVENDORS, REQS, POS, INVOICES]
 
     def requests(self) -> dict[str, int]:
         return {"jaggaer": self.jaggaer.requests_made,
@@ -381,7 +404,7 @@ class PeopleSoftJaggaerPass:
         kind, row = item["kind"], item.get("row") or {}
         if kind == SUPPLIERS:
             self._supplier(row)
-        elif kind == JSUPPLIERS:
+        elif kind in (JSUPPLIERS, PSVENDORS):
             self._jaggaer_supplier(row)
         elif kind == REQS:
             self._requisition(row.get("header") or {}, row.get("lines") or [])
@@ -607,6 +630,11 @@ class PeopleSoftJaggaerPass:
         facts = digest(profile_facts(self.s, profile))
         link = self.state.entry(JSUPPLIERS, bid)
         ext = _text(pick(profile, f.key))
+        made = self.vendor_writer.linked(bid)
+        if made and ext != made and self.xref.get("vendor", bid) in (None, made):
+            # The PeopleSoft supplier made for this profile: its VENDOR_ID still has to reach the profile.
+            self._link_profile(bid, profile, made)
+            return
         if link is not None and link.get("hash") == facts:
             counts.unchanged += 1  # our own write coming back (an echo)
             if not self.dry_run:
@@ -632,11 +660,84 @@ class PeopleSoftJaggaerPass:
             counts.unchanged += 1
             return
         name = _text(pick(profile, f.name))
-        self.ctx.fail(JSUPPLIERS, bid, profile, MissingReference(
-            "vendor", bid, PairSettings.CONFIG_KEYS["vendor"],
-            f"JAGGAER-only supplier {name or bid} (no {f.key}): creating its PeopleSoft vendor through VNDR_ID needs "
-            f"the shared vendor writer, which this version does not have. Create the vendor in PeopleSoft and set "
-            f"the profile's {f.key} to its VENDOR_ID, or map it; until then its POs wait. The supplier"))
+        if not self.s.create_vendors:
+            self.ctx.fail(JSUPPLIERS, bid, profile, MissingReference(
+                "vendor", bid, PairSettings.CONFIG_KEYS["vendor"],
+                f"JAGGAER-only supplier {name or bid} (no {f.key}): create_vendors = false in [{SECTION}], so no "
+                f"PeopleSoft vendor is created for it. Create the vendor in PeopleSoft and set the profile's {f.key} "
+                f"to its VENDOR_ID, or map it (or set create_vendors = true); until then its POs wait. The supplier"))
+            return
+        self._create_ps_vendor(bid, profile)
+
+    def vendor_write(self, bid: str, profile: dict[str, Any]) -> Any:
+        """The VendorWrite of JAGGAER-only supplier ``bid`` (RecordError when it cannot be written as it is)."""
+        from mlconnector.peoplesoft.vendor_sink import VendorWrite, split_name, vendor_facts
+
+        s, n, f = self.s, self.vnames, self.s.supplier
+        name = _text(pick(profile, f.name))
+        title = f"JAGGAER-only supplier {name or bid} (id {bid})"
+        if not name:
+            raise RecordError(f"{title} has no {f.name}; PeopleSoft needs a NAME1. Give the profile a name in "
+                              f"JAGGAER, or create the supplier in PeopleSoft and map it under [{SECTION}.vendors].")
+        h = f"{s.vendor_handle_prefix}{bid}"
+        if len(h) > s.vendor_handle_max:
+            raise RecordError(f"{title}: its PeopleSoft handle {h!r} does not fit {n.handle} ({s.vendor_handle_max} "
+                              f"characters); it is not cut. Shorten vendor_handle_prefix in [{SECTION}], or map the "
+                              f"supplier under [{SECTION}.vendors].")
+        try:
+            name1, name2 = split_name(name)
+        except ValueError as exc:
+            raise RecordError(f"{title}: {exc}; it is not cut. Shorten the company name in JAGGAER, or create the "
+                              f"supplier in PeopleSoft by hand and map it under [{SECTION}.vendors].") from None
+        fields: dict[str, Any] = {n.name1: name1, **({n.name2: name2} if name2 else {}), **s.vendor_defaults}
+        country = _iso3(_text(pick(profile, f.country)))
+        address = {n.city: _text(pick(profile, f.city)), n.country: country}
+        if any(address.values()):
+            fields[n.addresses] = [{n.address_seq: 1, **{k: x for k, x in address.items() if x}}]
+        facts = vendor_facts(n, {n.name1: name1, n.name2: name2, n.status: fields.get(n.status, ""),
+                                 n.addresses: fields.get(n.addresses, [])})
+        return VendorWrite(key=bid, handle=h, vendor_id="", setid=s.vendor_setid, fields=fields, title=title,
+                           row=profile, facts=facts)
+
+    def _create_ps_vendor(self, bid: str, profile: dict[str, Any]) -> None:
+        """Create (or adopt, found by its handle) the PeopleSoft supplier of a JAGGAER-only profile, then link the
+        profile both ways. A failure is queued under ``ps_vendors`` (its POs wait with it)."""
+        try:
+            w = self.vendor_write(bid, profile)
+        except RecordError as exc:
+            self.ctx.fail(PSVENDORS, bid, profile, exc)
+            return
+        vid = self.vendor_writer.write(w)
+        if vid is None or self.dry_run:
+            return
+        self.state.dequeue(JSUPPLIERS, bid)
+        self._link_profile(bid, profile, vid)
+
+    def _link_profile(self, bid: str, profile: dict[str, Any], vid: str) -> None:
+        """Learn JAGGAER supplier ``bid`` <-> VENDOR_ID ``vid`` and write ``vid`` to the profile's key field. The
+        profile as it will read back is recorded before the request, so its return is an echo, not news."""
+        counts = self.ctx.result.kind(JSUPPLIERS)
+        f = self.s.supplier
+        if self.dry_run:
+            counts.updated += 1
+            self.ctx.planned(JSUPPLIERS, bid, "update", **{f.key: vid})
+            return
+        self.xref.learn("vendor", bid, vid)
+        facts = profile_facts(self.s, profile)
+        facts[f.key] = vid
+        self.state.set_entry(JSUPPLIERS, bid, {"vendor": vid, "hash": digest(facts)})
+        self.state.dirty = True
+        self.state.save()
+        try:
+            self.jaggaer.call("POST", self.jcfg.suppliers.path, idempotent=True,
+                              body={"operationCode": "UPDATE", "company": {"companyInfo": {f.id: bid, f.key: vid}}})
+        except RemoteError as exc:
+            self.ctx.fail(PSVENDORS, bid, profile, exc)
+            return
+        counts.updated += 1
+        self.audit.write("linked", JSUPPLIERS, bid, vendor=vid, why=f"PeopleSoft vendor written to {f.key}")
+        self.state.dequeue(PSVENDORS, bid)
+        self.state.dequeue(JSUPPLIERS, bid)
 
     # -- requisitions: PeopleSoft -> JAGGAER -----------------------------------------------------
     def _sync_requisitions(self, since: datetime | None) -> None:
@@ -705,20 +806,60 @@ class PeopleSoftJaggaerPass:
     # -- purchase orders: JAGGAER -> PeopleSoft --------------------------------------------------
     def _sync_purchase_orders(self, since: datetime | None) -> None:
         counts = self.ctx.result.kind(POS)
-        start = self.jwindow.start(self.state, POS, self.jcfg.initial_since, since)
-        end = self.ctx.now
         newest: dict[str, dict[str, Any]] = {}
         src = self.s.po_source
+
+        def keep(po: dict[str, Any]) -> None:
+            number = _text(pick(po, src.number))
+            if number and (number not in newest or self._stamp(po) >= self._stamp(newest[number])):
+                newest[number] = po
+
+        if self.s.po_transport == "cxml":
+            docs = self._cxml_inbox(POS)
+            counts.read += len(docs)
+            for po in docs:
+                keep(po)
+            for _, po in sorted(newest.items()):
+                self._purchase_order(po)
+            self._cxml_done(POS)
+            return
+        start = self.jwindow.start(self.state, POS, self.jcfg.initial_since, since)
+        end = self.ctx.now
         for page in self.jaggaer.changed(self.jcfg.purchase_orders, start):
             counts.read += len(page)
             for po in page:
-                number = _text(pick(po, src.number))
-                if number and (number not in newest or self._stamp(po) >= self._stamp(newest[number])):
-                    newest[number] = po
+                keep(po)
         for _, po in sorted(newest.items()):
             self._purchase_order(po)
         if not self.dry_run and self.jwindow.advance(self.state, POS, end, since):
             self.state.watermarks_moved = True
+
+    # -- cXML transport: documents spooled by the receiver (jaggaer/cxml.py) --------------------------
+    def _cxml_inbox(self, kind: str) -> list[dict[str, Any]]:
+        """The spooled cXML documents of ``kind``. The spool is moved into the state (saved) before it is
+        emptied, and a document leaves the state only after its flow has posted it or queued it for replay, so
+        a kill at any point repeats a document (found by its handle, changes nothing) and never loses one."""
+        from mlconnector.jaggaer.cxml import spool_path
+        from mlconnector.webhook import drain_events
+
+        if not self.dry_run and not getattr(self, "_cxml_drained", False):
+            def commit(events: list[dict[str, Any]]) -> None:
+                self.state.extra.setdefault(CXML_INBOX, []).extend(events)
+                self.state.dirty = True
+                self.state.save()
+
+            drain_events(spool_path(self.cfg.state_file), commit)
+            self._cxml_drained = True
+        return [e["doc"] for e in self.state.extra.get(CXML_INBOX, [])
+                if isinstance(e, dict) and e.get("kind") == kind and isinstance(e.get("doc"), dict)]
+
+    def _cxml_done(self, kind: str) -> None:
+        if self.dry_run or not self.state.extra.get(CXML_INBOX):
+            return
+        self.state.extra[CXML_INBOX] = [e for e in self.state.extra[CXML_INBOX]
+                                        if not (isinstance(e, dict) and e.get("kind") == kind)]
+        self.state.dirty = True
+        self.state.save()
 
     def _stamp(self, po: dict[str, Any]) -> str:
         src = self.s.po_source
@@ -757,6 +898,18 @@ class PeopleSoftJaggaerPass:
     def _sync_invoices(self, since: datetime | None) -> None:
         counts = self.ctx.result.kind(INVOICES)
         src = self.s.invoice_source
+        if self.s.invoice_transport == "cxml":
+            latest: dict[str, dict[str, Any]] = {}
+            for inv in self._cxml_inbox(INVOICES):
+                counts.read += 1
+                inv_id = _text(pick(inv, src.id))
+                if inv_id and (inv_id not in latest or _text(pick(inv, src.modified)) >= _text(
+                        pick(latest[inv_id], src.modified))):
+                    latest[inv_id] = inv
+            for _, inv in sorted(latest.items()):
+                self._invoice(inv)
+            self._cxml_done(INVOICES)
+            return
         start = self.jwindow.start(self.state, INVOICES, self.jcfg.initial_since, since)
         end = self.ctx.now
         newest: dict[str, dict[str, Any]] = {}
@@ -802,6 +955,28 @@ class PeopleSoftJaggaerPass:
 
 
 # -- ping -----------------------------------------------------------------------------------------
+def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
+    """The supplier CI a JAGGAER-only supplier is created through: reachable, Find/Get/Create, handle searchable."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import ConnectorError
+    from mlconnector.peoplesoft.ci import ADMIN_CI
+
+    n = s.vendor_fields
+    name = f"CI_{n.ci}"
+    fix = (f"Ask the PeopleSoft admin to generate {name} on the VNDR_ID component with Find, Get and Create and "
+           f"{n.handle} among the search fields ({ADMIN_CI}), or set create_vendors = false in [{SECTION}] and map "
+           f"JAGGAER-only suppliers under [{SECTION}.vendors].")
+    try:
+        svc = client.service(n.ci)
+    except ConnectorError as exc:
+        return [Check("PeopleSoft", f"WSDL {name}", False, exc.message, fix)]
+    missing = [m for m in ("F", "G", "C") if m not in svc.operations]
+    lacking = [f for f in (n.setid, n.handle) if f not in svc.inputs.get("F", [])]
+    ok = not missing and not lacking
+    return [Check("PeopleSoft", f"operations {name}", ok, ", ".join(sorted(svc.operations.values())) if ok else
+                  f"missing {', '.join(missing) or '-'}; Find lacks {', '.join(lacking) or '-'}", fix)]
+
+
 def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
     """The PO CI (WSDL, the operations and Find fields the lookup needs) and the PeopleSoft queries the pair
     reads (each answers)."""
@@ -858,6 +1033,8 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
                          f"Find by {', '.join(need)}" if not lacking else
                          f"the Find of {name} has no field {', '.join(lacking)}: a PO could not be looked up before "
                          f"a create", f"Set [{SECTION}.po_fields] to the CI's names, or ask the admin to add them."))
+        if s.create_vendors:
+            out += _vendor_ci_checks(s, client)
         try:
             from mlconnector.peoplesoft.voucher_sink import VoucherNames, voucher_checks
         except ImportError:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlconnector.errors import ConfigError
-from mlconnector.pairs.procurify_peoplesoft_config import POFields
+from mlconnector.pairs.procurify_peoplesoft_config import VENDOR_DEFAULTS, POFields
+from mlconnector.peoplesoft.vendor_sink import VendorNames
 from mlconnector.sections import Section, str_list
 
 SECTION = "peoplesoft_jaggaer"
@@ -106,6 +107,20 @@ class PairSettings:
     vendors: dict[str, str] = field(default_factory=dict)  # JAGGAER supplier id -> PeopleSoft VENDOR_ID
     accounts: dict[str, str] = field(default_factory=dict)  # JAGGAER account code -> "ACCOUNT/DEPTID"
     units: dict[str, str] = field(default_factory=dict)  # JAGGAER unit -> PeopleSoft UNIT_OF_MEASURE
+    # A JAGGAER-only supplier (no extCode, not mapped) is created in PeopleSoft through the supplier CI before its
+    # first PO, found again by vendor_fields.handle = vendor_handle_prefix + JAGGAER supplier id; its new
+    # VENDOR_ID is then written to the profile's key field (extCode). create_vendors = false: it waits for a mapping.
+    create_vendors: bool = True
+    vendor_handle_prefix: str = "JGRS-"
+    vendor_handle_max: int = 14  # VENDOR_NAME_SHORT is CHAR(14)
+    vendor_defaults: dict[str, str] = field(default_factory=lambda: dict(VENDOR_DEFAULTS))
+    vendor_fields: VendorNames = field(default_factory=VendorNames)
+    # cXML transport (jaggaer/cxml.py): "cxml" reads POs / invoices from the receiver's spool instead of REST.
+    po_transport: str = "rest"
+    invoice_transport: str = "rest"
+    cxml_business_unit_extrinsic: str = "BusinessUnit"  # OrderRequestHeader Extrinsic naming the JAGGAER BU
+    cxml_supplier_key_extrinsic: str = "SupplierNumber"  # Extrinsic carrying the PeopleSoft VENDOR_ID, if sent
+    cxml_account_segment: str = ""  # AccountingSegment Name whose id is the account code ("": the first one)
     po: POFields = field(default_factory=POFields)
     supplier: SupplierFields = field(default_factory=SupplierFields)
     po_source: POSource = field(default_factory=POSource)
@@ -120,7 +135,7 @@ class PairSettings:
 
 
 KNOWN = {f.name for f in fields(PairSettings)} | {"po_fields", "supplier_fields", "po_source_fields",
-                                                    "invoice_source_fields"}
+                                                    "invoice_source_fields", "vendor_fields"}
 
 
 def _names(s: Section, name: str, cls: type) -> Any:
@@ -176,6 +191,16 @@ def parse_section(s: Section) -> PairSettings:
         vendors=s.str_map("vendors"),
         accounts=accounts,
         units=s.str_map("units"),
+        create_vendors=s.bool("create_vendors", True),
+        vendor_handle_prefix=s.str("vendor_handle_prefix", "JGRS-"),
+        vendor_handle_max=s.num("vendor_handle_max", 14, minimum=4, integer=True),
+        vendor_defaults={**VENDOR_DEFAULTS, **s.str_map("vendor_defaults")},
+        vendor_fields=_names(s, "vendor_fields", VendorNames),
+        po_transport=s.str("po_transport", "rest", choices=("rest", "cxml")),
+        invoice_transport=s.str("invoice_transport", "rest", choices=("rest", "cxml")),
+        cxml_business_unit_extrinsic=s.str("cxml_business_unit_extrinsic", "BusinessUnit"),
+        cxml_supplier_key_extrinsic=s.str("cxml_supplier_key_extrinsic", "SupplierNumber"),
+        cxml_account_segment=s.str("cxml_account_segment", ""),
         po=_names(s, "po_fields", POFields),
         supplier=_names(s, "supplier_fields", SupplierFields),
         po_source=_names(s, "po_source_fields", POSource),

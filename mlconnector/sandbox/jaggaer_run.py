@@ -96,10 +96,11 @@ requisition_statuses = ["A", "P"]
 
 
 def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, invoices: int = 2, latency: float = 0.0,
-                          jaggaer_port: int = 0, ps_port: int = 0) -> JaggaerBox:
+                          jaggaer_port: int = 0, ps_port: int = 0, only_pos: int = 0) -> JaggaerBox:
     """Start both sides (127.0.0.1, port 0 unless given). PeopleSoft holds vendors and requisitions; JAGGAER holds
     two suppliers already keyed with a PeopleSoft VENDOR_ID, one JAGGAER-only supplier, ``pos`` approved POs for
-    the keyed suppliers and an invoice for each of the first ``invoices`` of them."""
+    the keyed suppliers (plus ``only_pos`` for the JAGGAER-only one: they wait for its PeopleSoft vendor) and an
+    invoice for each of the first ``invoices`` of them."""
     ps = PeopleSoftSim(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, counts=COUNTS)
     purchasing = PurchasingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed)
     purchasing.business_units |= set(BUSINESS_UNITS)
@@ -119,6 +120,10 @@ def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, invoices: int = 2, lat
         lines = [{"description": f"Item {n}-{j}", "quantity": 1 + j + n % 3, "unitPrice": f"{12.5 + j}",
                   "unitOfMeasure": "EA", "accountCode": codes[(n + j) % 3]} for j in range(1 + n % 2)]
         jaggaer.add_po(f"JP{1000 + n}", bravo[n % len(bravo)], lines, business_unit="BU01")
+    for n in range(only_pos):
+        jaggaer.add_po(f"JP{1900 + n}", only, [{"description": f"Valve {n}", "quantity": 2, "unitPrice": "40",
+                                                 "unitOfMeasure": "EA", "accountCode": codes[n % 3]}],
+                       business_unit="BU01")
     for n in range(min(invoices, pos)):
         jaggaer.add_invoice(f"JP{1000 + n}", f"INV-{7000 + n}")
     app: Any = PurchasingGateway(ps, purchasing)
@@ -129,9 +134,6 @@ def start_jaggaer_sandbox(*, seed: int = 7, pos: int = 3, invoices: int = 2, lat
         pass
     else:
         accounting = AccountingCI(node=NODE, users={PS_USER: PS_PASSWORD}, seed=seed, purchasing=purchasing)
-        # One web server has one CIFault schema: both simulators must name the same namespace for it, or a WSDL
-        # whose CIFault.V1.xsd the other one serves cannot be read.
-        accounting._ns["CIFault"] = purchasing._ns["CIFault"]
         app = AccountingGateway(app, accounting)
     jaggaer_server = SandboxServer(jaggaer, "jaggaer", port=jaggaer_port, latency=latency).start()
     ps_server = SandboxServer(app, "peoplesoft", port=ps_port, latency=latency).start()

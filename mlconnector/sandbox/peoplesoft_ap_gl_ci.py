@@ -45,6 +45,7 @@ from mlconnector.sandbox.peoplesoft_po_ci import (
     _local,
     _parse,
     _render,
+    cifault_namespace,
 )
 from mlconnector.sandbox.peoplesoft_soap import (
     PASSWORD_TEXT,
@@ -138,7 +139,7 @@ class AccountingCI:
             for m in METHOD_ELEMENT.values():
                 for suffix in ("", "Response"):
                     self._ns[f"{m}__CompIntfc__{ci}{suffix}"] = f"{SCHEMA_BASE}/M{rng.randrange(100000, 999999)}.V1"
-        self._ns["CIFault"] = f"{SCHEMA_BASE}/M{rng.randrange(100000, 999999)}.V1"
+        self._ns["CIFault"] = cifault_namespace(node)  # one CIFault schema per server, shared with the PO CI
 
     # -- shared reference data -------------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 import threading
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,14 @@ VENDOR_PERSISTENCES = {"O", "P", "R", "S"}  # one-time, permanent, regular, sing
 LOCKED_PO_STATUS = {"D": "dispatched", "C": "complete", "X": "cancelled"}
 
 
+def cifault_namespace(node: str) -> str:
+    """The namespace of ``CIFault.V1.xsd`` on the web server of ``node``. Integration Broker has one CIFault schema
+    per server, referenced by every CI's WSDL: every CI simulator served behind one server must declare this one
+    (a per-simulator namespace makes one WSDL's fault schema the other's, and that WSDL fails to load)."""
+    digits = zlib.crc32(f"cifault/{node}".encode()) % 900000 + 100000
+    return f"{SCHEMA_BASE}/M{digits}.V1"
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -149,7 +158,7 @@ class PurchasingCI:
             for m in METHOD_ELEMENT.values():
                 for suffix in ("", "Response"):
                     self._ns[f"{m}__CompIntfc__{ci}{suffix}"] = f"{SCHEMA_BASE}/M{rng.randrange(100000, 999999)}.V1"
-        self._ns["CIFault"] = f"{SCHEMA_BASE}/M{rng.randrange(100000, 999999)}.V1"
+        self._ns["CIFault"] = cifault_namespace(node)
 
     # -- test helpers ----------------------------------------------------------------------------
     def add_vendor(self, vendor_id: str, name: str, *, setid: str = "SHARE", status: str = "A") -> None:

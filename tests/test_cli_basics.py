@@ -143,6 +143,7 @@ def test_sandbox_serve_describes_every_pair_and_both_configs_sync(tmp_path) -> N
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLCONNECTOR_")} | secrets
         for pair, path in (("peoplesoft-jira", cfg), ("jde-jira", tmp_path / "sandbox-jde.toml"),
                            ("procurify-peoplesoft", tmp_path / "sandbox-procurify.toml"),
+                           ("peoplesoft-jaggaer", tmp_path / "sandbox-jaggaer.toml"),
                            ("peoplesoft-procore", tmp_path / "sandbox-procore.toml")):
             text = path.read_text(encoding="utf-8")
             path.write_text(text.replace('instance = "', f'state_file = "{tmp_path / pair}.json"\ninstance = "'),

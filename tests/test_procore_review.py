@@ -1,0 +1,89 @@
+"""Review findings on `sync peoplesoft-procore` and the PeopleSoft PO sink: a refused line sync must not turn
+into a conflict Procore wins, a commitment deleted in Procore is made again once (a re-coded PO is reported
+plainly), and one failing lookup of a pending PO create neither stops the pass nor clears its mark."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlconnector.audit import Audit, Redactor
+from mlconnector.peoplesoft.ci import CIError
+from mlconnector.peoplesoft.po_sink import PONames, POWriter
+from mlconnector.state import State
+from mlconnector.sync.engine import PassContext
+from mlconnector.sync.links import mark_pending
+
+
+@pytest.fixture
+def procore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from mlconnector.sandbox.procore_run import start_procore_sandbox
+
+    box = start_procore_sandbox(vendors=2)
+    for k in list(os.environ):
+        if k.startswith("MLCONNECTOR_"):
+            monkeypatch.delenv(k)
+    for k, v in box.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "config.toml").write_text(box.config_text(tmp_path / "state.json"), encoding="utf-8")
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def procore_sync(tmp: Path) -> Any:
+    from mlconnector import config as config_mod
+    from mlconnector import runner
+
+    return runner.sync("peoplesoft-procore", config_mod.load(tmp / "config.toml"))
+
+
+def _vendor(box: Any) -> str:
+    return [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"][0]
+
+
+# -- POWriter.resolve_pending: one failing lookup -------------------------------------------------
+NAMES = PONames(ci="CI_PO", business_unit="BUSINESS_UNIT", po_id="PO_ID", handle="PO_REF", vendor_id="VENDOR_ID",
+                status="PO_STATUS", lines="PO_LINE", line_nbr="LINE_NBR", distributions="PO_DISTRIB",
+                distrib_nbr="DISTRIB_LINE_NUM", updatable_statuses=("O",))
+
+
+class _FlakyCI:
+    """A CI whose Find fails for one handle and finds nothing for the others."""
+
+    def __init__(self, failing: str) -> None:
+        self.failing = failing
+
+    def find(self, ci: str, keys: dict[str, Any]) -> list[dict[str, Any]]:
+        if keys["PO_REF"] == self.failing:
+            raise CIError("The PeopleSoft server answered HTTP 500 to Find.", operation="Find", raw="<fault/>")
+        return []
+
+    def get(self, ci: str, keys: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - Find finds nothing
+        raise AssertionError("no Get expected")
+
+
+def test_one_failing_lookup_of_a_pending_po_create_keeps_its_mark_and_settles_the_others(tmp_path: Path) -> None:
+    state = State(path=tmp_path / "s.json")
+    audit = Audit(tmp_path / "a.jsonl", Redactor(), "t")
+    ctx = PassContext("t", state, audit)
+    for key, ref in (("A", "ML-A"), ("B", "ML-B")):
+        state.set_entry("purchase_orders", key, mark_pending(
+            {"business_unit": "US001", "handle": ref, "vendor": "V1"}, datetime(2020, 1, 1, tzinfo=UTC)))
+    state.enqueue("purchase_orders", "A", {"group": ["A"]}, "answer lost")
+    writer = POWriter(ctx, _FlakyCI("ML-A"), NAMES)  # type: ignore[arg-type]
+    writer.resolve_pending("purchase_orders")
+    audit.close()
+    assert (state.entry("purchase_orders", "A") or {}).get("pending") is True  # an error is not an absence
+    assert state.entry("purchase_orders", "B") is None  # proven absent: the mark is cleared
+    (failure,) = ctx.result.failures
+    assert failure["key"] == "A" and "Could not look up" in failure["error"] and "Traceback" not in failure["error"]
+    (item,) = state.replay
+    assert item["row"] == {"group": ["A"]}  # the queued source row is kept for the retry

@@ -49,6 +49,28 @@ def _vendor(box: Any) -> str:
     return [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"][0]
 
 
+def test_a_refused_line_sync_turns_into_a_conflict_that_procore_wins_and_the_lines_are_never_sent(
+        procore: Any, tmp_path: Path) -> None:
+    """Lines refused once, then accepted: the next pass resends the PO (no Procore-side version was ever
+    confirmed), even with system_of_record = "procore", and the commitment gets its line."""
+    from mlconnector.sync.keys import handle
+
+    (tmp_path / "config.toml").write_text(procore.config_text(
+        tmp_path / "state.json", extra_pair='pending_grace_seconds = 0\nsystem_of_record = "procore"'),
+        encoding="utf-8")
+    procore.add_po("0000000501", _vendor(procore),
+                   [{"descr": "Rebar", "qty": 10, "price": "25.50", "account": "640000"}])
+    line_origin = handle("psft-pol", ("US001", "0000000501", "1", "1"))
+    procore.procore.refuse[line_origin] = "cost code is locked"
+    r = procore_sync(tmp_path)
+    assert any("refused line" in f["error"] for f in r.failures), r.failures
+    del procore.procore.refuse[line_origin]  # the cost code is unlocked
+    procore_sync(tmp_path)
+    procore_sync(tmp_path)
+    (contract,) = procore.procore.contracts.values()
+    assert [li["amount"] for li in procore.procore.lines_of(contract["id"])] == ["255.00"]
+
+
 # -- POWriter.resolve_pending: one failing lookup -------------------------------------------------
 NAMES = PONames(ci="CI_PO", business_unit="BUSINESS_UNIT", po_id="PO_ID", handle="PO_REF", vendor_id="VENDOR_ID",
                 status="PO_STATUS", lines="PO_LINE", line_nbr="LINE_NBR", distributions="PO_DISTRIB",

@@ -672,7 +672,11 @@ class PeopleSoftProcorePass:
             self._write_commitments(project, writes, {w.key: groups[tuple(decode_key(w.key))] for w in writes})
 
     def _ps_change_wins(self, w: CommitmentWrite, link: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-        """A PeopleSoft PO changed: if its commitment changed in Procore too, apply the conflict rule."""
+        """A PeopleSoft PO changed: if its commitment changed in Procore too, apply the conflict rule. A link
+        whose last write did not finish (lines refused, kill between header and lines) has no confirmed Procore
+        version: only PeopleSoft changed, and the PO is sent again (upserts by origin_id: no duplicate)."""
+        if link.get("lines_unconfirmed") or not link.get("procore_hash"):
+            return True
         try:
             current = self.procore.get_json(f"{self.pcfg.commitments_path}/{link['id']}",
                                             {"project_id": int(w.project)})
@@ -748,7 +752,11 @@ class PeopleSoftProcorePass:
             link = self.state.entry(POS, w.key)
             new = link is None
             # The link first (a kill now re-sends the same upsert by origin_id: no duplicate).
-            self.state.set_entry(POS, w.key, {"id": cid, "project": project, "ps_hash": "", "procore_hash": ""})
+            # ps_hash "" resends the PO next pass; "lines_unconfirmed" tells _ps_change_wins that no Procore
+            # version was confirmed, so a half-written commitment is never mistaken for a Procore-side edit.
+            self.state.set_entry(POS, w.key, {"id": cid, "project": project, "ps_hash": "",
+                                              "procore_hash": (link or {}).get("procore_hash", ""),
+                                              "lines_unconfirmed": True})
             lout = self.procore.sync(f"{self.pcfg.commitments_path}/{cid}/line_items{SYNC_SUFFIX}",
                                      {"project_id": int(project)}, w.lines)
             if lout.errors:

@@ -71,6 +71,46 @@ def test_a_refused_line_sync_turns_into_a_conflict_that_procore_wins_and_the_lin
     assert [li["amount"] for li in procore.procore.lines_of(contract["id"])] == ["255.00"]
 
 
+def test_replay_drop_after_a_deleted_commitment_does_not_let_the_next_pass_create_it_again(
+        procore: Any, tmp_path: Path) -> None:
+    """A commitment deleted in Procore: the PO's next change makes it again, once, and the pass after that
+    writes nothing more."""
+    procore.add_po("0000000501", _vendor(procore),
+                   [{"descr": "Rebar", "qty": 10, "price": "25.50", "account": "640000"}])
+    assert procore_sync(tmp_path).exit_code == 0
+    procore.procore.contracts.clear()  # a person deleted the commitment in Procore
+    procore.change_po(("US001", "0000000501"), qty=12)
+    r = procore_sync(tmp_path)
+    assert r.failures == [], r.failures
+    (contract,) = procore.procore.contracts.values()
+    assert [li["amount"] for li in procore.procore.lines_of(contract["id"])] == ["306.00"]
+    procore.change_po(("US001", "0000000501"), qty=13)
+    procore.purchasing.pos[("US001", "0000000501")]["LAST_DTTM_UPDATE"] = datetime.now(UTC).isoformat()
+    r = procore_sync(tmp_path)
+    assert r.failures == [], r.failures
+    (again,) = procore.procore.contracts.values()
+    assert again["id"] == contract["id"]
+    assert [li["amount"] for li in procore.procore.lines_of(again["id"])] == ["331.50"]
+    assert "replay drop" not in (tmp_path / "state.json").read_text(encoding="utf-8")
+
+
+def test_a_po_recoded_to_another_project_is_reported_plainly_and_not_duplicated(
+        procore: Any, tmp_path: Path) -> None:
+    """Procore cannot move a commitment between projects: the re-coded PO fails with a message naming both
+    projects and the fix; no second commitment is made."""
+    procore.add_po("0000000501", _vendor(procore),
+                   [{"descr": "Rebar", "qty": 10, "price": "25.50", "account": "640000"}])
+    assert procore_sync(tmp_path).exit_code == 0
+    po = procore.purchasing.pos[("US001", "0000000501")]
+    po["PO_LINE"][0]["PO_LINE_DISTRIB"][0].update(PROJECT_ID="PRJ-BRIDGE", DEPTID="OPS")
+    procore.change_po(("US001", "0000000501"), qty=12)
+    r = procore_sync(tmp_path)
+    (failure,) = r.failures
+    assert "562949953425001" in failure["error"] and "562949953425002" in failure["error"], failure
+    assert "cannot move" in failure["error"] and "replay retry" in failure["error"]
+    assert len(procore.procore.contracts) == 1
+
+
 # -- POWriter.resolve_pending: one failing lookup -------------------------------------------------
 NAMES = PONames(ci="CI_PO", business_unit="BUSINESS_UNIT", po_id="PO_ID", handle="PO_REF", vendor_id="VENDOR_ID",
                 status="PO_STATUS", lines="PO_LINE", line_nbr="LINE_NBR", distributions="PO_DISTRIB",

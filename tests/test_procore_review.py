@@ -149,3 +149,30 @@ def test_one_failing_lookup_of_a_pending_po_create_keeps_its_mark_and_settles_th
     assert failure["key"] == "A" and "Could not look up" in failure["error"] and "Traceback" not in failure["error"]
     (item,) = state.replay
     assert item["row"] == {"group": ["A"]}  # the queued source row is kept for the retry
+
+
+# -- `mlconnector state unlink`: the command the "no longer in PeopleSoft" messages name -------------------
+def test_state_unlink_forgets_one_queued_records_link_and_keeps_the_item(procore: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mlconnector", *args, "--config", str(tmp_path / "config.toml")],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    procore.add_po("0000000501", _vendor(procore),
+                   [{"descr": "Rebar", "qty": 10, "price": "25.50", "account": "640000"}])
+    assert procore_sync(tmp_path).exit_code == 0
+    state = State.load(tmp_path / "state.json")
+    (key,) = state.entries("purchase_orders")
+    item = state.enqueue("purchase_orders", key, {"rows": []}, "its document is no longer there")
+    state.save()
+    done = cli("state", "unlink", item["id"])
+    assert done.returncode == 0, done.stderr
+    after = State.load(tmp_path / "state.json")
+    assert after.entry("purchase_orders", key) is None and [i["id"] for i in after.replay] == [item["id"]]
+    again = cli("state", "unlink", item["id"])
+    assert again.returncode != 0 and "no link" in again.stderr and "Traceback" not in again.stderr
+    unknown = cli("state", "unlink", "nope")
+    assert unknown.returncode != 0 and "replay list" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -303,8 +303,10 @@ class POWriter:
             if (exc.message_set, exc.message_id) == ("91", "50"):
                 self.ctx.fail(kind, w.key, w.row, NeedsPerson(
                     f"{w.title} changed, but its purchase order {'/'.join(keys.values())} is no longer in PeopleSoft. "
-                    f"Nothing was created: a person must decide (re-create it by hand, or drop the link with "
-                    f"`mlconnector replay drop`).", json.dumps({"wanted": self._version(w)}, default=str)))
+                    f"Nothing was created: a person decides. To have it made again, run `mlconnector state unlink <id>`"
+                    f" then `mlconnector replay retry <id>` (ids from `mlconnector replay list`); the retry looks the "
+                    f"record's handle up first and adopts a purchase order re-entered by hand with it.",
+                    json.dumps({"wanted": self._version(w)}, default=str)))
                 return
             self.ctx.fail(kind, w.key, w.row, exc)
             return

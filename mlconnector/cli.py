@@ -455,6 +455,35 @@ def state_forget(
                else f"Forgot {name} (was {old}); the next pass reads it from initial_since.")
 
 
+@state_app.command("unlink")
+def state_unlink(
+    item_id: Annotated[str, typer.Argument(help="The queued record's item id (from 'replay list').")],
+    config: ConfigOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Forget the link of one queued record whose target document was deleted on purpose: the item stays
+    queued, and its next retry treats the record as new (a lookup of its handle still precedes the create,
+    so a document that does exist is adopted, never made twice). Written to the audit trail."""
+
+    def change(state: Any) -> dict[str, str]:
+        from mlconnector.audit import Audit, Redactor
+
+        item = state.find_replay(item_id)
+        if item is None:
+            raise ConfigError(f"No queued item {item_id!r}; nothing was unlinked. See 'mlconnector replay list'.")
+        if state.entry(item["kind"], item["key"]) is None:
+            raise ConfigError(f"Queued item {item_id!r} ({item['kind']} {item['key']}) has no link to forget; "
+                              f"'mlconnector replay retry {item_id}' writes it.")
+        state.drop_entry(item["kind"], item["key"])
+        audit = Audit(_load(config).audit_file, Redactor(), "state")
+        audit.write("unlinked", item["kind"], item["key"], why="state unlink")
+        audit.close()
+        return {"kind": item["kind"], "key": item["key"]}
+
+    done = _guard(as_json, _edit_state, config, change)
+    typer.echo(json.dumps({"status": "ok", "unlinked": done}) if as_json
+               else f"Unlinked {done['kind']} {done['key']}; 'mlconnector replay retry {item_id}' writes it again.")
+
+
 @state_app.command("rebind")
 def state_rebind(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Bind the state to the sites this configuration names now (after a deliberate move of a site's URL)."""

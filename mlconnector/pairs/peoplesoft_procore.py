@@ -672,7 +672,11 @@ class PeopleSoftProcorePass:
             self._write_commitments(project, writes, {w.key: groups[tuple(decode_key(w.key))] for w in writes})
 
     def _ps_change_wins(self, w: CommitmentWrite, link: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-        """A PeopleSoft PO changed: if its commitment changed in Procore too, apply the conflict rule."""
+        """A PeopleSoft PO changed: if its commitment changed in Procore too, apply the conflict rule. A link
+        whose last write did not finish (lines refused, kill between header and lines) has no confirmed Procore
+        version: only PeopleSoft changed, and the PO is sent again (upserts by origin_id: no duplicate)."""
+        if link.get("lines_unconfirmed") or not link.get("procore_hash"):
+            return True
         try:
             current = self.procore.get_json(f"{self.pcfg.commitments_path}/{link['id']}",
                                             {"project_id": int(w.project)})
@@ -680,10 +684,7 @@ class PeopleSoftProcorePass:
                                      {"project_id": int(w.project)})
         except RemoteError as exc:
             if exc.status == 404:
-                self.ctx.fail(POS, w.key, {"rows": rows}, RecordError(
-                    f"{w.title} changed, but its Procore commitment {link['id']} is gone. Nothing was created: a "
-                    f"person decides (run `mlconnector replay drop` to let the next pass create it again)."))
-                return False
+                return self._commitment_missing(w, link, rows)
             raise
         mine = [ln for ln in lines if _text(ln.get("origin_id")).startswith(LINE_HANDLE)]
         theirs = procore_digest(current, mine)
@@ -714,6 +715,42 @@ class PeopleSoftProcorePass:
         self.state.dirty = True
         self.ctx.result.kind(POS).unchanged += 1
         return False
+
+    def _commitment_missing(self, w: CommitmentWrite, link: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+        """The linked commitment is not in the PO's project. origin_id is unique per company, so look it up in
+        every mapped project: absent everywhere (deleted in Procore) -> True, the upsert by origin_id makes it
+        again (once: the link then names the new one); in another project (the PO was re-coded) -> reported,
+        because Procore cannot move a commitment between projects."""
+        origin = w.header["origin_id"]
+        where: list[tuple[str, dict[str, Any]]] = []
+        for project in sorted(set(self.s.projects) | {_text(link.get("project"))} - {""}):
+            try:
+                found = self.procore.all(self.pcfg.commitments_path,
+                                         {"project_id": int(project), "filters[origin_id]": origin})
+            except RemoteError as exc:
+                if exc.status in (403, 404):
+                    continue  # a project this login cannot see holds nothing we can act on
+                raise
+            where.extend((project, c) for c in found if _text(c.get("origin_id")) == origin)
+        elsewhere = [(p, c) for p, c in where if p != w.project]
+        if elsewhere:
+            p, c = elsewhere[0]
+            self.ctx.fail(POS, w.key, {"rows": rows}, RecordError(
+                f"{w.title} is now coded to Procore project {w.project}, but its commitment {c.get('id')} is in "
+                f"project {p}, and Procore cannot move a commitment between projects. Nothing was written. Fix: "
+                f"code the PO back to a cost center of project {p}, or delete commitment {c.get('id')} in Procore "
+                f"project {p}; then run `mlconnector replay retry` (the commitment is made in project {w.project})."))
+            return False
+        if where:  # in the PO's own project under another id: the upsert by origin_id updates that one
+            self.audit.write("relinked", POS, w.key, commitment=where[0][1].get("id"), was=link.get("id"),
+                             project=w.project, why="found by origin_id")
+        else:
+            self.audit.write("commitment_gone", POS, w.key, commitment=link.get("id"), project=w.project,
+                             why="not in any mapped project (origin_id lookup): written again")
+        if not self.dry_run:
+            link["lines_unconfirmed"] = True
+            self.state.dirty = True
+        return True
 
     def _write_commitments(self, project: str, writes: list[CommitmentWrite],
                            rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -748,7 +785,11 @@ class PeopleSoftProcorePass:
             link = self.state.entry(POS, w.key)
             new = link is None
             # The link first (a kill now re-sends the same upsert by origin_id: no duplicate).
-            self.state.set_entry(POS, w.key, {"id": cid, "project": project, "ps_hash": "", "procore_hash": ""})
+            # ps_hash "" resends the PO next pass; "lines_unconfirmed" tells _ps_change_wins that no Procore
+            # version was confirmed, so a half-written commitment is never mistaken for a Procore-side edit.
+            self.state.set_entry(POS, w.key, {"id": cid, "project": project, "ps_hash": "",
+                                              "procore_hash": (link or {}).get("procore_hash", ""),
+                                              "lines_unconfirmed": True})
             lout = self.procore.sync(f"{self.pcfg.commitments_path}/{cid}/line_items{SYNC_SUFFIX}",
                                      {"project_id": int(project)}, w.lines)
             if lout.errors:

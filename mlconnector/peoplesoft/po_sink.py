@@ -154,15 +154,33 @@ class POWriter:
             entries[key] = entry
             marks[key] = pending_since(entry)
 
+        unknown: dict[str, CIError] = {}
+
         def lookup(keys: Sequence[str]) -> dict[str, Any]:
             out: dict[str, Any] = {}
             for k in keys:
                 e = entries[k]
-                out[k] = self.lookup(e.get("business_unit", ""), e.get("handle", ""), e.get("vendor", ""))
+                try:
+                    out[k] = self.lookup(e.get("business_unit", ""), e.get("handle", ""), e.get("vendor", ""))
+                except CIError as exc:
+                    # An error is not an absence: the mark stays, and the other keys are still settled.
+                    unknown[k] = exc
             return {k: v for k, v in out.items() if v}
 
         found = self.settler.settle(marks, lookup)
+        for key, exc in unknown.items():
+            queued = next((i for i in self.state.replay if i["kind"] == kind and i["key"] == key
+                           and i.get("what", "record") == "record"), None)
+            err = RecordError(
+                f"Could not look up the purchase order of {key} in PeopleSoft ({exc.message}). Its earlier create "
+                f"may have gone through, so nothing is created until a lookup answers; it is looked up again on the "
+                f"next pass. If this repeats, check the PeopleSoft user's access to the purchase order component "
+                f"interface and its search keys (business unit, PO reference, vendor).")
+            err.raw = exc.raw  # type: ignore[attr-defined]
+            self.ctx.fail(kind, key, (queued or {}).get("row") or {}, err)
         for key, entry in entries.items():
+            if key in unknown:
+                continue
             records = found.get(key, [])
             if len(records) == 1:
                 entry["po"] = self.keys_of(records[0])
@@ -285,8 +303,10 @@ class POWriter:
             if (exc.message_set, exc.message_id) == ("91", "50"):
                 self.ctx.fail(kind, w.key, w.row, NeedsPerson(
                     f"{w.title} changed, but its purchase order {'/'.join(keys.values())} is no longer in PeopleSoft. "
-                    f"Nothing was created: a person must decide (re-create it by hand, or drop the link with "
-                    f"`mlconnector replay drop`).", json.dumps({"wanted": self._version(w)}, default=str)))
+                    f"Nothing was created: a person decides. To have it made again, run `mlconnector state unlink <id>`"
+                    f" then `mlconnector replay retry <id>` (ids from `mlconnector replay list`); the retry looks the "
+                    f"record's handle up first and adopts a purchase order re-entered by hand with it.",
+                    json.dumps({"wanted": self._version(w)}, default=str)))
                 return
             self.ctx.fail(kind, w.key, w.row, exc)
             return

@@ -342,8 +342,10 @@ class VoucherWriter(DocumentWriter):
             if (exc.message_set, exc.message_id) == ("91", "50"):
                 self.ctx.fail(kind, w.key, w.row, NeedsPerson(
                     f"{w.title} changed, but its voucher {'/'.join(keys.values())} is no longer in PeopleSoft. "
-                    f"Nothing was created: a person must decide (enter it by hand, or drop the link with "
-                    f"`mlconnector replay drop`).", json.dumps({"wanted": record}, default=canon)))
+                    f"Nothing was created: a person decides. To have it made again, run `mlconnector state unlink <id>`"
+                    f" then `mlconnector replay retry <id>` (ids from `mlconnector replay list`); the retry looks the "
+                    f"record's handle up first and adopts a voucher re-entered by hand with it.",
+                    json.dumps({"wanted": record}, default=canon)))
                 return None
             self.ctx.fail(kind, w.key, w.row, exc)
             return None

@@ -17,6 +17,12 @@ crosswalk, so the PO posts in the same pass. Back, the linked suppliers are read
 address is PATCHed to the Procurify vendor; what the connector wrote itself reads back equal to the link's
 hash and is not sent (sync/echo.py).
 
+GL accounts, where configured (``gl_accounts`` / ``gl_account_prefixes``): the GL account query is read in full
+when ``gl_read_every_minutes`` comes round (GL_ACCOUNT_TBL has no change stamp) and each account in scope
+becomes a Procurify account code: looked up by ``code`` before every create, a pending mark on disk before the
+POST (a lost answer is adopted by the next pass's lookup, never a second code), a changed description or an
+inactivation PUT to the linked code. Nothing flows back.
+
 PO writes run with up to ``ci_workers`` CI calls in flight (SharedCI): state work stays serial under one
 lock, so each pending mark is on disk before its Create leaves, as in a one-call-at-a-time pass.
 """
@@ -51,6 +57,8 @@ PAIR = "procurify-peoplesoft"
 KIND = "requisitions"
 VENDORS = "vendors"  # links Procurify vendor id -> PeopleSoft supplier; also the back-flow's changes
 VENDOR_READ = "ps_vendors"  # watermark name of the PeopleSoft vendor master's full reads
+ACCOUNT_CODES = "account_codes"  # links PeopleSoft ACCOUNT -> Procurify account code id
+GL_READ = "ps_gl_accounts"  # watermark name of the PeopleSoft GL account table's full reads
 ITEMS_INDEX = "procurify_items"  # state.extra: Procurify item id -> the group key it was last posted under
 DESCR_MAX = 254
 
@@ -351,7 +359,8 @@ class ProcurifyPeopleSoftPass:
 
     def entities(self) -> list[str]:
         # The vendor back-flow first: reference data before the documents that show it.
-        return [VENDORS, KIND] if self.s.vendor_backflow else [KIND]
+        first = [ACCOUNT_CODES] if self.s.gl_publish else []
+        return first + ([VENDORS, KIND] if self.s.vendor_backflow else [KIND])
 
     def blocked(self, entity: str) -> str | None:
         return None
@@ -368,6 +377,9 @@ class ProcurifyPeopleSoftPass:
     def sync_entity(self, entity: str, since: datetime | None) -> None:
         if entity == VENDORS:
             self.vendor_changes()
+            return
+        if entity == ACCOUNT_CODES:
+            self.publish_gl_accounts()
             return
         start = self.window.start(self.state, KIND, self.pcfg.initial_since, since)
         end = self.ctx.now
@@ -415,6 +427,8 @@ class ProcurifyPeopleSoftPass:
             raise first
 
     def retry(self, item: dict[str, Any]) -> None:
+        if item["kind"] == ACCOUNT_CODES:
+            return  # retried by the next full read of the GL accounts (pending marks are looked up there)
         if item["kind"] == VENDORS:
             if self.ensure_vendor(item["key"], None) is not None and not self.dry_run:
                 self.state.dequeue(VENDORS, item["key"])
@@ -624,6 +638,121 @@ class ProcurifyPeopleSoftPass:
             self.audit.write("posted", VENDORS, pid, vendor=vid, name=facts["name"], status=facts["status"])
         if clean and not self.dry_run:
             rule.done(self.state, VENDOR_READ, started)
+
+
+    # -- GL accounts: PeopleSoft -> Procurify account codes ----------------------------------------------
+    def gl_rows(self) -> list[dict[str, Any]]:
+        """Every row of the GL account query (one QAS call; a result that fills max_maxrows is refused)."""
+        from mlconnector.peoplesoft.qas import QASClient
+
+        # The CI client's credentials: basic auth is kept for its WSDL reads, OAuth2 on its session.
+        qas = QASClient(self.cfg.peoplesoft, getattr(self.ci, "wsdl_auth", None) or self.ci.http.session.auth)
+        try:
+            return [r for page in qas.read_all(self.s.gl_query) for r in page]
+        finally:
+            qas.close()
+
+    def publish_gl_accounts(self) -> None:
+        """Publish the GL accounts in scope as Procurify account codes when the cadence comes round."""
+        from mlconnector.errors import ConnectorError, RemoteError
+
+        rule = FullRead(timedelta(minutes=self.s.gl_read_every_minutes))
+        started = self.ctx.now
+        if not rule.due(self.state, GL_READ, started):
+            return
+        counts = self.ctx.result.kind(ACCOUNT_CODES)
+        try:
+            rows = self.gl_rows()
+        except RemoteError as exc:
+            if isinstance(exc, FATAL_ERRORS):
+                raise
+            self.ctx.kind_error(ACCOUNT_CODES, exc)
+            return
+        wanted: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            account = _text(row.get("ACCOUNT"))
+            if account and self.s.gl_in_scope(account):
+                counts.read += 1
+                wanted[account] = {"code": account, "description": _text(row.get("DESCR")) or account,
+                                   "active": _text(row.get("EFF_STATUS")) in self.s.gl_active_statuses}
+        # A linked account that left the query (it lists active accounts only) is inactivated too.
+        for account, entry in self.state.entries(ACCOUNT_CODES).items():
+            if account not in wanted and self.s.gl_in_scope(account) and entry.get("facts"):
+                wanted[account] = {**entry["facts"], "active": False}
+        clean = True
+        for account, facts in sorted(wanted.items()):
+            try:
+                self.publish_account(account, facts)
+            except ConnectorError as exc:
+                if isinstance(exc, FATAL_ERRORS):
+                    raise
+                self.ctx.fail(ACCOUNT_CODES, account, {"account": account}, exc, what="account code")
+                clean = False
+        if clean and not self.dry_run:
+            rule.done(self.state, GL_READ, started)
+
+    def publish_account(self, account: str, facts: dict[str, Any]) -> None:
+        """One GL account -> its Procurify account code: created once, updated when its content changed."""
+        from mlconnector.errors import RemoteError
+        from mlconnector.sync.links import mark_pending
+
+        counts = self.ctx.result.kind(ACCOUNT_CODES)
+        h = digest(facts)
+        entry = self.state.entry(ACCOUNT_CODES, account) or {}
+        if entry.get("id") is not None and not entry.get("pending"):
+            if entry.get("hash") == h:
+                counts.unchanged += 1
+                return
+            code_id = entry["id"]
+        else:
+            # Before every create: a current lookup by code (adopts a code whose create answer was lost, or
+            # one a person made by hand).
+            found = self.procurify.find_account_code(account)
+            if found is None and not facts["active"]:
+                if entry and not self.dry_run:
+                    self.state.drop_entry(ACCOUNT_CODES, account)  # never created, now inactive: nothing to do
+                counts.unchanged += 1
+                return
+            if found is None:
+                if self.dry_run:
+                    counts.posted += 1
+                    self.ctx.planned(ACCOUNT_CODES, account, "post", description=facts["description"])
+                    return
+                self.state.set_entry(ACCOUNT_CODES, account, mark_pending({"facts": facts}))
+                self.state.save()  # the mark is on disk before the POST leaves
+                try:
+                    made = self.procurify.create_account_code({"code": account, "description": facts["description"]})
+                except RemoteError as exc:
+                    if exc.status is not None and 400 <= exc.status < 500:
+                        self.state.drop_entry(ACCOUNT_CODES, account)  # refused: nothing was created
+                    raise  # otherwise the mark stays: the next pass's lookup adopts what was made
+                self.state.set_entry(ACCOUNT_CODES, account, {"id": made.get("id"), "hash": h, "facts": facts})
+                self.state.dequeue(ACCOUNT_CODES, account, "account code")
+                self.state.save()
+                counts.posted += 1
+                self.audit.write("posted", ACCOUNT_CODES, account, id=made.get("id"), active=True)
+                return
+            code_id = found.get("id")
+            current = {"code": account, "description": _text(found.get("description")),
+                       "active": bool(found.get("active", True))}
+            if digest(current) == h:
+                if not self.dry_run:
+                    self.state.set_entry(ACCOUNT_CODES, account, {"id": code_id, "hash": h, "facts": facts})
+                    self.state.dequeue(ACCOUNT_CODES, account, "account code")
+                counts.unchanged += 1
+                return
+        if self.dry_run:
+            counts.posted += 1
+            self.ctx.planned(ACCOUNT_CODES, account, "update", description=facts["description"],
+                             active=facts["active"])
+            return
+        self.procurify.put_account_code(code_id, {"code": account, "description": facts["description"],
+                                                  "active": facts["active"]})
+        self.state.set_entry(ACCOUNT_CODES, account, {"id": code_id, "hash": h, "facts": facts})
+        self.state.dequeue(ACCOUNT_CODES, account, "account code")
+        self.state.dirty = True
+        counts.posted += 1
+        self.audit.write("posted", ACCOUNT_CODES, account, id=code_id, active=facts["active"])
 
 
 def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:

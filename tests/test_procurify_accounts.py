@@ -121,3 +121,60 @@ def test_simulator_refuses_patch_delete_duplicates_and_missing_fields(genv: GEnv
     assert requests.patch(f"{url}1/", json={"active": False}, headers=h, timeout=5).status_code == 405
     assert requests.delete(f"{url}1/", headers=h, timeout=5).status_code == 405
     assert requests.put(f"{url}1/", json={"active": False}, headers=h, timeout=5).status_code == 400
+
+
+# -- vouchers close Procurify POs ---------------------------------------------------------------------
+CLOSE = 'close_pos = true\nvoucher_read_every_minutes = 0\n'
+LINE = {"name": "Widget", "quantity": 2, "price": "5", "account_code": "6100", "department_id": 1}
+
+
+def _posted(genv: GEnv, sim_order: int) -> tuple[str, str, dict[str, str]]:
+    from mlconnector.state import State
+
+    state = State.load(genv.dir / "state.json")
+    for key, entry in state.entries("requisitions").items():
+        if key.startswith(str(sim_order)):
+            return key, entry["po"]["PO_ID"], entry["po"]
+    raise AssertionError(f"requisition {sim_order} not posted")
+
+
+def test_fully_vouchered_po_is_closed_once_and_partial_stays_open(genv: GEnv) -> None:
+    sim, q = genv.box.procurify, genv.box.gl
+    genv.write_config(CLOSE)
+    full = sim.add_requisition(301, [LINE, {**LINE, "name": "Bolt", "quantity": 1, "price": "2.5"}])
+    part = sim.add_requisition(302, [LINE])
+    assert genv.sync().exit_code == 0
+    n_full, n_part = sim.add_purchase_order(full), sim.add_purchase_order(part)
+    _, full_po, _ = _posted(genv, full)
+    _, part_po, _ = _posted(genv, part)
+    q.vouchers = [{"BUSINESS_UNIT": "US001", "PO_ID": full_po, "VOUCHER_ID": "00000001", "GROSS_AMT": "10.000"},
+                  {"BUSINESS_UNIT": "US001", "PO_ID": full_po, "VOUCHER_ID": "00000002", "GROSS_AMT": "2.500"},
+                  {"BUSINESS_UNIT": "US001", "PO_ID": part_po, "VOUCHER_ID": "00000003", "GROSS_AMT": "4.000"}]
+    r = genv.sync()
+    assert r.exit_code == 0, (r.failures, r.fatal)
+    assert sim.pos[n_full]["state"] == 3 and sim.pos[n_part]["state"] == 0
+    assert sim.po_closes == 1
+    r = genv.sync()
+    assert r.exit_code == 0, (r.failures, r.fatal)
+    assert sim.po_closes == 1  # a closed PO is not closed again
+    q.vouchers.append({"BUSINESS_UNIT": "US001", "PO_ID": part_po, "VOUCHER_ID": "00000004", "GROSS_AMT": "6.000"})
+    assert genv.sync().exit_code == 0
+    assert sim.pos[n_part]["state"] == 3 and sim.po_closes == 2
+
+
+def test_close_whose_answer_was_lost_is_not_sent_again_and_off_by_default(genv: GEnv) -> None:
+    sim, q = genv.box.procurify, genv.box.gl
+    num = sim.add_requisition(301, [LINE])
+    assert genv.sync().exit_code == 0
+    n = sim.add_purchase_order(num)
+    _, po_id, _ = _posted(genv, num)
+    q.vouchers = [{"BUSINESS_UNIT": "US001", "PO_ID": po_id, "VOUCHER_ID": "00000001", "GROSS_AMT": "10.000"}]
+    assert genv.sync().exit_code == 0
+    assert sim.pos[n]["state"] == 0  # close_pos is off by default
+    genv.write_config(CLOSE)
+    genv.box.procurify_server.faults.add(Fault("drop_after", path="/close/$", method="POST"))
+    genv.sync()
+    assert sim.pos[n]["state"] == 3 and sim.po_closes == 1
+    r = genv.sync()
+    assert r.exit_code == 0, (r.failures, r.fatal)
+    assert sim.po_closes == 1 and r.failures == []

@@ -114,6 +114,15 @@ class PairSettings:
     gl_read_every_minutes: float = 60.0
     gl_active_statuses: list[str] = field(default_factory=lambda: ["A"])
 
+    # Vouchers close Procurify POs (off by default): the voucher query (no prompts; BUSINESS_UNIT, PO_ID,
+    # VOUCHER_ID, GROSS_AMT: one row per voucher on a PO, ideally only POs whose PO_REF starts with
+    # handle_prefix) is read on a cadence; a PO the connector created is closed in Procurify once
+    # close_when holds: "vouchered" = the vouchers' gross adds up to the PO amount or more; "any_voucher".
+    close_pos: bool = False
+    voucher_query: str = "ML_PO_VOUCHERS"
+    voucher_read_every_minutes: float = 60.0
+    close_when: str = "vouchered"
+
     def gl_in_scope(self, account: str) -> bool:
         return account in self.gl_accounts or any(account.startswith(p) for p in self.gl_account_prefixes)
 
@@ -134,7 +143,7 @@ KNOWN = {"create_vendors", "vendor_handle_prefix", "vendor_handle_max", "vendor_
          "business_unit", "buyer_id", "po_ci", "vendor_setid", "handle_prefix", "handle_max", "group_by",
          "currencies", "approved_statuses", "updatable_statuses", "vendor_key", "amount_places", "vendors",
          "pending_grace_seconds", "gl_accounts", "gl_account_prefixes", "gl_query", "gl_read_every_minutes",
-         "gl_active_statuses",
+         "gl_active_statuses", "close_pos", "voucher_query", "voucher_read_every_minutes", "close_when",
          "accounts", "units", "po_fields", "item_fields"}
 
 
@@ -197,6 +206,10 @@ def parse_section(s: Section) -> PairSettings:
         gl_query=s.str("gl_query", "ML_GL_ACCOUNTS"),
         gl_read_every_minutes=s.num("gl_read_every_minutes", 60.0, minimum=0),
         gl_active_statuses=(str_list(s, "gl_active_statuses") if "gl_active_statuses" in s.data else ["A"]),
+        close_pos=s.bool("close_pos", False),
+        voucher_query=s.str("voucher_query", "ML_PO_VOUCHERS"),
+        voucher_read_every_minutes=s.num("voucher_read_every_minutes", 60.0, minimum=0),
+        close_when=s.str("close_when", "vouchered", choices=("vouchered", "any_voucher")),
     )
 
 

@@ -371,6 +371,27 @@ class ProcurifyClient:
         data = body.get("data", body) if isinstance(body, dict) else {}
         return data if isinstance(data, dict) else {}
 
+    def purchase_order(self, number: Any) -> dict[str, Any]:
+        """One Procurify PO by its ``procurify_PO`` number (a current read; ``state`` 3 = closed)."""
+        body = self.get_json(f"{self.cfg.purchase_order_path.rstrip('/')}/{number}/")
+        data = body.get("data", body) if isinstance(body, dict) else None
+        return data if isinstance(data, dict) else {}
+
+    def close_purchase_order(self, number: Any) -> dict[str, Any]:
+        """POST close on a PO (no body). Not repeated on its own: the caller reads the state first."""
+        resp = self.request("POST", f"{self.cfg.close_po_path.rstrip('/')}/{number}/close/")
+        if resp.status_code >= 400:
+            raise RemoteError(f"Procurify refused to close purchase order {number} (HTTP {resp.status_code}: "
+                              f"{short_body(resp.text, 200)}). Check that the API user may close purchase orders, "
+                              f"and close_po_path in [procurify].", system=SYSTEM, status=resp.status_code,
+                              raw=resp.text)
+        try:
+            body = resp.json()
+        except ValueError:
+            return {}
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        return data if isinstance(data, dict) else {}
+
     def whoami(self) -> dict[str, Any]:
         body = self.get_json(self.cfg.whoami_path)
         data = body.get("data") if isinstance(body, dict) else None

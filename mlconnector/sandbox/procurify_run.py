@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlconnector.sandbox.peoplesoft_po_ci import PurchasingCI, PurchasingGateway
 from mlconnector.sandbox.procurify_sim import CLIENT_ID, CLIENT_SECRET, ProcurifySim
@@ -24,18 +25,21 @@ GL_ACCOUNTS = {"640000": "Office supplies expense", "641000": "IT equipment expe
 
 
 GL_QUERY = "ML_GL_ACCOUNTS"
+VOUCHER_QUERY = "ML_PO_VOUCHERS"
 
 
 class GLAccountQuery:
     """The PeopleSoft GL account table behind a QAS query without prompts (``ML_GL_ACCOUNTS``: ACCOUNT, DESCR,
     EFF_STATUS; GL_ACCOUNT_TBL has no change stamp). Basic auth as the CI simulator; columns come back with the
     query's alias prefix (``A.ACCOUNT``) and ``maxrows`` cuts the result silently, as QAS does. Any other path
-    is a 404. Test control: ``accounts`` (ACCOUNT -> {"DESCR", "EFF_STATUS"})."""
+    is a 404. Test controls: ``accounts`` (ACCOUNT -> {"DESCR", "EFF_STATUS"}); ``vouchers`` (rows of
+    ``ML_PO_VOUCHERS``: BUSINESS_UNIT, PO_ID, VOUCHER_ID, GROSS_AMT; one per voucher on a PO)."""
 
     def __init__(self, node: str, users: dict[str, str]) -> None:
         self.node = node
         self.users = users
         self.accounts: dict[str, dict[str, str]] = {}
+        self.vouchers: list[dict[str, Any]] = []
         self.calls = 0
 
     def __call__(self, request: Request) -> Response:
@@ -51,18 +55,21 @@ class GLAccountQuery:
             return text_response(401, '<IBResponse type="error"><MessageID>10</MessageID><DefaultMessage>Invalid '
                                       'user ID or password for security verification. (158,10)</DefaultMessage>'
                                       '</IBResponse>', "text/xml")
-        if parts[4:6] != ["PUBLIC", GL_QUERY]:
+        if parts[4:5] != ["PUBLIC"] or parts[5:6] not in ([GL_QUERY], [VOUCHER_QUERY]):
             return text_response(200, '<IBResponse type="error"><MessageID>62</MessageID><DefaultMessage>Query '
                                       f'{"/".join(parts[5:6])} does not exist or the user does not have access. '
                                       '(262,62)</DefaultMessage></IBResponse>', "text/xml")
         self.calls += 1
         maxrows = int(request.arg("maxrows") or 0)
-        rows = [{"A.ACCOUNT": a, "A.DESCR": r["DESCR"], "A.EFF_STATUS": r["EFF_STATUS"]}
-                for a, r in sorted(self.accounts.items())]
+        if parts[5] == VOUCHER_QUERY:
+            rows = [{f"A.{k}": v for k, v in r.items()} for r in self.vouchers]
+        else:
+            rows = [{"A.ACCOUNT": a, "A.DESCR": r["DESCR"], "A.EFF_STATUS": r["EFF_STATUS"]}
+                    for a, r in sorted(self.accounts.items())]
         rows = rows[:maxrows] if maxrows else rows
         out = [{"attr:rownumber": i, **r} for i, r in enumerate(rows, 1)]
         return json_response(200, {"status": "success", "data": {"query": {"numrows": len(out),
-                                                                           "queryname": GL_QUERY, "rows": out}}})
+                                                                           "queryname": parts[5], "rows": out}}})
 
 
 @dataclass

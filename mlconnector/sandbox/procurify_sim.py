@@ -15,6 +15,9 @@
 - Account codes: ``GET /api/v3/account-codes/`` (filters ``code``, ``active``), ``POST`` (required ``code`` and
   ``description``; a ``code`` already taken is a 400), ``PUT /api/v3/account-codes/{id}/`` (the whole record:
   ``code`` and ``description`` required); no PATCH or DELETE (405): a code is deactivated with ``active``.
+- Purchase orders: ``GET /api/v2/purchase_orders/{procurify_PO}/`` (with ``state``: 0 purchased, 1 cancelled,
+  3 closed, 5 reopened) and ``POST /api/v3/purchase-orders/{procurify_PO}/close/`` (no body; a PO already
+  closed or cancelled is a 400). ``add_purchase_order`` puts a requisition's items on a PO as a buyer would.
 429 and 5xx come from the server's fault plan or rate limit (sandbox/server.py).
 """
 
@@ -63,6 +66,8 @@ class ProcurifySim:
         for code, descr in (("6100", "Office supplies"), ("6200", "IT equipment"), ("6300", "Maintenance")):
             self._new_code(code, descr)
         self.account_code_writes = 0
+        self.pos: dict[int, dict[str, Any]] = {}
+        self.po_closes = 0
         self.departments = {1: "Facilities", 2: "IT", 3: "Operations"}
         self._ids = itertools.count(1001)
         self._reqs = itertools.count(5001)
@@ -125,6 +130,18 @@ class ProcurifySim:
         self.account_codes[cid] = row
         return row
 
+    def add_purchase_order(self, order_num: int) -> int:
+        """Put every item of requisition ``order_num`` on a new Procurify PO (state 0); its number."""
+        with self._lock:
+            number = max(self.pos, default=200) + 1
+            items = [i for i in self.items.values() if i["orderNum"] == order_num]
+            total = sum(Decimal(i["approved_quantity"]) * Decimal(i["approved_price"]) for i in items)
+            self.pos[number] = {"procurify_PO": number, "uuid": secrets.token_hex(16), "PO_Num": "", "version": 1,
+                                "state": 0, "total": _money(total), "last_modified": self._now_text()}
+            for n, item in enumerate(sorted(items, key=lambda i: i["num"]), 1):
+                item.update(purchase_order=number, PO_line_num=n, status=2, last_modified=self._now_text())
+            return number
+
     def codes(self, code: str) -> list[dict[str, Any]]:
         """The account codes carrying ``code`` (a test sees a duplicate as a list of two)."""
         with self._lock:
@@ -160,12 +177,21 @@ class ProcurifySim:
             self.calls[request.path if request.method == "GET" else f"{request.method} {request.path}"] += 1
         if request.method == "PATCH" and request.path.startswith("/api/v3/vendors/"):
             return self._patch_vendor(request)
+        if request.path.startswith("/api/v3/purchase-orders/"):
+            return self._close_po(request)
         if request.path.startswith("/api/v3/account-codes/") and request.method != "GET":
             return self._write_account_code(request)
         if request.method != "GET":
             return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
         if request.path == "/api/v3/order-items/":
             return self._order_items(request)
+        if request.path.startswith("/api/v2/purchase_orders/"):
+            tail = request.path[len("/api/v2/purchase_orders/"):].strip("/")
+            with self._lock:
+                po = self.pos.get(int(tail)) if tail.isdigit() else None
+                if po is None:
+                    return json_response(404, {"detail": "Not found."})
+                return json_response(200, {"metadata": {}, "data": dict(po)})
         if request.path == "/api/v3/vendors/":
             with self._lock:
                 rows = [dict(v) for v in sorted(self.vendors.values(), key=lambda v: v["id"])]
@@ -215,6 +241,22 @@ class ProcurifySim:
             v["dateModified"] = self._now_text()
             self.vendor_patches += 1
             return json_response(200, {"metadata": {}, "data": dict(v)})
+
+    def _close_po(self, request: Request) -> Response:
+        parts = request.path[len("/api/v3/purchase-orders/"):].strip("/").split("/")
+        if len(parts) != 2 or parts[1] != "close" or not parts[0].isdigit():
+            return json_response(404, {"detail": "Not found."})
+        if request.method != "POST":
+            return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
+        with self._lock:
+            po = self.pos.get(int(parts[0]))
+            if po is None:
+                return json_response(404, {"detail": "Not found."})
+            if po["state"] in (1, 3):
+                return json_response(400, {"detail": "This purchase order is already closed or cancelled."})
+            po.update(state=3, version=po["version"] + 1, last_modified=self._now_text())
+            self.po_closes += 1
+            return json_response(200, {"metadata": {}, "data": dict(po)})
 
     CODE_KEYS = {"code", "description", "active", "parent", "account_type", "departments"}
 

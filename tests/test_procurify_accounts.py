@@ -178,3 +178,14 @@ def test_close_whose_answer_was_lost_is_not_sent_again_and_off_by_default(genv: 
     r = genv.sync()
     assert r.exit_code == 0, (r.failures, r.fatal)
     assert sim.po_closes == 1 and r.failures == []
+
+
+def test_ping_runs_the_configured_queries_and_names_the_fix(genv: GEnv) -> None:
+    from mlconnector.ping import run_ping
+
+    genv.write_config(SCOPE + CLOSE)
+    names = {c.name: c for c in run_ping(config_mod.load(genv.config))}
+    assert names["query ML_GL_ACCOUNTS"].ok and names["query ML_PO_VOUCHERS"].ok
+    genv.write_config(SCOPE + 'gl_query = "NO_SUCH_QUERY"\n')
+    (bad,) = [c for c in run_ping(config_mod.load(genv.config)) if c.name == "query NO_SUCH_QUERY"]
+    assert not bad.ok and "gl_query" in bad.fix and "Query Manager" in bad.fix

@@ -898,6 +898,34 @@ def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
                   f"search fields ({ADMIN_CI}), or set [{SECTION}.vendor_fields] handle to a searchable field.")]
 
 
+def _query_checks(cfg: Config, secrets: SecretStore, s: PairSettings) -> list[Any]:
+    """The QAS queries the configured flows read (GL accounts, vouchers): each runs (one row asked for)."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import ConnectorError
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
+    from mlconnector.peoplesoft.qas import QASClient
+
+    wanted = [(q, key, cols) for on, q, key, cols in (
+        (s.gl_publish, s.gl_query, "gl_query", "ACCOUNT, DESCR, EFF_STATUS"),
+        (s.close_pos, s.voucher_query, "voucher_query", "BUSINESS_UNIT, PO_ID, VOUCHER_ID, GROSS_AMT")) if on]
+    if not wanted:
+        return []
+    out: list[Any] = []
+    qas = QASClient(cfg.peoplesoft, peoplesoft_auth(cfg, secrets))
+    try:
+        for query, key, cols in wanted:
+            try:
+                qas.execute(query, None, 1)
+                out.append(Check("PeopleSoft", f"query {query}", True, "runs"))
+            except ConnectorError as exc:
+                out.append(Check("PeopleSoft", f"query {query}", False, exc.message,
+                                 f"Create the public query {query} without prompts (columns {cols}) in Query "
+                                 f"Manager and give the integration user access to it, or set {key} in "
+                                 f"[{SECTION}]."))
+    finally:
+        qas.close()
+    return out
+
 # -- ping -----------------------------------------------------------------------------------------
 def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
     """The PO CI (WSDL, operations, the Find fields the lookup needs, a harmless Find) and the crosswalk's
@@ -949,6 +977,7 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
             out += _vendor_ci_checks(s, client)
     finally:
         client.close()
+    out += _query_checks(cfg, secrets, s)
     procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))
     try:
         codes = {str(r.get("code")) for page in procurify.pages("/api/v3/account-codes/", {"active": "true"})

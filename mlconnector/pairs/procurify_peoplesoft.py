@@ -17,6 +17,17 @@ crosswalk, so the PO posts in the same pass. Back, the linked suppliers are read
 address is PATCHed to the Procurify vendor; what the connector wrote itself reads back equal to the link's
 hash and is not sent (sync/echo.py).
 
+GL accounts, where configured (``gl_accounts`` / ``gl_account_prefixes``): the GL account query is read in full
+when ``gl_read_every_minutes`` comes round (GL_ACCOUNT_TBL has no change stamp) and each account in scope
+becomes a Procurify account code: looked up by ``code`` before every create, a pending mark on disk before the
+POST (a lost answer is adopted by the next pass's lookup, never a second code), a changed description or an
+inactivation PUT to the linked code. Nothing flows back.
+
+Vouchers close Procurify POs, where configured (``close_pos``): the voucher query is read when
+``voucher_read_every_minutes`` comes round; a PO the connector created whose vouchers meet ``close_when`` has
+its Procurify PO (the ``purchase_order`` of its requisition's items) read and, unless already closed (state 3),
+closed once; a closed PO is remembered and never closed again.
+
 PO writes run with up to ``ci_workers`` CI calls in flight (SharedCI): state work stays serial under one
 lock, so each pending mark is on disk before its Create leaves, as in a one-call-at-a-time pass.
 """
@@ -51,6 +62,10 @@ PAIR = "procurify-peoplesoft"
 KIND = "requisitions"
 VENDORS = "vendors"  # links Procurify vendor id -> PeopleSoft supplier; also the back-flow's changes
 VENDOR_READ = "ps_vendors"  # watermark name of the PeopleSoft vendor master's full reads
+ACCOUNT_CODES = "account_codes"  # links PeopleSoft ACCOUNT -> Procurify account code id
+GL_READ = "ps_gl_accounts"  # watermark name of the PeopleSoft GL account table's full reads
+CLOSES = "po_closes"  # Procurify PO number -> closed by the connector (or found closed)
+VOUCHER_READ = "ps_vouchers"  # watermark name of the voucher query's full reads
 ITEMS_INDEX = "procurify_items"  # state.extra: Procurify item id -> the group key it was last posted under
 DESCR_MAX = 254
 
@@ -351,7 +366,9 @@ class ProcurifyPeopleSoftPass:
 
     def entities(self) -> list[str]:
         # The vendor back-flow first: reference data before the documents that show it.
-        return [VENDORS, KIND] if self.s.vendor_backflow else [KIND]
+        first = [ACCOUNT_CODES] if self.s.gl_publish else []
+        last = [CLOSES] if self.s.close_pos else []
+        return first + ([VENDORS, KIND] if self.s.vendor_backflow else [KIND]) + last
 
     def blocked(self, entity: str) -> str | None:
         return None
@@ -368,6 +385,12 @@ class ProcurifyPeopleSoftPass:
     def sync_entity(self, entity: str, since: datetime | None) -> None:
         if entity == VENDORS:
             self.vendor_changes()
+            return
+        if entity == ACCOUNT_CODES:
+            self.publish_gl_accounts()
+            return
+        if entity == CLOSES:
+            self.close_vouchered_pos()
             return
         start = self.window.start(self.state, KIND, self.pcfg.initial_since, since)
         end = self.ctx.now
@@ -415,6 +438,8 @@ class ProcurifyPeopleSoftPass:
             raise first
 
     def retry(self, item: dict[str, Any]) -> None:
+        if item["kind"] in (ACCOUNT_CODES, CLOSES):
+            return  # retried by the next full read of the GL accounts (pending marks are looked up there)
         if item["kind"] == VENDORS:
             if self.ensure_vendor(item["key"], None) is not None and not self.dry_run:
                 self.state.dequeue(VENDORS, item["key"])
@@ -626,6 +651,227 @@ class ProcurifyPeopleSoftPass:
             rule.done(self.state, VENDOR_READ, started)
 
 
+    # -- GL accounts: PeopleSoft -> Procurify account codes ----------------------------------------------
+    def gl_rows(self) -> list[dict[str, Any]]:
+        """Every row of the GL account query (one QAS call; a result that fills max_maxrows is refused)."""
+        return self.query_rows(self.s.gl_query)
+
+    def query_rows(self, query: str) -> list[dict[str, Any]]:
+        """Every row of a QAS query without prompts."""
+        from mlconnector.peoplesoft.qas import QASClient
+
+        # The CI client's credentials: basic auth is kept for its WSDL reads, OAuth2 on its session.
+        qas = QASClient(self.cfg.peoplesoft, getattr(self.ci, "wsdl_auth", None) or self.ci.http.session.auth)
+        try:
+            return [r for page in qas.read_all(query) for r in page]
+        finally:
+            qas.close()
+
+    def publish_gl_accounts(self) -> None:
+        """Publish the GL accounts in scope as Procurify account codes when the cadence comes round."""
+        from mlconnector.errors import ConnectorError, RemoteError
+
+        rule = FullRead(timedelta(minutes=self.s.gl_read_every_minutes))
+        started = self.ctx.now
+        if not rule.due(self.state, GL_READ, started):
+            return
+        counts = self.ctx.result.kind(ACCOUNT_CODES)
+        try:
+            rows = self.gl_rows()
+        except RemoteError as exc:
+            if isinstance(exc, FATAL_ERRORS):
+                raise
+            self.ctx.kind_error(ACCOUNT_CODES, exc)
+            return
+        wanted: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            account = _text(row.get("ACCOUNT"))
+            if account and self.s.gl_in_scope(account):
+                counts.read += 1
+                wanted[account] = {"code": account, "description": _text(row.get("DESCR")) or account,
+                                   "active": _text(row.get("EFF_STATUS")) in self.s.gl_active_statuses}
+        # A linked account that left the query (it lists active accounts only) is inactivated too.
+        for account, entry in self.state.entries(ACCOUNT_CODES).items():
+            if account not in wanted and self.s.gl_in_scope(account) and entry.get("facts"):
+                wanted[account] = {**entry["facts"], "active": False}
+        clean = True
+        for account, facts in sorted(wanted.items()):
+            try:
+                self.publish_account(account, facts)
+            except ConnectorError as exc:
+                if isinstance(exc, FATAL_ERRORS):
+                    raise
+                self.ctx.fail(ACCOUNT_CODES, account, {"account": account}, exc, what="account code")
+                clean = False
+        if clean and not self.dry_run:
+            rule.done(self.state, GL_READ, started)
+
+    def publish_account(self, account: str, facts: dict[str, Any]) -> None:
+        """One GL account -> its Procurify account code: created once, updated when its content changed."""
+        from mlconnector.errors import RemoteError
+        from mlconnector.sync.links import mark_pending
+
+        counts = self.ctx.result.kind(ACCOUNT_CODES)
+        h = digest(facts)
+        entry = self.state.entry(ACCOUNT_CODES, account) or {}
+        if entry.get("id") is not None and not entry.get("pending"):
+            if entry.get("hash") == h:
+                counts.unchanged += 1
+                return
+            code_id = entry["id"]
+        else:
+            # Before every create: a current lookup by code (adopts a code whose create answer was lost, or
+            # one a person made by hand).
+            found = self.procurify.find_account_code(account)
+            if found is None and not facts["active"]:
+                if entry and not self.dry_run:
+                    self.state.drop_entry(ACCOUNT_CODES, account)  # never created, now inactive: nothing to do
+                counts.unchanged += 1
+                return
+            if found is None:
+                if self.dry_run:
+                    counts.posted += 1
+                    self.ctx.planned(ACCOUNT_CODES, account, "post", description=facts["description"])
+                    return
+                self.state.set_entry(ACCOUNT_CODES, account, mark_pending({"facts": facts}))
+                self.state.save()  # the mark is on disk before the POST leaves
+                try:
+                    made = self.procurify.create_account_code({"code": account, "description": facts["description"]})
+                except RemoteError as exc:
+                    if exc.status is not None and 400 <= exc.status < 500:
+                        self.state.drop_entry(ACCOUNT_CODES, account)  # refused: nothing was created
+                    raise  # otherwise the mark stays: the next pass's lookup adopts what was made
+                self.state.set_entry(ACCOUNT_CODES, account, {"id": made.get("id"), "hash": h, "facts": facts})
+                self.state.dequeue(ACCOUNT_CODES, account, "account code")
+                self.state.save()
+                counts.posted += 1
+                self.audit.write("posted", ACCOUNT_CODES, account, id=made.get("id"), active=True)
+                return
+            code_id = found.get("id")
+            current = {"code": account, "description": _text(found.get("description")),
+                       "active": bool(found.get("active", True))}
+            if digest(current) == h:
+                if not self.dry_run:
+                    self.state.set_entry(ACCOUNT_CODES, account, {"id": code_id, "hash": h, "facts": facts})
+                    self.state.dequeue(ACCOUNT_CODES, account, "account code")
+                counts.unchanged += 1
+                return
+        if self.dry_run:
+            counts.posted += 1
+            self.ctx.planned(ACCOUNT_CODES, account, "update", description=facts["description"],
+                             active=facts["active"])
+            return
+        self.procurify.put_account_code(code_id, {"code": account, "description": facts["description"],
+                                                  "active": facts["active"]})
+        self.state.set_entry(ACCOUNT_CODES, account, {"id": code_id, "hash": h, "facts": facts})
+        self.state.dequeue(ACCOUNT_CODES, account, "account code")
+        self.state.dirty = True
+        counts.posted += 1
+        self.audit.write("posted", ACCOUNT_CODES, account, id=code_id, active=facts["active"])
+
+
+    # -- vouchers: PeopleSoft -> Procurify PO close -------------------------------------------------------
+    def po_amount(self, entry: dict[str, Any]) -> Decimal:
+        """The amount of the PO a link posted: its approved items' quantity x price, as the lines were sent."""
+        places = Decimal(1).scaleb(-self.s.amount_places)
+        total = Decimal(0)
+        for it in (entry.get("items") or {}).values():
+            if pick(it, self.s.item.status) in self.s.approved_statuses:
+                qty = Decimal(str(pick(it, self.s.item.quantity) or 0))
+                price = Decimal(str(pick(it, self.s.item.price) or 0))
+                total += (qty * price).quantize(places, rounding=ROUND_HALF_UP)
+        return total
+
+    def procurify_pos(self, entry: dict[str, Any]) -> list[str]:
+        """The Procurify PO numbers of a link's items (``purchase_order``: a number, or an object carrying it)."""
+        out: set[str] = set()
+        for it in (entry.get("items") or {}).values():
+            po = it.get("purchase_order")
+            if isinstance(po, dict):
+                po = po.get("procurify_PO", po.get("id"))
+            if po not in (None, "") and str(po).strip().isdigit():
+                out.add(str(po).strip())
+        return sorted(out)
+
+    def close_vouchered_pos(self) -> None:
+        """Close in Procurify each PO the connector created once its PeopleSoft vouchers meet ``close_when``."""
+        from mlconnector.errors import ConnectorError, RemoteError
+
+        rule = FullRead(timedelta(minutes=self.s.voucher_read_every_minutes))
+        started = self.ctx.now
+        if not rule.due(self.state, VOUCHER_READ, started):
+            return
+        counts = self.ctx.result.kind(CLOSES)
+        try:
+            rows = self.query_rows(self.s.voucher_query)
+        except RemoteError as exc:
+            if isinstance(exc, FATAL_ERRORS):
+                raise
+            self.ctx.kind_error(CLOSES, exc)
+            return
+        p = self.s.po
+        gross: dict[tuple[str, str], Decimal] = {}
+        for row in rows:
+            po_key = (_text(row.get("BUSINESS_UNIT")), _text(row.get("PO_ID")))
+            try:
+                amount = Decimal(str(row.get("GROSS_AMT") or 0))
+            except InvalidOperation:
+                amount = Decimal(0)
+            gross[po_key] = gross.get(po_key, Decimal(0)) + amount
+            counts.read += 1
+        if not gross:
+            if not self.dry_run:
+                rule.done(self.state, VOUCHER_READ, started)
+            return
+        clean = True
+        for key, entry in sorted(self.state.entries(KIND).items()):
+            po = entry.get("po") or {}
+            po_key = (str(po.get(p.business_unit, "")), str(po.get(p.po_id, "")))
+            if entry.get("pending") or po_key not in gross:
+                continue
+            if self.s.close_when == "vouchered" and gross[po_key] < self.po_amount(entry):
+                continue  # partly vouchered: stays open
+            for number in self.procurify_pos(entry):
+                try:
+                    self.close_po(number, "/".join(po_key), gross[po_key])
+                except ConnectorError as exc:
+                    if isinstance(exc, FATAL_ERRORS):
+                        raise
+                    self.ctx.fail(CLOSES, number, {"po": number, "group": key}, exc, what="PO close")
+                    clean = False
+        if clean and not self.dry_run:
+            rule.done(self.state, VOUCHER_READ, started)
+
+    def close_po(self, number: str, ps_po: str, gross: Decimal) -> None:
+        """Close Procurify PO ``number`` once: its state is read first (3 = closed: remembered, not sent)."""
+        from mlconnector.sync.links import mark_pending
+
+        counts = self.ctx.result.kind(CLOSES)
+        entry = self.state.entry(CLOSES, number) or {}
+        if entry.get("closed"):
+            counts.unchanged += 1
+            return
+        state = self.procurify.purchase_order(number).get("state")
+        if str(state) in ("3", "1"):  # closed (by us after a lost answer, or by a person), or cancelled
+            if not self.dry_run:
+                self.state.set_entry(CLOSES, number, {"closed": True, "ps_po": ps_po, "state": state})
+                self.state.dequeue(CLOSES, number, "PO close")
+            counts.unchanged += 1
+            return
+        if self.dry_run:
+            counts.posted += 1
+            self.ctx.planned(CLOSES, number, "post", peoplesoft_po=ps_po, vouchered=str(gross))
+            return
+        self.state.set_entry(CLOSES, number, mark_pending({"ps_po": ps_po}))
+        self.state.save()  # the mark is on disk before the close leaves
+        self.procurify.close_purchase_order(number)
+        self.state.set_entry(CLOSES, number, {"closed": True, "ps_po": ps_po, "state": 3})
+        self.state.dequeue(CLOSES, number, "PO close")
+        self.state.save()
+        counts.posted += 1
+        self.audit.write("posted", CLOSES, number, peoplesoft_po=ps_po, vouchered=str(gross))
+
+
 def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
     """The supplier CI: reachable, Find/Get (and Create when vendors are created), the handle searchable."""
     from mlconnector.checks import Check
@@ -651,6 +897,34 @@ def _vendor_ci_checks(s: PairSettings, client: Any) -> list[Any]:
                   f"Ask the PeopleSoft admin to include Find, Get and Create in {name} with {n.handle} among the "
                   f"search fields ({ADMIN_CI}), or set [{SECTION}.vendor_fields] handle to a searchable field.")]
 
+
+def _query_checks(cfg: Config, secrets: SecretStore, s: PairSettings) -> list[Any]:
+    """The QAS queries the configured flows read (GL accounts, vouchers): each runs (one row asked for)."""
+    from mlconnector.checks import Check
+    from mlconnector.errors import ConnectorError
+    from mlconnector.peoplesoft.connect import peoplesoft_auth
+    from mlconnector.peoplesoft.qas import QASClient
+
+    wanted = [(q, key, cols) for on, q, key, cols in (
+        (s.gl_publish, s.gl_query, "gl_query", "ACCOUNT, DESCR, EFF_STATUS"),
+        (s.close_pos, s.voucher_query, "voucher_query", "BUSINESS_UNIT, PO_ID, VOUCHER_ID, GROSS_AMT")) if on]
+    if not wanted:
+        return []
+    out: list[Any] = []
+    qas = QASClient(cfg.peoplesoft, peoplesoft_auth(cfg, secrets))
+    try:
+        for query, key, cols in wanted:
+            try:
+                qas.execute(query, None, 1)
+                out.append(Check("PeopleSoft", f"query {query}", True, "runs"))
+            except ConnectorError as exc:
+                out.append(Check("PeopleSoft", f"query {query}", False, exc.message,
+                                 f"Create the public query {query} without prompts (columns {cols}) in Query "
+                                 f"Manager and give the integration user access to it, or set {key} in "
+                                 f"[{SECTION}]."))
+    finally:
+        qas.close()
+    return out
 
 # -- ping -----------------------------------------------------------------------------------------
 def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
@@ -703,6 +977,7 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
             out += _vendor_ci_checks(s, client)
     finally:
         client.close()
+    out += _query_checks(cfg, secrets, s)
     procurify = open_client(cfg.sections["procurify"], cfg.instance, secrets.get(SECRET))
     try:
         codes = {str(r.get("code")) for page in procurify.pages("/api/v3/account-codes/", {"active": "true"})

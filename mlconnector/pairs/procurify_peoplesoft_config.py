@@ -105,6 +105,30 @@ class PairSettings:
     # Concurrent PO Find/Get/Create/UpdateData calls. Each holds an application-server process for its
     # length: keep it at or below what the PeopleSoft admin allots to integrations.
     ci_workers: int = 4
+    # GL accounts: PeopleSoft GL accounts in scope (these ACCOUNT values, or ACCOUNT values starting with one of
+    # these prefixes) are published to Procurify account codes. Off while both are empty. GL_ACCOUNT_TBL has no
+    # change stamp: the query (no prompts; ACCOUNT, DESCR, EFF_STATUS) is read in full on a cadence.
+    gl_accounts: list[str] = field(default_factory=list)
+    gl_account_prefixes: list[str] = field(default_factory=list)
+    gl_query: str = "ML_GL_ACCOUNTS"
+    gl_read_every_minutes: float = 60.0
+    gl_active_statuses: list[str] = field(default_factory=lambda: ["A"])
+
+    # Vouchers close Procurify POs (off by default): the voucher query (no prompts; BUSINESS_UNIT, PO_ID,
+    # VOUCHER_ID, GROSS_AMT: one row per voucher on a PO, ideally only POs whose PO_REF starts with
+    # handle_prefix) is read on a cadence; a PO the connector created is closed in Procurify once
+    # close_when holds: "vouchered" = the vouchers' gross adds up to the PO amount or more; "any_voucher".
+    close_pos: bool = False
+    voucher_query: str = "ML_PO_VOUCHERS"
+    voucher_read_every_minutes: float = 60.0
+    close_when: str = "vouchered"
+
+    def gl_in_scope(self, account: str) -> bool:
+        return account in self.gl_accounts or any(account.startswith(p) for p in self.gl_account_prefixes)
+
+    @property
+    def gl_publish(self) -> bool:
+        return bool(self.gl_accounts or self.gl_account_prefixes)
 
     CONFIG_KEYS = {"vendor": f"{SECTION}.vendors", "account": f"{SECTION}.accounts", "unit": f"{SECTION}.units"}
 
@@ -118,7 +142,8 @@ KNOWN = {"create_vendors", "vendor_handle_prefix", "vendor_handle_max", "vendor_
          "vendor_backflow", "vendor_read_every_minutes", "active_vendor_statuses", "ci_workers",
          "business_unit", "buyer_id", "po_ci", "vendor_setid", "handle_prefix", "handle_max", "group_by",
          "currencies", "approved_statuses", "updatable_statuses", "vendor_key", "amount_places", "vendors",
-         "pending_grace_seconds",
+         "pending_grace_seconds", "gl_accounts", "gl_account_prefixes", "gl_query", "gl_read_every_minutes",
+         "gl_active_statuses", "close_pos", "voucher_query", "voucher_read_every_minutes", "close_when",
          "accounts", "units", "po_fields", "item_fields"}
 
 
@@ -176,6 +201,15 @@ def parse_section(s: Section) -> PairSettings:
         active_vendor_statuses=(str_list(s, "active_vendor_statuses") if "active_vendor_statuses" in s.data
                                 else ["A"]),
         ci_workers=_workers(s),
+        gl_accounts=str_list(s, "gl_accounts") if "gl_accounts" in s.data else [],
+        gl_account_prefixes=str_list(s, "gl_account_prefixes") if "gl_account_prefixes" in s.data else [],
+        gl_query=s.str("gl_query", "ML_GL_ACCOUNTS"),
+        gl_read_every_minutes=s.num("gl_read_every_minutes", 60.0, minimum=0),
+        gl_active_statuses=(str_list(s, "gl_active_statuses") if "gl_active_statuses" in s.data else ["A"]),
+        close_pos=s.bool("close_pos", False),
+        voucher_query=s.str("voucher_query", "ML_PO_VOUCHERS"),
+        voucher_read_every_minutes=s.num("voucher_read_every_minutes", 60.0, minimum=0),
+        close_when=s.str("close_when", "vouchered", choices=("vouchered", "any_voucher")),
     )
 
 

@@ -339,6 +339,59 @@ class ProcurifyClient:
         data = body.get("data", body) if isinstance(body, dict) else {}
         return data if isinstance(data, dict) else {}
 
+    def find_account_code(self, code: str) -> dict[str, Any] | None:
+        """The account code whose ``code`` is exactly ``code`` (the filter is a current read), or None."""
+        for page in self.pages(self.cfg.account_codes_path, {"code": code}):
+            for row in page:
+                if str(row.get("code")) == code:  # the filter's exactness is not documented: checked here
+                    return row
+        return None
+
+    def create_account_code(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST an account code (not idempotent: the caller looks it up first and marks it pending)."""
+        resp = self.request("POST", self.cfg.account_codes_path, json=body)
+        return self._account_code_answer(resp, f"create account code {body.get('code')}")
+
+    def put_account_code(self, code_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT an account code (the whole record; the same body sent twice leaves the same code)."""
+        path = f"{self.cfg.account_codes_path.rstrip('/')}/{code_id}/"
+        resp = self.request("PUT", path, json=body, idempotent=True)
+        return self._account_code_answer(resp, f"update account code {body.get('code')}")
+
+    def _account_code_answer(self, resp: requests.Response, what: str) -> dict[str, Any]:
+        if resp.status_code >= 400:
+            raise RemoteError(f"Procurify refused to {what} (HTTP {resp.status_code}: {short_body(resp.text, 200)}). "
+                              f"Check that the API user may manage account codes (Settings > Account Codes), and "
+                              f"account_codes_path in [procurify].", system=SYSTEM, status=resp.status_code,
+                              raw=resp.text)
+        try:
+            body = resp.json()
+        except ValueError:
+            return {}
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        return data if isinstance(data, dict) else {}
+
+    def purchase_order(self, number: Any) -> dict[str, Any]:
+        """One Procurify PO by its ``procurify_PO`` number (a current read; ``state`` 3 = closed)."""
+        body = self.get_json(f"{self.cfg.purchase_order_path.rstrip('/')}/{number}/")
+        data = body.get("data", body) if isinstance(body, dict) else None
+        return data if isinstance(data, dict) else {}
+
+    def close_purchase_order(self, number: Any) -> dict[str, Any]:
+        """POST close on a PO (no body). Not repeated on its own: the caller reads the state first."""
+        resp = self.request("POST", f"{self.cfg.close_po_path.rstrip('/')}/{number}/close/")
+        if resp.status_code >= 400:
+            raise RemoteError(f"Procurify refused to close purchase order {number} (HTTP {resp.status_code}: "
+                              f"{short_body(resp.text, 200)}). Check that the API user may close purchase orders, "
+                              f"and close_po_path in [procurify].", system=SYSTEM, status=resp.status_code,
+                              raw=resp.text)
+        try:
+            body = resp.json()
+        except ValueError:
+            return {}
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        return data if isinstance(data, dict) else {}
+
     def whoami(self) -> dict[str, Any]:
         body = self.get_json(self.cfg.whoami_path)
         data = body.get("data") if isinstance(body, dict) else None

@@ -35,6 +35,9 @@ class ProcurifyConfig:
     order_item_filters: dict[str, str] = field(default_factory=dict)  # extra query parameters sent as given
     vendors_path: str = "/api/v3/vendors/"  # [U] some tenants answer only /api/v3/vendors/all/
     vendor_path: str = "/api/v3/vendors/"  # + "<id>/" for one vendor (GET / PATCH)
+    account_codes_path: str = "/api/v3/account-codes/"  # + "<id>/" for PUT (no PATCH/DELETE)
+    purchase_order_path: str = "/api/v2/purchase_orders/"  # + "<procurify_PO>/": one PO with its state
+    close_po_path: str = "/api/v3/purchase-orders/"  # + "<procurify_PO>/close/"
     whoami_path: str = "/api/v3/users/me/"
     http: HttpSettings = field(default_factory=HttpSettings)
 
@@ -45,7 +48,8 @@ class ProcurifyConfig:
 
 KNOWN = HTTP_KEYS | {"domain", "base_url", "client_id", "audience", "token_path", "token_cache",
                      "token_margin_minutes", "page_size", "overlap_hours", "initial_since", "order_items_path",
-                     "modified_filter", "order_item_filters", "vendors_path", "vendor_path", "whoami_path"}
+                     "modified_filter", "order_item_filters", "vendors_path", "vendor_path", "whoami_path",
+                     "account_codes_path", "purchase_order_path", "close_po_path"}
 
 
 def _path(s: Section, name: str, default: str) -> str:
@@ -87,6 +91,9 @@ def parse_procurify(s: Section) -> ProcurifyConfig:
         order_item_filters=s.str_map("order_item_filters"),
         vendors_path=_path(s, "vendors_path", "/api/v3/vendors/"),
         vendor_path=_path(s, "vendor_path", "/api/v3/vendors/"),
+        account_codes_path=_path(s, "account_codes_path", "/api/v3/account-codes/"),
+        purchase_order_path=_path(s, "purchase_order_path", "/api/v2/purchase_orders/"),
+        close_po_path=_path(s, "close_po_path", "/api/v3/purchase-orders/"),
         whoami_path=_path(s, "whoami_path", "/api/v3/users/me/"),
         http=http_settings(s),
     )

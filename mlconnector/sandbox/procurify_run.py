@@ -3,12 +3,14 @@ seeded with vendors and approved requisitions, and the configuration that points
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlconnector.sandbox.peoplesoft_po_ci import PurchasingCI, PurchasingGateway
 from mlconnector.sandbox.procurify_sim import CLIENT_ID, CLIENT_SECRET, ProcurifySim
-from mlconnector.sandbox.server import Request, Response, SandboxServer, text_response
+from mlconnector.sandbox.server import Request, Response, SandboxServer, json_response, text_response
 
 PS_USER = "ML_CONNECTOR"
 PS_PASSWORD = "sandbox-ps-password"
@@ -17,10 +19,57 @@ NODE = "PSFT_EP"
 VENDORS = {301: ("0000000042", "Acme Supply"), 302: ("0000000077", "Northwind Industrial")}
 ACCOUNTS = {"6100|Facilities": "640000/FAC", "6200|IT": "641000/IT", "6300|Operations": "650000/OPS"}
 UNITS = {"EA": "EA", "BOX": "BX", "HR": "HR"}
+# The sandbox's GL accounts (ACCOUNT -> DESCR); those the example scope names become Procurify account codes.
+GL_ACCOUNTS = {"640000": "Office supplies expense", "641000": "IT equipment expense", "650000": "Maintenance",
+               "710000": "Travel"}
 
 
-def _nothing(_: Request) -> Response:
-    return text_response(404, "Not Found")
+GL_QUERY = "ML_GL_ACCOUNTS"
+VOUCHER_QUERY = "ML_PO_VOUCHERS"
+
+
+class GLAccountQuery:
+    """The PeopleSoft GL account table behind a QAS query without prompts (``ML_GL_ACCOUNTS``: ACCOUNT, DESCR,
+    EFF_STATUS; GL_ACCOUNT_TBL has no change stamp). Basic auth as the CI simulator; columns come back with the
+    query's alias prefix (``A.ACCOUNT``) and ``maxrows`` cuts the result silently, as QAS does. Any other path
+    is a 404. Test controls: ``accounts`` (ACCOUNT -> {"DESCR", "EFF_STATUS"}); ``vouchers`` (rows of
+    ``ML_PO_VOUCHERS``: BUSINESS_UNIT, PO_ID, VOUCHER_ID, GROSS_AMT; one per voucher on a PO)."""
+
+    def __init__(self, node: str, users: dict[str, str]) -> None:
+        self.node = node
+        self.users = users
+        self.accounts: dict[str, dict[str, str]] = {}
+        self.vouchers: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def __call__(self, request: Request) -> Response:
+        parts = [p for p in request.path.split("/") if p]
+        if parts[:3] != ["PSIGW", "RESTListeningConnector", self.node] or parts[3:4] != ["ExecuteQuery.v1"]:
+            return text_response(404, "Not Found")
+        scheme, _, cred = (request.header("Authorization") or "").partition(" ")
+        try:
+            user, _, password = base64.b64decode(cred.strip()).decode("utf-8").partition(":")
+        except ValueError:
+            user = password = ""
+        if scheme.lower() != "basic" or self.users.get(user) != password:
+            return text_response(401, '<IBResponse type="error"><MessageID>10</MessageID><DefaultMessage>Invalid '
+                                      'user ID or password for security verification. (158,10)</DefaultMessage>'
+                                      '</IBResponse>', "text/xml")
+        if parts[4:5] != ["PUBLIC"] or parts[5:6] not in ([GL_QUERY], [VOUCHER_QUERY]):
+            return text_response(200, '<IBResponse type="error"><MessageID>62</MessageID><DefaultMessage>Query '
+                                      f'{"/".join(parts[5:6])} does not exist or the user does not have access. '
+                                      '(262,62)</DefaultMessage></IBResponse>', "text/xml")
+        self.calls += 1
+        maxrows = int(request.arg("maxrows") or 0)
+        if parts[5] == VOUCHER_QUERY:
+            rows = [{f"A.{k}": v for k, v in r.items()} for r in self.vouchers]
+        else:
+            rows = [{"A.ACCOUNT": a, "A.DESCR": r["DESCR"], "A.EFF_STATUS": r["EFF_STATUS"]}
+                    for a, r in sorted(self.accounts.items())]
+        rows = rows[:maxrows] if maxrows else rows
+        out = [{"attr:rownumber": i, **r} for i, r in enumerate(rows, 1)]
+        return json_response(200, {"status": "success", "data": {"query": {"numrows": len(out),
+                                                                           "queryname": parts[5], "rows": out}}})
 
 
 @dataclass
@@ -31,6 +80,7 @@ class ProcurifyBox:
     purchasing: PurchasingCI
     procurify_server: SandboxServer
     ps_server: SandboxServer
+    gl: GLAccountQuery = field(default_factory=lambda: GLAccountQuery(NODE, {PS_USER: PS_PASSWORD}))
 
     def stop(self) -> None:
         self.procurify_server.stop()
@@ -101,5 +151,7 @@ def start_procurify_sandbox(*, seed: int = 7, requisitions: int = 3, latency: fl
                   "account_code": codes[(n + j) % 3], "department_id": depts[(n + j) % 3]} for j in range(1 + n % 3)]
         procurify.add_requisition(vendor, lines)
     procurify_server = SandboxServer(procurify, "procurify", latency=latency).start()
-    ps_server = SandboxServer(PurchasingGateway(_nothing, purchasing), "peoplesoft", latency=latency).start()
-    return ProcurifyBox(procurify, purchasing, procurify_server, ps_server)
+    gl = GLAccountQuery(NODE, {PS_USER: PS_PASSWORD})
+    gl.accounts = {a: {"DESCR": d, "EFF_STATUS": "A"} for a, d in GL_ACCOUNTS.items()}
+    ps_server = SandboxServer(PurchasingGateway(gl, purchasing), "peoplesoft", latency=latency).start()
+    return ProcurifyBox(procurify, purchasing, procurify_server, ps_server, gl)

@@ -11,7 +11,13 @@
 - ``GET /api/v3/order-items/`` filters ``last_modified_0/_1`` by DAY (``YYYY-MM-DD``, both days included;
   anything else is a 400), plus ``status``; decimals are strings with up to 8 places.
 - ``GET /api/v3/vendors/``, ``PATCH /api/v3/vendors/{id}/`` (JSON, known keys only),
-  ``GET /api/v3/users/me/``, ``GET /api/v3/account-codes/``, ``/api/v3/departments/``.
+  ``GET /api/v3/users/me/``, ``/api/v3/departments/``.
+- Account codes: ``GET /api/v3/account-codes/`` (filters ``code``, ``active``), ``POST`` (required ``code`` and
+  ``description``; a ``code`` already taken is a 400), ``PUT /api/v3/account-codes/{id}/`` (the whole record:
+  ``code`` and ``description`` required); no PATCH or DELETE (405): a code is deactivated with ``active``.
+- Purchase orders: ``GET /api/v2/purchase_orders/{procurify_PO}/`` (with ``state``: 0 purchased, 1 cancelled,
+  3 closed, 5 reopened) and ``POST /api/v3/purchase-orders/{procurify_PO}/close/`` (no body; a PO already
+  closed or cancelled is a 400). ``add_purchase_order`` puts a requisition's items on a PO as a buyer would.
 429 and 5xx come from the server's fault plan or rate limit (sandbox/server.py).
 """
 
@@ -56,7 +62,12 @@ class ProcurifySim:
         self.items: dict[int, dict[str, Any]] = {}
         self.vendor_patches = 0
         self.vendors: dict[int, dict[str, Any]] = {}
-        self.account_codes = {"6100": "Office supplies", "6200": "IT equipment", "6300": "Maintenance"}
+        self.account_codes: dict[int, dict[str, Any]] = {}
+        for code, descr in (("6100", "Office supplies"), ("6200", "IT equipment"), ("6300", "Maintenance")):
+            self._new_code(code, descr)
+        self.account_code_writes = 0
+        self.pos: dict[int, dict[str, Any]] = {}
+        self.po_closes = 0
         self.departments = {1: "Facilities", 2: "IT", 3: "Operations"}
         self._ids = itertools.count(1001)
         self._reqs = itertools.count(5001)
@@ -112,6 +123,30 @@ class ProcurifySim:
     def items_of(self, order_num: int) -> list[dict[str, Any]]:
         return sorted((i for i in self.items.values() if i["orderNum"] == order_num), key=lambda i: i["num"])
 
+    def _new_code(self, code: str, description: str, **fields: Any) -> dict[str, Any]:
+        cid = max(self.account_codes, default=0) + 1
+        row = {"id": cid, "code": code, "description": description, "active": True, "account_type": None,
+               "parent": None, "departments": [], **fields}
+        self.account_codes[cid] = row
+        return row
+
+    def add_purchase_order(self, order_num: int) -> int:
+        """Put every item of requisition ``order_num`` on a new Procurify PO (state 0); its number."""
+        with self._lock:
+            number = max(self.pos, default=200) + 1
+            items = [i for i in self.items.values() if i["orderNum"] == order_num]
+            total = sum(Decimal(i["approved_quantity"]) * Decimal(i["approved_price"]) for i in items)
+            self.pos[number] = {"procurify_PO": number, "uuid": secrets.token_hex(16), "PO_Num": "", "version": 1,
+                                "state": 0, "total": _money(total), "last_modified": self._now_text()}
+            for n, item in enumerate(sorted(items, key=lambda i: i["num"]), 1):
+                item.update(purchase_order=number, PO_line_num=n, status=2, last_modified=self._now_text())
+            return number
+
+    def codes(self, code: str) -> list[dict[str, Any]]:
+        """The account codes carrying ``code`` (a test sees a duplicate as a list of two)."""
+        with self._lock:
+            return [dict(r) for r in self.account_codes.values() if r["code"] == code]
+
     def expire_tokens(self) -> None:
         with self._lock:
             self.tokens.clear()
@@ -142,10 +177,21 @@ class ProcurifySim:
             self.calls[request.path if request.method == "GET" else f"{request.method} {request.path}"] += 1
         if request.method == "PATCH" and request.path.startswith("/api/v3/vendors/"):
             return self._patch_vendor(request)
+        if request.path.startswith("/api/v3/purchase-orders/"):
+            return self._close_po(request)
+        if request.path.startswith("/api/v3/account-codes/") and request.method != "GET":
+            return self._write_account_code(request)
         if request.method != "GET":
             return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
         if request.path == "/api/v3/order-items/":
             return self._order_items(request)
+        if request.path.startswith("/api/v2/purchase_orders/"):
+            tail = request.path[len("/api/v2/purchase_orders/"):].strip("/")
+            with self._lock:
+                po = self.pos.get(int(tail)) if tail.isdigit() else None
+                if po is None:
+                    return json_response(404, {"detail": "Not found."})
+                return json_response(200, {"metadata": {}, "data": dict(po)})
         if request.path == "/api/v3/vendors/":
             with self._lock:
                 rows = [dict(v) for v in sorted(self.vendors.values(), key=lambda v: v["id"])]
@@ -154,8 +200,11 @@ class ProcurifySim:
             return json_response(200, {"metadata": {}, "data": {"id": 1, "email": "integration@example.com",
                                                                  "domain": self.domain}})
         if request.path == "/api/v3/account-codes/":
-            rows = [{"id": n, "code": c, "description": d, "active": True}
-                    for n, (c, d) in enumerate(sorted(self.account_codes.items()), 1)]
+            code, active = request.arg("code"), request.arg("active")
+            with self._lock:
+                rows = [dict(r) for _, r in sorted(self.account_codes.items())
+                        if (code is None or r["code"] == code)
+                        and (active is None or str(r["active"]).lower() == active.lower())]
             return self._page(request, rows)
         if request.path == "/api/v3/departments/":
             rows = [{"id": i, "name": n, "active": True} for i, n in sorted(self.departments.items())]
@@ -192,6 +241,62 @@ class ProcurifySim:
             v["dateModified"] = self._now_text()
             self.vendor_patches += 1
             return json_response(200, {"metadata": {}, "data": dict(v)})
+
+    def _close_po(self, request: Request) -> Response:
+        parts = request.path[len("/api/v3/purchase-orders/"):].strip("/").split("/")
+        if len(parts) != 2 or parts[1] != "close" or not parts[0].isdigit():
+            return json_response(404, {"detail": "Not found."})
+        if request.method != "POST":
+            return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
+        with self._lock:
+            po = self.pos.get(int(parts[0]))
+            if po is None:
+                return json_response(404, {"detail": "Not found."})
+            if po["state"] in (1, 3):
+                return json_response(400, {"detail": "This purchase order is already closed or cancelled."})
+            po.update(state=3, version=po["version"] + 1, last_modified=self._now_text())
+            self.po_closes += 1
+            return json_response(200, {"metadata": {}, "data": dict(po)})
+
+    CODE_KEYS = {"code", "description", "active", "parent", "account_type", "departments"}
+
+    def _write_account_code(self, request: Request) -> Response:
+        tail = request.path[len("/api/v3/account-codes/"):].strip("/")
+        if request.method not in ("POST", "PUT") or (request.method == "POST") != (tail == ""):
+            return json_response(405, {"detail": f'Method "{request.method}" not allowed.'})
+        if tail and not tail.isdigit():
+            return json_response(404, {"detail": "Not found."})
+        if not (request.header("Content-Type") or "").startswith("application/json"):
+            return json_response(415, {"detail": "Unsupported media type in request."})
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return json_response(400, {"detail": "JSON parse error."})
+        if not isinstance(body, dict):
+            return json_response(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+        unknown = sorted(set(body) - self.CODE_KEYS)
+        if unknown:
+            return json_response(400, {unknown[0]: ["Unknown field."]})
+        for key in ("code", "description"):  # required on POST, and on PUT (a whole-record update)
+            if key not in body:
+                return json_response(400, {key: ["This field is required."]})
+            if not isinstance(body[key], str) or not body[key].strip():
+                return json_response(400, {key: ["This field may not be blank."]})
+        if "active" in body and not isinstance(body["active"], bool):
+            return json_response(400, {"active": ["Must be a valid boolean."]})
+        with self._lock:
+            cid = int(tail) if tail else None
+            if cid is not None and cid not in self.account_codes:
+                return json_response(404, {"detail": "Not found."})
+            if any(r["code"] == body["code"] and k != cid for k, r in self.account_codes.items()):
+                return json_response(400, {"code": ["Account code with this code already exists."]})
+            self.account_code_writes += 1
+            if cid is None:
+                row = self._new_code(body["code"], body["description"],
+                                     **{k: v for k, v in body.items() if k not in ("code", "description")})
+                return json_response(201, {"metadata": {}, "data": dict(row)})
+            self.account_codes[cid].update(body)
+            return json_response(200, {"metadata": {}, "data": dict(self.account_codes[cid])})
 
     def _token(self, request: Request) -> Response:
         with self._lock:

@@ -1,0 +1,66 @@
+"""Review findings on `sync peoplesoft-jaggaer`, reproduced on the simulators (127.0.0.1, port 0):
+a count in quotes still pages every row, an unreadable count fails the read instead of ending it early."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from mlconnector.errors import RemoteError
+from mlconnector.jaggaer.client import JaggaerClient, JaggaerToken
+from mlconnector.jaggaer.config import parse_jaggaer
+from mlconnector.sandbox.jaggaer_sim import CLIENT_ID, CLIENT_SECRET, JaggaerSim
+from mlconnector.sandbox.server import SandboxServer
+from mlconnector.sections import Section
+from tests.test_jaggaer_client import FAST, Clock
+from tests.test_peoplesoft_jaggaer import JEnv, jenv  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def jsim() -> Iterator[tuple[JaggaerSim, JaggaerClient]]:
+    clock = Clock()
+    s = JaggaerSim(clock=clock)
+    server = SandboxServer(s, "jaggaer").start()
+    cfg = parse_jaggaer(Section({"base_url": server.url, "client_id": CLIENT_ID, "token_cache": "none"}, "jaggaer"))
+    cfg.http = FAST
+    c = JaggaerClient(cfg, JaggaerToken(cfg, CLIENT_SECRET, clock=clock))
+    try:
+        yield s, c
+    finally:
+        c.close()
+        server.stop()
+
+
+# -- b. paging counts that are not JSON numbers ------------------------------------------------------
+def test_counts_sent_as_numeric_strings_still_page_every_row(jsim: tuple[JaggaerSim, JaggaerClient]) -> None:
+    s, c = jsim
+    for n in range(5):
+        s.add_supplier(f"Supplier {n}", ext_code=f"{n:010d}")
+    s.count_style = "str"
+    pages = list(c.changed(c.cfg.suppliers, datetime(2020, 1, 1, tzinfo=UTC)))
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert len(c.find(c.cfg.suppliers, "extCode", "0000000004")) == 1
+
+
+def test_an_unreadable_count_fails_the_read_instead_of_ending_it(jsim: tuple[JaggaerSim, JaggaerClient]) -> None:
+    s, c = jsim
+    for n in range(5):
+        s.add_supplier(f"Supplier {n}", ext_code=f"{n:010d}")
+    s.count_style = "garbage"
+    with pytest.raises(RemoteError, match="returnedRecords|totRecords") as info:
+        list(c.changed(c.cfg.suppliers, datetime(2020, 1, 1, tzinfo=UTC)))
+    assert "not a whole number" in str(info.value) and "next pass" in str(info.value)
+
+
+def test_an_unreadable_count_posts_nothing_and_moves_no_watermark(jenv: JEnv) -> None:  # noqa: F811
+    jenv.box.jaggaer.count_style = "garbage"
+    r = jenv.sync()
+    assert r.exit_code != 0
+    assert any("not a whole number" in f["error"] for f in r.failures), r.failures
+    assert not jenv.box.purchasing.pos
+    jenv.box.jaggaer.count_style = "int"
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert len(jenv.box.purchasing.pos) == len(jenv.box.jaggaer.pos)  # nothing was skipped by the failed read

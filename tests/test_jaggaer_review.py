@@ -12,7 +12,7 @@ from mlconnector.errors import RemoteError
 from mlconnector.jaggaer.client import JaggaerClient, JaggaerToken
 from mlconnector.jaggaer.config import parse_jaggaer
 from mlconnector.sandbox.jaggaer_sim import CLIENT_ID, CLIENT_SECRET, JaggaerSim
-from mlconnector.sandbox.server import SandboxServer
+from mlconnector.sandbox.server import Fault, SandboxServer
 from mlconnector.sections import Section
 from tests.test_jaggaer_client import FAST, Clock
 from tests.test_peoplesoft_jaggaer import JEnv, jenv  # noqa: F401 (fixture)
@@ -64,3 +64,20 @@ def test_an_unreadable_count_posts_nothing_and_moves_no_watermark(jenv: JEnv) ->
     r = jenv.sync()
     assert r.exit_code == 0, r.failures
     assert len(jenv.box.purchasing.pos) == len(jenv.box.jaggaer.pos)  # nothing was skipped by the failed read
+
+
+# -- c. VENDOR_NAME_SHORT is an uppercase field ----------------------------------------------------------
+def test_a_lowercase_vendor_handle_prefix_still_finds_the_supplier_after_a_lost_answer(jenv: JEnv) -> None:  # noqa: F811
+    box = jenv.box
+    jenv.write_config(extra_pair='vendor_handle_prefix = "jgrs-"\npending_grace_seconds = 0')
+    box.jaggaer.add_po("JP2000", box.jaggaer_only, [{"description": "Valve", "quantity": 2, "unitPrice": "40",
+                                                     "accountCode": "6300"}])
+    box.ps_server.faults.add(Fault("drop_after", method="POST", body_match="Create__CompIntfc__VNDR_ID", count=1))
+    r = jenv.sync()
+    assert any(f["kind"] == "ps_vendors" and "was lost" in f["error"] for f in r.failures), r.failures
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert r.counts["ps_vendors"].adopted == 1 and r.counts["ps_vendors"].created == 0
+    made = [v for v in box.purchasing.vendors.values() if v.get("NAME1") == "Fresh Supplier Ltd"]
+    assert len(made) == 1 and made[0]["VENDOR_NAME_SHORT"] == f"JGRS-{box.jaggaer_only}"
+    assert box.purchasing.calls["CI_VNDR_ID_C"] == 1

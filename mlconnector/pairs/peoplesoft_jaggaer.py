@@ -679,7 +679,10 @@ class PeopleSoftJaggaerPass:
         if not name:
             raise RecordError(f"{title} has no {f.name}; PeopleSoft needs a NAME1. Give the profile a name in "
                               f"JAGGAER, or create the supplier in PeopleSoft and map it under [{SECTION}.vendors].")
-        h = f"{s.vendor_handle_prefix}{bid}"
+        # VENDOR_NAME_SHORT is an uppercase field: PeopleSoft saves the handle in capitals, so it is written and
+        # looked up in capitals, or a lowercase prefix (or supplier id) would never match and a lost answer
+        # would create a second supplier.
+        h = f"{s.vendor_handle_prefix}{bid}".upper()
         if len(h) > s.vendor_handle_max:
             raise RecordError(f"{title}: its PeopleSoft handle {h!r} does not fit {n.handle} ({s.vendor_handle_max} "
                               f"characters); it is not cut. Shorten vendor_handle_prefix in [{SECTION}], or map the "

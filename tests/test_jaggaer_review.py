@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from mlconnector.errors import RemoteError
 from mlconnector.jaggaer.client import JaggaerClient, JaggaerToken
 from mlconnector.jaggaer.config import parse_jaggaer
+from mlconnector.peoplesoft.qas import QASClient, parse_ps_datetime
 from mlconnector.sandbox.jaggaer_sim import CLIENT_ID, CLIENT_SECRET, JaggaerSim
 from mlconnector.sandbox.server import Fault, SandboxServer
 from mlconnector.sections import Section
@@ -81,3 +83,68 @@ def test_a_lowercase_vendor_handle_prefix_still_finds_the_supplier_after_a_lost_
     made = [v for v in box.purchasing.vendors.values() if v.get("NAME1") == "Fresh Supplier Ltd"]
     assert len(made) == 1 and made[0]["VENDOR_NAME_SHORT"] == f"JGRS-{box.jaggaer_only}"
     assert box.purchasing.calls["CI_VNDR_ID_C"] == 1
+
+
+# -- d. requisition lines are read by the requisitions read, never replaced by one lump line ------------
+LINES_QUERY = "ML_REQ_LINES"
+
+
+def _serve_lines(monkeypatch: pytest.MonkeyPatch, lines: list[dict[str, Any]]) -> None:
+    """A requisition-lines query on the PeopleSoft side: rows whose LAST_DTTM_UPDATE is in the prompt window,
+    as QAS would return them (the shared QAS simulator has no line table)."""
+    original = QASClient.read_window
+
+    def read_window(self: QASClient, query: str, start: datetime, end: datetime) -> Any:
+        if query != LINES_QUERY:
+            yield from original(self, query, start, end)
+            return
+        yield [dict(ln) for ln in lines if start <= parse_ps_datetime(ln["LAST_DTTM_UPDATE"]) <= end], end
+
+    monkeypatch.setattr(QASClient, "read_window", read_window)
+
+
+def _line(req: dict[str, Any], nbr: int, descr: str) -> dict[str, Any]:
+    return {"BUSINESS_UNIT": req["BUSINESS_UNIT"], "REQ_ID": req["REQ_ID"], "LINE_NBR": nbr, "DESCR254": descr,
+            "QTY_REQ": 2, "PRICE_REQ": "10.5", "UNIT_OF_MEASURE": "EA", "ACCOUNT": "640000", "DEPTID": "FAC",
+            "LAST_DTTM_UPDATE": req["LAST_DTTM_UPDATE"]}  # written with the requisition, untouched since
+
+
+def _jreq(env: JEnv, req: dict[str, Any]) -> list[dict[str, Any]]:
+    want = f"PSREQ-{req['BUSINESS_UNIT']}-{req['REQ_ID']}"
+    return [r for r in env.box.jaggaer.requisitions.values() if r["externalRequisitionNumber"] == want]
+
+
+def test_a_requisition_approved_after_its_lines_changed_is_sent_with_its_lines(
+        jenv: JEnv, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    box = jenv.box
+    reqs = box.ps.rows("requisitions")
+    late = next(r for r in reqs if r["REQ_STATUS"] not in ("A", "P"))
+    _serve_lines(monkeypatch, [_line(r, n, f"Item {n}") for r in reqs for n in (1, 2)])
+    jenv.write_config(extra_pair=f'pending_grace_seconds = 0\nrequisition_lines_query = "{LINES_QUERY}"')
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert not _jreq(jenv, late)
+    box.ps.touch("requisitions", (late["BUSINESS_UNIT"], late["REQ_ID"]), REQ_STATUS="A")  # approved today
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    (sent,) = _jreq(jenv, late)
+    assert [ln["description"] for ln in sent["lines"]] == ["Item 1", "Item 2"]  # not one lump line
+
+
+def test_a_requisition_whose_lines_query_returns_nothing_waits_then_goes_with_its_lines(
+        jenv: JEnv, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    box = jenv.box
+    reqs = box.ps.rows("requisitions")
+    bare = next(r for r in reqs if r["REQ_STATUS"] == "A")
+    lines = [_line(r, 1, "Item 1") for r in reqs if r is not bare]
+    _serve_lines(monkeypatch, lines)
+    jenv.write_config(extra_pair=f'pending_grace_seconds = 0\nrequisition_lines_query = "{LINES_QUERY}"')
+    r = jenv.sync()
+    assert not _jreq(jenv, bare)  # never sent header-only
+    (fail,) = [f for f in r.failures if f["kind"] == "requisitions"]
+    assert "returned no lines" in fail["error"] and "requisition_lines_query" in fail["error"]
+    lines.append(_line(bare, 1, "Late line"))
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    (sent,) = _jreq(jenv, bare)
+    assert [ln["description"] for ln in sent["lines"]] == ["Late line"]

@@ -15,7 +15,8 @@ Flows, in this order (sync/echo.py's rule: reference data before the documents t
   first as our own write, so the profile read back is an echo). Its POs then post in the same pass.
   ``create_vendors = false`` makes it wait, with its reason, until it is mapped.
 - ``requisitions``: PeopleSoft requisitions in the configured statuses (QAS window; lines from a second query
-  or one line with the default account code) become JAGGAER requisitions whose external requisition number
+  read from the oldest requisition date read, never header-only when it is configured; without it one line with
+  the default account code) become JAGGAER requisitions whose external requisition number
   is the handle carrying BUSINESS_UNIT and REQ_ID, looked up before every create; business units mapped.
 - ``purchase_orders``: JAGGAER POs in the configured statuses go through the PO CI (peoplesoft/po_sink.py): PO_REF
   carries the JAGGAER PO number, a revision updates the same PO, account codes and units go through the
@@ -407,7 +408,11 @@ class PeopleSoftJaggaerPass:
         elif kind in (JSUPPLIERS, PSVENDORS):
             self._jaggaer_supplier(row)
         elif kind == REQS:
-            self._requisition(row.get("header") or {}, row.get("lines") or [])
+            header, lines = row.get("header") or {}, row.get("lines") or []
+            if self.s.requisition_lines_query and not lines and header:
+                key = encode_key((_text(header.get("BUSINESS_UNIT")), _text(header.get("REQ_ID"))))
+                lines = self._requisition_lines({key: header}, self.ctx.now, self.ctx.now).get(key, [])
+            self._requisition(header, lines)
         elif kind == POS:
             self._purchase_order(row)
         elif kind == INVOICES and self.vouchers is not None:
@@ -755,16 +760,40 @@ class PeopleSoftJaggaerPass:
                 if key not in headers or _text(row.get("LAST_DTTM_UPDATE")) >= _text(headers[key].get(
                         "LAST_DTTM_UPDATE")):
                     headers[key] = row
-        lines: dict[str, list[dict[str, Any]]] = {}
-        if self.s.requisition_lines_query and headers:
-            for rows, _ in self.qas.read_window(self.s.requisition_lines_query, start, end):
-                for ln in rows:
-                    k = encode_key((_text(ln.get("BUSINESS_UNIT")), _text(ln.get("REQ_ID"))))
-                    lines.setdefault(k, []).append(ln)
+        lines = self._requisition_lines(headers, start, end)
         for key, row in sorted(headers.items()):
             self._requisition(row, lines.get(key, []))
         if not self.dry_run and self.pswindow.advance(self.state, REQS, end, since):
             self.state.watermarks_moved = True
+
+    def _requisition_lines(self, headers: dict[str, dict[str, Any]], start: datetime, end: datetime,
+                           ) -> dict[str, list[dict[str, Any]]]:
+        """The lines of the requisitions in ``headers`` (key -> rows), read with requisition_lines_query.
+
+        Not by the headers' window: a requisition approved after its lines last changed would come without
+        them. The window starts at the oldest REQ_DT read (a line is not older than its requisition; a day of
+        margin for time zones), or at initial_since when a header has no readable REQ_DT."""
+        if not self.s.requisition_lines_query or not headers:
+            return {}
+        lo = start
+        for row in headers.values():
+            try:
+                day = datetime.fromisoformat(_text(row.get("REQ_DT"))[:10])
+            except ValueError:
+                lo = min(lo, self.jcfg.initial_since.replace(tzinfo=lo.tzinfo))
+                break
+            lo = min(lo, day.replace(tzinfo=lo.tzinfo) - timedelta(days=1))
+        lines: dict[str, dict[str, dict[str, Any]]] = {}
+        for rows, _ in self.qas.read_window(self.s.requisition_lines_query, lo, end):
+            for ln in rows:
+                k = encode_key((_text(ln.get("BUSINESS_UNIT")), _text(ln.get("REQ_ID"))))
+                if k not in headers:
+                    continue
+                nbr = _text(ln.get("LINE_NBR"))
+                old = lines.setdefault(k, {}).get(nbr)
+                if old is None or _text(ln.get("LAST_DTTM_UPDATE")) >= _text(old.get("LAST_DTTM_UPDATE")):
+                    lines[k][nbr] = ln
+        return {k: list(v.values()) for k, v in lines.items()}
 
     def _requisition(self, row: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         counts = self.ctx.result.kind(REQS)
@@ -777,6 +806,15 @@ class PeopleSoftJaggaerPass:
             return
         title = f"PeopleSoft requisition {bu}/{req}"
         h_value = handle(self.s.requisition_handle_prefix, (bu, req))
+        sent = self.state.entry(REQS, key)
+        if self.s.requisition_lines_query and not lines and not (sent and sent.get("id") and not sent.get("pending")):
+            # Sent as one lump line it could never be corrected (JAGGAER requisitions are not updated).
+            self.ctx.fail(REQS, key, queued_row, RecordError(
+                f"{title}: {self.s.requisition_lines_query} (requisition_lines_query in [{SECTION}]) returned no "
+                f"lines for it, so it is not sent (one lump line could never be corrected in JAGGAER). It waits "
+                f"and its lines are read again on the next pass; check that the query returns this requisition's "
+                f"lines (BUSINESS_UNIT, REQ_ID, LINE_NBR, ...) and that the requisition has lines in PeopleSoft."))
+            return
         try:
             body = requisition_body(self.s, self.xref, row, lines, h_value)
         except RecordError as exc:

@@ -1,10 +1,15 @@
-"""Review findings on `sync peoplesoft-jaggaer`, reproduced on the simulators (127.0.0.1, port 0):
-a count in quotes still pages every row, an unreadable count fails the read instead of ending it early."""
+"""Review findings on `sync peoplesoft-jaggaer`, reproduced on the simulators (127.0.0.1, port 0): PO_REF
+carries a prefix so a PO a person keyed with the bare JAGGAER number is never adopted, while POs written under
+the bare number before an upgrade are still found; a page count in quotes still pages every row and an
+unreadable one fails the read; a lowercase vendor handle prefix still finds the supplier (VENDOR_NAME_SHORT is
+uppercase); requisition lines are read by the requisitions read, never replaced by one lump line."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -148,3 +153,53 @@ def test_a_requisition_whose_lines_query_returns_nothing_waits_then_goes_with_it
     assert r.exit_code == 0, r.failures
     (sent,) = _jreq(jenv, bare)
     assert [ln["description"] for ln in sent["lines"]] == ["Late line"]
+
+
+# -- a. PO_REF carries a prefix; POs written under the bare number are still found ---------------------------
+def _item(qty: int) -> list[dict[str, Any]]:
+    return [{"description": "Item 0-0", "quantity": qty, "unitPrice": "12.5", "unitOfMeasure": "EA",
+             "accountCode": "6100"}]
+
+
+def test_a_po_a_person_keyed_with_the_bare_jaggaer_number_is_never_adopted(jenv: JEnv) -> None:  # noqa: F811
+    box = jenv.box
+    assert jenv.sync().exit_code == 0
+    first = next(iter(box.jaggaer.pos))
+    box.jaggaer.add_po("JP3000", box.jaggaer.pos[first]["header"]["supplier"]["id"], _item(5))
+    (ours,) = box.purchasing.pos_with_ref(f"JAG-{first}")
+    manual = copy.deepcopy(ours)  # keyed by a person, same business unit and vendor, PO_REF = the bare number
+    manual.update(PO_ID="MANUAL0001", PO_REF="JP3000")
+    box.purchasing.pos[(manual["BUSINESS_UNIT"], "MANUAL0001")] = manual
+    kept = copy.deepcopy(manual)
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert r.counts["purchase_orders"].created == 1 and r.counts["purchase_orders"].adopted == 0
+    (made,) = box.purchasing.pos_with_ref("JAG-JP3000")
+    assert Decimal(str(made["PO_LINE"][0]["QTY_PO"])) == 5
+    assert box.purchasing.pos[(manual["BUSINESS_UNIT"], "MANUAL0001")] == kept  # untouched
+
+
+def test_an_upgrade_finds_pos_written_under_the_bare_number_and_creates_none(jenv: JEnv) -> None:  # noqa: F811
+    box = jenv.box
+    jenv.write_config(extra_pair='pending_grace_seconds = 0\npo_handle_prefix = ""')  # as the earlier default
+    assert jenv.sync().exit_code == 0
+    numbers = sorted(box.jaggaer.pos)
+    assert all(len(box.purchasing.pos_with_ref(n)) == 1 for n in numbers)
+    lost, kept = numbers[0], numbers[1]
+    state = jenv.state()
+    state.drop_entry("purchase_orders", lost)  # e.g. a state restored from before that PO was written
+    state.save()
+    jenv.write_config()  # upgraded: po_handle_prefix now defaults to "JAG-"
+    box.jaggaer.revise_po(lost, lines=_item(7))
+    box.jaggaer.add_po("JP3000", box.jaggaer.pos[lost]["header"]["supplier"]["id"], _item(5))
+    r = jenv.sync()
+    assert r.exit_code == 0, r.failures
+    assert r.counts["purchase_orders"].created == 1  # only the new PO, under the prefix
+    assert [p["PO_REF"] for p in box.purchasing.pos.values() if p["PO_REF"].startswith("JAG-")] == ["JAG-JP3000"]
+    assert len(box.purchasing.pos) == len(numbers) + 1
+    (a,) = box.purchasing.pos_with_ref(lost)
+    assert Decimal(str(a["PO_LINE"][0]["QTY_PO"])) == 7  # the revision reached the PO found under the bare number
+    assert len(box.purchasing.pos_with_ref(kept)) == 1
+    calls = box.purchasing.calls["CI_PO_EXPRESS_UD"]
+    r = jenv.sync()
+    assert r.exit_code == 0 and box.purchasing.calls["CI_PO_EXPRESS_UD"] == calls  # settled: nothing resent

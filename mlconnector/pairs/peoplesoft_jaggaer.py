@@ -170,15 +170,16 @@ def requisition_body(s: PairSettings, xref: Crosswalk, row: dict[str, Any], line
     return body
 
 
-def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date) -> Any:
+def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date, ref: str | None = None) -> Any:
     """A JAGGAER purchase order -> a POWrite. RecordError for bad input, MissingReference for an unmapped value
-    (the PO waits: never posted in part)."""
+    (the PO waits: never posted in part). ``ref``: the PO_REF the PO already carries in PeopleSoft, when it was
+    written under another one (an earlier po_handle_prefix); otherwise prefix + number."""
     from mlconnector.peoplesoft.po_sink import POWrite
 
     src, p = s.po_source, s.po
     number = _text(pick(po, src.number))
     title = f"JAGGAER PO {number} (revision {_text(pick(po, src.revision)) or '0'})"
-    ref = f"{s.po_handle_prefix}{number}"
+    ref = ref or f"{s.po_handle_prefix}{number}"
     if not number or len(ref) > s.handle_max:
         raise RecordError(f"{title}: the PO reference {ref!r} does not fit {p.handle} ({s.handle_max} characters); "
                           f"it is not cut. Shorten po_handle_prefix in [{SECTION}].")
@@ -923,9 +924,15 @@ class PeopleSoftJaggaerPass:
             if not self.dry_run:
                 self.state.dequeue(POS, key)
             return
+        from mlconnector.peoplesoft.ci import CIError
+
+        # A PO already written keeps the PO_REF it was written with (its hash and lookups stay the same).
+        known = _text(entry.get("handle")) if entry is not None else ""
         try:
-            w = map_po(self.s, self.xref, po, self.ctx.now.date())
-        except RecordError as exc:
+            w = map_po(self.s, self.xref, po, self.ctx.now.date(), known or None)
+            if not known and self._legacy_lookup():
+                w = self._legacy_po(po, w, number)
+        except (RecordError, CIError) as exc:
             self.ctx.fail(POS, key, po, exc)
             return
         self.writer.write(POS, w)
@@ -934,6 +941,30 @@ class PeopleSoftJaggaerPass:
                 i["kind"] == POS and i["key"] == key for i in self.state.replay):
             done["stamp"] = stamp
             self.state.dirty = True
+
+    def _legacy_lookup(self) -> bool:
+        """Whether POs may carry the bare JAGGAER number as PO_REF (written before po_handle_prefix had a
+        default): "auto" answers from the state, once per pass."""
+        mode, prefix = self.s.po_legacy_lookup, self.s.po_handle_prefix
+        if not prefix or mode == "never":
+            return False
+        if mode == "always":
+            return True
+        if not hasattr(self, "_legacy"):
+            self._legacy = any(e.get("handle") and not _text(e.get("handle")).startswith(prefix)
+                               for _, e in self.state.keymap.items(POS) if isinstance(e, dict))
+        return self._legacy
+
+    def _legacy_po(self, po: dict[str, Any], w: Any, number: str) -> Any:
+        """``w``, or ``w`` under the bare number when only a PO written that way (same business unit and vendor)
+        is in PeopleSoft: an upgrade adopts it instead of creating a second PO."""
+        if number == w.handle or self.writer.lookup(w.business_unit, w.handle, w.vendor_id):
+            return w
+        if not self.writer.lookup(w.business_unit, number, w.vendor_id):
+            return w
+        self.audit.write("legacy_handle", POS, w.key, handle=number,
+                         why=f"found under the PO_REF written before po_handle_prefix {self.s.po_handle_prefix!r}")
+        return map_po(self.s, self.xref, po, self.ctx.now.date(), number)
 
     # -- invoices: JAGGAER -> PeopleSoft vouchers ------------------------------------------------
     def _sync_invoices(self, since: datetime | None) -> None:

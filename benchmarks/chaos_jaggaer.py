@@ -178,7 +178,7 @@ class Trial:
         sups = Counter(s["extCode"] for s in box.jaggaer.suppliers.values() if s["extCode"])
         lost = 0
         for number, jpo in box.jaggaer.pos.items():
-            ps = [p for p in box.purchasing.pos.values() if p["PO_REF"] == number]
+            ps = [p for p in box.purchasing.pos.values() if p["PO_REF"] == f"JAG-{number}"]  # po_handle_prefix
             if not ps:
                 lost += 1
                 self.log.append(f"PO {number} never reached PeopleSoft")

@@ -135,10 +135,10 @@ def test_good_documents_are_spooled_then_posted_once_by_the_next_pass(cenv: CEnv
     bid, vendor = next(iter(box.linked.items()))
     resp = cenv.post(order(bid))
     assert resp.status_code == 200 and _status(resp) == "200"  # answered at once; nothing posted yet
-    assert len(cenv.spooled()) == 1 and "CX500" not in {p["PO_REF"] for p in box.purchasing.pos.values()}
+    assert len(cenv.spooled()) == 1 and "JAG-CX500" not in {p["PO_REF"] for p in box.purchasing.pos.values()}
     r = cenv.sync()
     assert r.exit_code == 0, r.failures
-    (po,) = [p for p in box.purchasing.pos.values() if p["PO_REF"] == "CX500"]
+    (po,) = [p for p in box.purchasing.pos.values() if p["PO_REF"] == "JAG-CX500"]
     assert po["VENDOR_ID"] == vendor and po["BUSINESS_UNIT"] == "US001"
     assert [ln["PO_LINE_DISTRIB"][0]["ACCOUNT"] for ln in po["PO_LINE"]] == ["650000", "640000"]
     assert cenv.spooled() == []
@@ -167,7 +167,7 @@ def test_good_documents_are_spooled_then_posted_once_by_the_next_pass(cenv: CEnv
     r = cenv.sync()
     assert r.exit_code == 0, r.failures
     assert (cenv.ps_po_writes(), len(box.accounting.vouchers)) == (po_writes, vouchers)
-    assert len([p for p in box.purchasing.pos.values() if p["PO_REF"] == "CX500"]) == 1
+    assert len([p for p in box.purchasing.pos.values() if p["PO_REF"] == "JAG-CX500"]) == 1
 
 
 def test_a_wrong_or_missing_shared_secret_is_401_and_nothing_is_kept(cenv: CEnv) -> None:

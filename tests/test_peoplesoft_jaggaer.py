@@ -65,7 +65,7 @@ class JEnv:
     def pos_by_ref(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for po in self.box.purchasing.pos.values():
-            out.setdefault(po["PO_REF"], []).append(po)
+            out.setdefault(po["PO_REF"].removeprefix("JAG-"), []).append(po)  # PO_REF = "JAG-" + JAGGAER number
         return out
 
 
@@ -125,7 +125,7 @@ def test_first_pass_writes_each_record_once_and_the_second_writes_nothing(jenv: 
     # Our supplier writes came back as changed profiles: echoes, not news.
     assert r.counts["jaggaer_suppliers"].unchanged == len(active)
     for po in jenv.box.purchasing.pos.values():
-        jpo = jenv.box.jaggaer.pos[po["PO_REF"]]
+        jpo = jenv.box.jaggaer.pos[po["PO_REF"].removeprefix("JAG-")]
         vendor = jenv.box.linked[jpo["header"]["supplier"]["id"]]
         assert po["VENDOR_ID"] == vendor and po["BUSINESS_UNIT"] == "US001"
         for line, jl in zip(po["PO_LINE"], jpo["lines"], strict=True):

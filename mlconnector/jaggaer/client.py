@@ -280,6 +280,24 @@ def fiql_value(value: str) -> str:
     return value
 
 
+def _count(body: dict[str, Any], name: str, path: str) -> int | None:
+    """A paging count of a list answer as an int (JSON number or numeric string); None when absent. Anything
+    else is a RemoteError: the rows that follow could not be counted, so the read must not look complete."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise RemoteError(f"JAGGAER answered GET {path} with {name} = {str(value)[:40]!r}, not a whole number, so the "
+                      f"list cannot be paged safely. Nothing was synced from this read (no watermark moved); it "
+                      f"is read again on the next pass. If it persists, report it to JAGGAER support.",
+                      system=SYSTEM, raw=json.dumps(body, default=str)[:2000])
+
+
 class JaggaerClient:
     """Reads and writes JAGGAER's REST API under one token and the shared HTTP policy."""
 
@@ -353,15 +371,18 @@ class JaggaerClient:
     def pages(self, ep: Endpoint, flt: str = "", params: dict[str, Any] | None = None,
               ) -> Iterator[list[dict[str, Any]]]:
         """Every page of a list: ``start`` = 1, then ``start += returnedRecords`` until ``totRecords`` rows came
-        or a page is empty."""
+        or a page is empty. A count that is not a whole number (numeric strings are read as numbers) fails the
+        read with RemoteError: stopping early would drop rows while a watermark advances, or make a lookup miss
+        a record and create it twice."""
         start, got = 1, 0
         while True:
             query = {**(params or {}), "start": start}
             if flt:
                 query["flt"] = flt
             body = self.call("GET", ep.path, params=query)
+            total = _count(body, "totRecords", ep.path)
             rows = pick(body, ep.list_key)
-            if rows is None and not body.get("totRecords"):
+            if rows is None and not total:
                 rows = []
             if isinstance(rows, dict):
                 rows = [rows]  # a single record is sometimes sent as an object
@@ -370,13 +391,14 @@ class JaggaerClient:
                                   f"{', '.join(sorted(body)) or 'none'}). Set list_key for this path in [jaggaer].",
                                   system=SYSTEM, raw=json.dumps(body)[:2000])
             rows = [r for r in rows if isinstance(r, dict)]
+            returned = _count(body, "returnedRecords", ep.path)
             yield rows
             got += len(rows)
-            returned = body.get("returnedRecords", len(rows))
-            total = body.get("totRecords")
-            if not rows or not isinstance(returned, int) or returned <= 0:
+            if not rows:
                 break
-            if isinstance(total, int) and got >= total:
+            if returned is None or returned <= 0:
+                returned = len(rows)  # no usable count: the rows themselves say how far this page went
+            if total is not None and got >= total:
                 break
             start += returned
 

@@ -15,7 +15,8 @@ Flows, in this order (sync/echo.py's rule: reference data before the documents t
   first as our own write, so the profile read back is an echo). Its POs then post in the same pass.
   ``create_vendors = false`` makes it wait, with its reason, until it is mapped.
 - ``requisitions``: PeopleSoft requisitions in the configured statuses (QAS window; lines from a second query
-  or one line with the default account code) become JAGGAER requisitions whose external requisition number
+  read from the oldest requisition date read, never header-only when it is configured; without it one line with
+  the default account code) become JAGGAER requisitions whose external requisition number
   is the handle carrying BUSINESS_UNIT and REQ_ID, looked up before every create; business units mapped.
 - ``purchase_orders``: JAGGAER POs in the configured statuses go through the PO CI (peoplesoft/po_sink.py): PO_REF
   carries the JAGGAER PO number, a revision updates the same PO, account codes and units go through the
@@ -169,15 +170,16 @@ def requisition_body(s: PairSettings, xref: Crosswalk, row: dict[str, Any], line
     return body
 
 
-def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date) -> Any:
+def map_po(s: PairSettings, xref: Crosswalk, po: dict[str, Any], today: date, ref: str | None = None) -> Any:
     """A JAGGAER purchase order -> a POWrite. RecordError for bad input, MissingReference for an unmapped value
-    (the PO waits: never posted in part)."""
+    (the PO waits: never posted in part). ``ref``: the PO_REF the PO already carries in PeopleSoft, when it was
+    written under another one (an earlier po_handle_prefix); otherwise prefix + number."""
     from mlconnector.peoplesoft.po_sink import POWrite
 
     src, p = s.po_source, s.po
     number = _text(pick(po, src.number))
     title = f"JAGGAER PO {number} (revision {_text(pick(po, src.revision)) or '0'})"
-    ref = f"{s.po_handle_prefix}{number}"
+    ref = ref or f"{s.po_handle_prefix}{number}"
     if not number or len(ref) > s.handle_max:
         raise RecordError(f"{title}: the PO reference {ref!r} does not fit {p.handle} ({s.handle_max} characters); "
                           f"it is not cut. Shorten po_handle_prefix in [{SECTION}].")
@@ -407,7 +409,11 @@ class PeopleSoftJaggaerPass:
         elif kind in (JSUPPLIERS, PSVENDORS):
             self._jaggaer_supplier(row)
         elif kind == REQS:
-            self._requisition(row.get("header") or {}, row.get("lines") or [])
+            header, lines = row.get("header") or {}, row.get("lines") or []
+            if self.s.requisition_lines_query and not lines and header:
+                key = encode_key((_text(header.get("BUSINESS_UNIT")), _text(header.get("REQ_ID"))))
+                lines = self._requisition_lines({key: header}, self.ctx.now, self.ctx.now).get(key, [])
+            self._requisition(header, lines)
         elif kind == POS:
             self._purchase_order(row)
         elif kind == INVOICES and self.vouchers is not None:
@@ -679,7 +685,10 @@ class PeopleSoftJaggaerPass:
         if not name:
             raise RecordError(f"{title} has no {f.name}; PeopleSoft needs a NAME1. Give the profile a name in "
                               f"JAGGAER, or create the supplier in PeopleSoft and map it under [{SECTION}.vendors].")
-        h = f"{s.vendor_handle_prefix}{bid}"
+        # VENDOR_NAME_SHORT is an uppercase field: PeopleSoft saves the handle in capitals, so it is written and
+        # looked up in capitals, or a lowercase prefix (or supplier id) would never match and a lost answer
+        # would create a second supplier.
+        h = f"{s.vendor_handle_prefix}{bid}".upper()
         if len(h) > s.vendor_handle_max:
             raise RecordError(f"{title}: its PeopleSoft handle {h!r} does not fit {n.handle} ({s.vendor_handle_max} "
                               f"characters); it is not cut. Shorten vendor_handle_prefix in [{SECTION}], or map the "
@@ -752,16 +761,40 @@ class PeopleSoftJaggaerPass:
                 if key not in headers or _text(row.get("LAST_DTTM_UPDATE")) >= _text(headers[key].get(
                         "LAST_DTTM_UPDATE")):
                     headers[key] = row
-        lines: dict[str, list[dict[str, Any]]] = {}
-        if self.s.requisition_lines_query and headers:
-            for rows, _ in self.qas.read_window(self.s.requisition_lines_query, start, end):
-                for ln in rows:
-                    k = encode_key((_text(ln.get("BUSINESS_UNIT")), _text(ln.get("REQ_ID"))))
-                    lines.setdefault(k, []).append(ln)
+        lines = self._requisition_lines(headers, start, end)
         for key, row in sorted(headers.items()):
             self._requisition(row, lines.get(key, []))
         if not self.dry_run and self.pswindow.advance(self.state, REQS, end, since):
             self.state.watermarks_moved = True
+
+    def _requisition_lines(self, headers: dict[str, dict[str, Any]], start: datetime, end: datetime,
+                           ) -> dict[str, list[dict[str, Any]]]:
+        """The lines of the requisitions in ``headers`` (key -> rows), read with requisition_lines_query.
+
+        Not by the headers' window: a requisition approved after its lines last changed would come without
+        them. The window starts at the oldest REQ_DT read (a line is not older than its requisition; a day of
+        margin for time zones), or at initial_since when a header has no readable REQ_DT."""
+        if not self.s.requisition_lines_query or not headers:
+            return {}
+        lo = start
+        for row in headers.values():
+            try:
+                day = datetime.fromisoformat(_text(row.get("REQ_DT"))[:10])
+            except ValueError:
+                lo = min(lo, self.jcfg.initial_since.replace(tzinfo=lo.tzinfo))
+                break
+            lo = min(lo, day.replace(tzinfo=lo.tzinfo) - timedelta(days=1))
+        lines: dict[str, dict[str, dict[str, Any]]] = {}
+        for rows, _ in self.qas.read_window(self.s.requisition_lines_query, lo, end):
+            for ln in rows:
+                k = encode_key((_text(ln.get("BUSINESS_UNIT")), _text(ln.get("REQ_ID"))))
+                if k not in headers:
+                    continue
+                nbr = _text(ln.get("LINE_NBR"))
+                old = lines.setdefault(k, {}).get(nbr)
+                if old is None or _text(ln.get("LAST_DTTM_UPDATE")) >= _text(old.get("LAST_DTTM_UPDATE")):
+                    lines[k][nbr] = ln
+        return {k: list(v.values()) for k, v in lines.items()}
 
     def _requisition(self, row: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         counts = self.ctx.result.kind(REQS)
@@ -774,6 +807,15 @@ class PeopleSoftJaggaerPass:
             return
         title = f"PeopleSoft requisition {bu}/{req}"
         h_value = handle(self.s.requisition_handle_prefix, (bu, req))
+        sent = self.state.entry(REQS, key)
+        if self.s.requisition_lines_query and not lines and not (sent and sent.get("id") and not sent.get("pending")):
+            # Sent as one lump line it could never be corrected (JAGGAER requisitions are not updated).
+            self.ctx.fail(REQS, key, queued_row, RecordError(
+                f"{title}: {self.s.requisition_lines_query} (requisition_lines_query in [{SECTION}]) returned no "
+                f"lines for it, so it is not sent (one lump line could never be corrected in JAGGAER). It waits "
+                f"and its lines are read again on the next pass; check that the query returns this requisition's "
+                f"lines (BUSINESS_UNIT, REQ_ID, LINE_NBR, ...) and that the requisition has lines in PeopleSoft."))
+            return
         try:
             body = requisition_body(self.s, self.xref, row, lines, h_value)
         except RecordError as exc:
@@ -882,9 +924,15 @@ class PeopleSoftJaggaerPass:
             if not self.dry_run:
                 self.state.dequeue(POS, key)
             return
+        from mlconnector.peoplesoft.ci import CIError
+
+        # A PO already written keeps the PO_REF it was written with (its hash and lookups stay the same).
+        known = _text(entry.get("handle")) if entry is not None else ""
         try:
-            w = map_po(self.s, self.xref, po, self.ctx.now.date())
-        except RecordError as exc:
+            w = map_po(self.s, self.xref, po, self.ctx.now.date(), known or None)
+            if not known and self._legacy_lookup():
+                w = self._legacy_po(po, w, number)
+        except (RecordError, CIError) as exc:
             self.ctx.fail(POS, key, po, exc)
             return
         self.writer.write(POS, w)
@@ -893,6 +941,30 @@ class PeopleSoftJaggaerPass:
                 i["kind"] == POS and i["key"] == key for i in self.state.replay):
             done["stamp"] = stamp
             self.state.dirty = True
+
+    def _legacy_lookup(self) -> bool:
+        """Whether POs may carry the bare JAGGAER number as PO_REF (written before po_handle_prefix had a
+        default): "auto" answers from the state, once per pass."""
+        mode, prefix = self.s.po_legacy_lookup, self.s.po_handle_prefix
+        if not prefix or mode == "never":
+            return False
+        if mode == "always":
+            return True
+        if not hasattr(self, "_legacy"):
+            self._legacy = any(e.get("handle") and not _text(e.get("handle")).startswith(prefix)
+                               for _, e in self.state.keymap.items(POS) if isinstance(e, dict))
+        return self._legacy
+
+    def _legacy_po(self, po: dict[str, Any], w: Any, number: str) -> Any:
+        """``w``, or ``w`` under the bare number when only a PO written that way (same business unit and vendor)
+        is in PeopleSoft: an upgrade adopts it instead of creating a second PO."""
+        if number == w.handle or self.writer.lookup(w.business_unit, w.handle, w.vendor_id):
+            return w
+        if not self.writer.lookup(w.business_unit, number, w.vendor_id):
+            return w
+        self.audit.write("legacy_handle", POS, w.key, handle=number,
+                         why=f"found under the PO_REF written before po_handle_prefix {self.s.po_handle_prefix!r}")
+        return map_po(self.s, self.xref, po, self.ctx.now.date(), number)
 
     # -- invoices: JAGGAER -> PeopleSoft vouchers ------------------------------------------------
     def _sync_invoices(self, since: datetime | None) -> None:

@@ -93,7 +93,12 @@ class PairSettings:
     default_account_code: str = "6100"  # the JAGGAER account code of a header-only requisition's one line
     default_unit: str = "EA"
     po_ci: str = "PO_EXPRESS"
-    po_handle_prefix: str = ""  # PO_REF = prefix + JAGGAER PO number
+    # PO_REF = prefix + JAGGAER PO number. Not empty by default: a bare number could equal a PO_REF a person keyed
+    # for the same vendor, and that PO would be adopted and overwritten.
+    po_handle_prefix: str = "JAG-"
+    # Where POs created before the prefix (PO_REF = bare number) are looked for before a create: "auto" when the
+    # state holds such a PO, "always", or "never".
+    po_legacy_lookup: str = "auto"
     handle_max: int = 30  # PO_REF is CHAR(30)
     po_statuses: list[str] = field(default_factory=lambda: ["Approved"])
     voucher_ci: str = "VCHR_EXPRESS"
@@ -177,7 +182,8 @@ def parse_section(s: Section) -> PairSettings:
         default_account_code=s.str("default_account_code", "6100"),
         default_unit=s.str("default_unit", "EA"),
         po_ci=s.str("po_ci", "PO_EXPRESS"),
-        po_handle_prefix=s.str("po_handle_prefix", ""),
+        po_handle_prefix=s.str("po_handle_prefix", "JAG-"),
+        po_legacy_lookup=s.str("po_legacy_lookup", "auto", choices=("auto", "always", "never")),
         handle_max=s.num("handle_max", 30, minimum=4, integer=True),
         po_statuses=lst("po_statuses", ["Approved"]),
         voucher_ci=s.str("voucher_ci", "VCHR_EXPRESS"),

@@ -62,6 +62,9 @@ class JaggaerSim:
         self.client_secret = client_secret
         self.expires_in = expires_in
         self.page_size = page_size
+        # How list counts are written: "int" (the samples), "str" (numbers in quotes, as some gateways send
+        # them) or "garbage" (an unreadable count): the client must page the first and refuse the last.
+        self.count_style = "int"
         self.clock = clock
         self.token_uses: int | None = None
         self.tokens: dict[str, list[float]] = {}  # token -> [expiry, uses left (or -1)]
@@ -266,7 +269,12 @@ class JaggaerSim:
             else:
                 keep = [r for r in keep if str(get(r)) <= raw]
         page = keep[start - 1: start - 1 + self.page_size]
-        body = {"returnCode": 0, "returnMessage": "OK", "totRecords": len(keep), "returnedRecords": len(page),
+        counts: tuple[Any, Any] = (len(keep), len(page))
+        if self.count_style == "str":
+            counts = (str(len(keep)), str(len(page)))
+        elif self.count_style == "garbage":
+            counts = (f"{len(keep)} rows", f"{len(page)} rows")
+        body = {"returnCode": 0, "returnMessage": "OK", "totRecords": counts[0], "returnedRecords": counts[1],
                 "startAt": start, **envelope([json.loads(json.dumps(r)) for r in page])}
         return json_response(200, body)
 

@@ -421,6 +421,9 @@ class PurchasingCI:
                 rec.setdefault("VENDOR_STATUS", "A")
                 rec.setdefault("VENDOR_CLASS", "R")
                 rec.setdefault("VENDOR_PERSISTENCE", "R")
+                if isinstance(rec.get("VENDOR_NAME_SHORT"), str):
+                    # VENDOR_NAME_SHORT is an uppercase field: PeopleSoft stores what it is given in capitals.
+                    rec["VENDOR_NAME_SHORT"] = rec["VENDOR_NAME_SHORT"].upper()
                 bad = self._check_vendor(rec)
                 if bad is not None:
                     return bad

@@ -474,6 +474,14 @@ class ProcurifyPeopleSoftPass:
                 if not self.dry_run:
                     self.state.dequeue(KIND, key)
             return
+        if not self.dry_run and not posted:
+            # A Create may leave in this write: its items are indexed now, so the index is on disk with the pending
+            # mark (saved before the request). After a lost answer a moved item then still counts as posted here.
+            index = self.state.extra.setdefault(ITEMS_INDEX, {})
+            for iid, it in items.items():
+                if pick(it, self.s.item.status) in self.s.approved_statuses:
+                    index[iid] = key
+            self.state.dirty = True
         self.writer.write(KIND, w)
         done = self.state.entry(KIND, key)
         if done is not None and done.get("po") and not self.dry_run and not any(
@@ -486,11 +494,14 @@ class ProcurifyPeopleSoftPass:
             self.state.dirty = True
 
     def _check_moves(self, key: str, items: dict[str, dict[str, Any]]) -> None:
-        """An item already posted under another group (its vendor changed) is not posted again."""
+        """An item already posted under another group (its vendor changed) is not posted again. A group with a
+        link counts, pending ones included (a Create whose answer was lost may hold the item); a group without one
+        never reached PeopleSoft (its Create was refused, or a current lookup cleared its mark)."""
         index = self.state.extra.get(ITEMS_INDEX, {})
         for iid, it in items.items():
             other = index.get(iid)
-            if other is not None and other != key and pick(it, self.s.item.status) in self.s.approved_statuses:
+            if (other is not None and other != key and pick(it, self.s.item.status) in self.s.approved_statuses
+                    and self.state.entry(KIND, other) is not None):
                 po = "/".join((self.state.entry(KIND, other) or {}).get("po", {}).values())
                 raise RecordError(
                     f"Order item {iid} is already on purchase order {po or '(pending)'} (posted under another vendor "

@@ -94,3 +94,34 @@ def test_an_item_moved_to_another_vendor_after_a_lost_create_answer_lands_on_two
     holding = [po["PO_ID"] for po in procurify.purchasing.pos.values()
                if any(ln.get("DESCR254_MIXED") == "Rope" for ln in po.get("PO_LINE", []))]
     assert len(holding) == 1, (holding, r.failures)
+
+
+def test_a_po_created_under_the_handle_of_earlier_versions_is_kept_and_found_again_never_created_twice(
+        procurify: Any, tmp_path: Path) -> None:
+    """Upgrading: a PO an earlier version created as PRC-<requisition> keeps its reference on its link, and after a
+    state loss it is found by that reference (and the vendor) and adopted, never created a second time."""
+    extra = "pending_grace_seconds = 0\nci_workers = 1"
+    sim, ps = procurify.procurify, procurify.purchasing
+    req = sim.add_requisition(301, [{"name": "Rope", "quantity": 2, "price": "3", "account_code": "6100",
+                                     "department_id": 1}])
+    assert procurify_sync(procurify, tmp_path, extra_pair=extra).exit_code == 0
+    (key,) = [k for k, po in ps.pos.items() if po["PO_REF"] == f"PRC-{req}-301"]
+    ps.pos[key]["PO_REF"] = f"PRC-{req}"  # as the earlier version created it, and its link says so
+    state = State.load(tmp_path / "state.json")
+    group = next(k for k in state.entries("requisitions") if k.startswith(f"{req}|"))
+    state.set_entry("requisitions", group, {**(state.entry("requisitions", group) or {}), "handle": f"PRC-{req}"})
+    state.save()
+    creates = ps.calls["CI_PO_EXPRESS_C"]
+    (item,) = sim.items_of(req)
+    sim.change_item(item["id"], quantity=5)
+    r = procurify_sync(procurify, tmp_path, extra_pair=extra)
+    assert r.exit_code == 0 and r.counts["requisitions"].updated == 1, r.failures
+    assert ps.pos[key]["PO_REF"] == f"PRC-{req}"  # not renamed
+    (tmp_path / "state.json").unlink()  # state lost: the PO is found by the old reference
+    r = procurify_sync(procurify, tmp_path, extra_pair=extra)
+    assert r.exit_code == 0, r.failures
+    assert ps.calls["CI_PO_EXPRESS_C"] == creates
+    state = State.load(tmp_path / "state.json")
+    assert state.entry("requisitions", group)["po"]["PO_ID"] == key[1]
+    holding = [po for po in ps.pos.values() if any(ln.get("DESCR254_MIXED") == "Rope" for ln in po["PO_LINE"])]
+    assert len(holding) == 1

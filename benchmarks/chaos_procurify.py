@@ -90,7 +90,7 @@ def account(box: ProcurifyBox) -> dict[str, Any]:
     lost = dup = stale = 0
     for (req, pid), items in groups.items():
         vid = VENDORS[pid][0] if pid in VENDORS else by_handle.get(f"PRCV-{pid}")
-        found = pos.get((f"PRC-{req}", vid or "?"), [])
+        found = pos.get((f"PRC-{req}-{pid}", vid or "?"), [])  # PO_REF = prefix + requisition + vendor
         if not found:
             lost += 1
             continue

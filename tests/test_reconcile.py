@@ -329,7 +329,7 @@ def _req_total(penv: PEnv, req: int) -> Decimal:
 
 
 def _po_of(penv: PEnv, req: int) -> tuple[tuple[str, str], dict[str, Any]]:
-    [(key, po)] = [(k, p) for k, p in penv.box.purchasing.pos.items() if p["PO_REF"] == f"PRC-{req}"]
+    [(key, po)] = [(k, p) for k, p in penv.box.purchasing.pos.items() if p["PO_REF"].startswith(f"PRC-{req}-")]
     return key, po
 
 
@@ -368,7 +368,7 @@ def test_procurify_peoplesoft_every_class_and_po_amounts_both_sides(penv: PEnv) 
                                       "department_id": 1}])
     state = penv.state()  # a pass killed between its pending mark and the Create
     state.set_entry("requisitions", group(late), mark_pending(
-        {"handle": f"PRC-{late}", "vendor": "0000000042", "business_unit": "US001", "hash": ""}))
+        {"handle": f"PRC-{late}-301", "vendor": "0000000042", "business_unit": "US001", "hash": ""}))
     state.save()
     writes, state_before = penv.writes(), penv.state_file.read_bytes()
 

@@ -136,10 +136,17 @@ def newest(s: PairSettings, *sources: list[dict[str, Any]]) -> dict[str, dict[st
     return out
 
 
+def group_handle(s: PairSettings, key: tuple[str, ...]) -> str:
+    """The PO reference of a group: prefix + requisition, and with group_by = "requisition_vendor" the Procurify
+    vendor too (``PRC-5001-301``), so two vendors crosswalked to one supplier never meet on one PO."""
+    return f"{s.handle_prefix}{key[0]}" + (f"-{key[1]}" if len(key) > 1 else "")
+
+
 def map_group(s: PairSettings, xref: Crosswalk, key: tuple[str, ...], items: list[dict[str, Any]],
-              line_numbers: dict[str, int], today: date) -> Any:
+              line_numbers: dict[str, int], today: date, handle: str | None = None) -> Any:
     """One group of order items -> a POWrite (or None when none of them is approved). Raises RecordError for
-    bad input (the whole group is held: never posted in part) and MissingReference for an unmapped value."""
+    bad input (the whole group is held: never posted in part) and MissingReference for an unmapped value.
+    ``handle``: the PO reference the group's link already carries (kept: a PO is not renamed)."""
     from mlconnector.peoplesoft.po_sink import POWrite
 
     req = key[0]
@@ -148,7 +155,9 @@ def map_group(s: PairSettings, xref: Crosswalk, key: tuple[str, ...], items: lis
     if not approved:
         return None
     approved.sort(key=lambda it: (_num(pick(it, s.item.line)), _text(pick(it, s.item.id))))
-    handle = f"{s.handle_prefix}{req}"
+    handle = handle or group_handle(s, key)
+    # Versions before the vendor joined the reference used prefix + requisition: looked up too, never created.
+    legacy = f"{s.handle_prefix}{req}" if len(key) > 1 and handle != f"{s.handle_prefix}{req}" else ""
     if not req or len(handle) > s.handle_max:
         raise RecordError(f"{title}: the PO reference {handle!r} does not fit {s.po.handle} ({s.handle_max} "
                           f"characters); it is not cut. Shorten handle_prefix in [{SECTION}].")
@@ -211,7 +220,7 @@ def map_group(s: PairSettings, xref: Crosswalk, key: tuple[str, ...], items: lis
     digest = hashlib.sha256(json.dumps([header, lines], sort_keys=True, default=_canon).encode()).hexdigest()[:20]
     return POWrite(key=encode_key(key), handle=handle, vendor_id=vendor_id, business_unit=s.business_unit,
                    header={**header, p.po_date: today}, lines=lines, hash=digest,
-                   row={"group": list(key), "items": items}, title=title,
+                   row={"group": list(key), "items": items}, title=title, legacy_handle=legacy,
                    extra={"lines": {k: v for k, v in numbers.items()}})
 
 
@@ -480,7 +489,7 @@ class ProcurifyPeopleSoftPass:
         try:
             self._check_moves(key, items)
             w = map_group(self.s, self.xref, key_parts, list(items.values()),
-                          dict((entry or {}).get("lines", {})), self.ctx.now.date())
+                          dict((entry or {}).get("lines", {})), self.ctx.now.date(), (entry or {}).get("handle"))
         except RecordError as exc:
             self.ctx.fail(KIND, key, {"group": list(key_parts), "items": list(items.values())}, exc)
             return
@@ -499,6 +508,14 @@ class ProcurifyPeopleSoftPass:
                 if not self.dry_run:
                     self.state.dequeue(KIND, key)
             return
+        if not self.dry_run and not posted:
+            # A Create may leave in this write: its items are indexed now, so the index is on disk with the pending
+            # mark (saved before the request). After a lost answer a moved item then still counts as posted here.
+            index = self.state.extra.setdefault(ITEMS_INDEX, {})
+            for iid, it in items.items():
+                if pick(it, self.s.item.status) in self.s.approved_statuses:
+                    index[iid] = key
+            self.state.dirty = True
         self.writer.write(KIND, w)
         done = self.state.entry(KIND, key)
         if done is not None and done.get("po") and not self.dry_run and not any(
@@ -511,11 +528,14 @@ class ProcurifyPeopleSoftPass:
             self.state.dirty = True
 
     def _check_moves(self, key: str, items: dict[str, dict[str, Any]]) -> None:
-        """An item already posted under another group (its vendor changed) is not posted again."""
+        """An item already posted under another group (its vendor changed) is not posted again. A group with a
+        link counts, pending ones included (a Create whose answer was lost may hold the item); a group without one
+        never reached PeopleSoft (its Create was refused, or a current lookup cleared its mark)."""
         index = self.state.extra.get(ITEMS_INDEX, {})
         for iid, it in items.items():
             other = index.get(iid)
-            if other is not None and other != key and pick(it, self.s.item.status) in self.s.approved_statuses:
+            if (other is not None and other != key and pick(it, self.s.item.status) in self.s.approved_statuses
+                    and self.state.entry(KIND, other) is not None):
                 po = "/".join((self.state.entry(KIND, other) or {}).get("po", {}).values())
                 raise RecordError(
                     f"Order item {iid} is already on purchase order {po or '(pending)'} (posted under another vendor "

@@ -65,7 +65,8 @@ def reconcile_scope(steps: Any) -> Any:
     def map_row(_kind: str, row: dict[str, Any]) -> POWrite | None:
         key = tuple(str(p) for p in row["group"])
         entry = steps.state.entry(kind, encode_key(key)) or {}
-        return pair.map_group(s, steps.xref, key, row["items"], dict(entry.get("lines") or {}), steps.ctx.now.date())
+        return pair.map_group(s, steps.xref, key, row["items"], dict(entry.get("lines") or {}), steps.ctx.now.date(),
+                              entry.get("handle"))
 
     def plan(_kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
         for row in rows:
@@ -112,6 +113,8 @@ class POSide:
                 continue
             try:
                 found = self.steps.writer.lookup(w.business_unit, w.handle, w.vendor_id)
+                if not found and w.legacy_handle:
+                    found = self.steps.writer.lookup(w.business_unit, w.legacy_handle, w.vendor_id)
             except CIFaultError as exc:
                 raise _read_error(exc) from None
             if found:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -62,6 +62,7 @@ class POWrite:
     row: dict[str, Any]
     title: str  # for messages: "Procurify requisition 5001 (vendor 301)"
     extra: dict[str, Any] = field(default_factory=dict)  # saved on the link (e.g. the source line numbers)
+    legacy_handle: str = ""  # the handle an earlier version gave this PO: looked up when ``handle`` finds none
 
 
 class NeedsPerson(RecordError):
@@ -137,6 +138,16 @@ class POWriter:
                 out.append(record)
         return out
 
+    def owner(self, kind: str, po: Mapping[str, Any], key: str) -> str | None:
+        """The key of another link that already holds this PO (None: no other). A PO belongs to one source
+        record: adopting it for a second one would replace the first one's lines."""
+        want = {k: canon(v) for k, v in po.items()}
+        for other, e in self.state.keymap.items(kind):
+            held = e.get("po")
+            if other != key and isinstance(held, dict) and {k: canon(v) for k, v in held.items()} == want:
+                return other
+        return None
+
     def keys_of(self, record: Mapping[str, Any]) -> dict[str, str]:
         n = self.n
         return {n.business_unit: str(record.get(n.business_unit, "")), n.po_id: str(record[n.po_id])}
@@ -182,6 +193,8 @@ class POWriter:
             if key in unknown:
                 continue
             records = found.get(key, [])
+            if len(records) == 1 and self.owner(kind, self.keys_of(records[0]), key) is not None:
+                continue  # another record's PO: the write path reports the conflict for a person
             if len(records) == 1:
                 entry["po"] = self.keys_of(records[0])
                 entry.pop("pending", None)
@@ -224,6 +237,14 @@ class POWriter:
             return
         try:
             records = self.lookup(w.business_unit, w.handle, w.vendor_id)
+            if not records and w.legacy_handle:
+                # A PO an earlier version created under its old handle is this record's unless another link holds
+                # it (then it is that record's, and this one was never created: the old handle did not tell them
+                # apart).
+                records = [r for r in self.lookup(w.business_unit, w.legacy_handle, w.vendor_id)
+                           if self.owner(kind, self.keys_of(r), w.key) is None]
+                if records:
+                    w = replace(w, handle=w.legacy_handle, header={**w.header, self.n.handle: w.legacy_handle})
         except CIError as exc:
             self.ctx.fail(kind, w.key, w.row, exc)
             return
@@ -234,6 +255,16 @@ class POWriter:
                 f"{self.n.handle} {w.handle!r} for vendor {w.vendor_id} ({ids}). Nothing was created or changed: a "
                 f"person must decide which one is the order (cancel the others), then run `mlconnector replay retry`.",
                 json.dumps({"purchase_orders": ids.split(", "), "wanted": self._version(w)}, default=str)))
+            return
+        held = self.owner(kind, self.keys_of(records[0]), w.key) if records else None
+        if held is not None:
+            self.ctx.fail(kind, w.key, w.row, NeedsPerson(
+                f"{w.title}: purchase order {'/'.join(self.keys_of(records[0]).values())} carries {self.n.handle} "
+                f"{w.handle!r} for vendor {w.vendor_id}, but it is linked to another source record ({held}). Nothing "
+                f"was created or changed: a person must decide which record the order belongs to (fix the PO's "
+                f"{self.n.handle} in PeopleSoft), then run `mlconnector replay retry`.",
+                json.dumps({"purchase_order": self.keys_of(records[0]), "linked_to": held,
+                            "wanted": self._version(w)}, default=str)))
             return
         if records:
             current = records[0]

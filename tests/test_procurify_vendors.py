@@ -169,3 +169,17 @@ def test_external_id_names_the_peoplesoft_vendor_it_is_linked_or_created_under(v
     assert ps.calls["CI_VNDR_ID_C"] == 1  # only the one PeopleSoft did not have
     assert ("SHARE", "0000000123") in ps.vendors
     assert {p["VENDOR_ID"] for p in ps.pos.values()} >= {"0000000099", "0000000123"}
+
+
+def test_a_lowercase_handle_prefix_still_finds_the_vendor_after_a_lost_answer(venv_: VEnv) -> None:
+    """PeopleSoft keeps VENDOR_NAME_SHORT in capitals: a handle written as 'prcv-395' reads back 'PRCV-395', so
+    a lookup by the lowercase text would miss it and create the supplier a second time."""
+    venv_.write_config('vendor_handle_prefix = "prcv-"\n')
+    venv_.box.procurify.add_vendor("Lower Case Supply", vendor_id=395)
+    venv_.box.procurify.add_requisition(395, [LINE])
+    venv_.box.ps_server.faults.add(Fault("drop_after", method="POST", body_match=VCREATE, count=1))
+    assert venv_.sync().exit_code == 1
+    r = venv_.sync()
+    assert r.exit_code == 0, r.failures
+    assert venv_.box.purchasing.calls["CI_VNDR_ID_C"] == 1
+    assert len(venv_.box.purchasing.vendors_with_handle("PRCV-395")) == 1

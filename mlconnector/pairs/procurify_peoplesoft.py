@@ -562,7 +562,7 @@ class ProcurifyPeopleSoftPass:
             raise RecordError(f"{title} is not in Procurify's vendor list and has no name; it cannot be created in "
                               f"PeopleSoft. Check vendors_path in [procurify] (some tenants answer only "
                               f"/api/v3/vendors/all/).")
-        handle = f"{s.vendor_handle_prefix}{pid}"
+        handle = f"{s.vendor_handle_prefix}{pid}".upper()  # PeopleSoft stores VENDOR_NAME_SHORT in capitals
         if len(handle) > s.vendor_handle_max:
             raise RecordError(f"{title}: its PeopleSoft handle {handle!r} does not fit {n.handle} "
                               f"({s.vendor_handle_max} characters); it is not cut. Shorten vendor_handle_prefix in "

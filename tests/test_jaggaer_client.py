@@ -11,11 +11,12 @@ import pytest
 
 from mlconnector.errors import AuthError, ConfigError, TokenError
 from mlconnector.http import HttpSettings
-from mlconnector.jaggaer.client import FileTokenCache, JaggaerClient, JaggaerError, JaggaerToken, parse_token_answer
+from mlconnector.jaggaer.client import JaggaerClient, JaggaerError, JaggaerToken, parse_token_answer
 from mlconnector.jaggaer.config import JaggaerConfig, parse_jaggaer
 from mlconnector.sandbox.jaggaer_sim import CLIENT_ID, CLIENT_SECRET, LEGACY_TOKEN, JaggaerSim
 from mlconnector.sandbox.server import Fault, SandboxServer
 from mlconnector.sections import Section
+from mlconnector.token_cache import FileTokenCache
 
 FAST = HttpSettings(max_attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=5)
 

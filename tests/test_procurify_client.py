@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from mlconnector.errors import AuthError, TokenError
-from mlconnector.procurify.client import FileTokenCache, ProcurifyClient, ProcurifyToken, token_cache_for
+from mlconnector.procurify.client import ProcurifyClient, ProcurifyToken, token_cache_for
 from mlconnector.procurify.config import ProcurifyConfig, parse_procurify
 from mlconnector.sandbox.procurify_sim import CLIENT_ID, CLIENT_SECRET, ProcurifySim
 from mlconnector.sandbox.server import Fault, SandboxServer
 from mlconnector.sections import Section
+from mlconnector.token_cache import FileTokenCache
 
 
 @pytest.fixture

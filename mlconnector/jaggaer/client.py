@@ -17,11 +17,8 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -39,14 +36,12 @@ from mlconnector.auth import BearerAuth
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 from mlconnector.jaggaer.config import Endpoint, JaggaerConfig
-from mlconnector.private import open_private
+from mlconnector.token_cache import TokenCache, token_cache
 
 log = logging.getLogger("mlconnector.jaggaer")
 
 SYSTEM = "JAGGAER"
 SECRET = "jaggaer.client_secret"
-KEYRING_SERVICE = "mlconnector"
-CACHE_ENV = "MLCONNECTOR_CACHE_DIR"
 
 
 class JaggaerError(RemoteError):
@@ -61,93 +56,9 @@ class JaggaerError(RemoteError):
 
 
 # -- token cache ----------------------------------------------------------------------------------
-class TokenCache:
-    """Where a JAGGAER token waits between runs. ``load`` returns the record or None (an unreadable cache is a
-    miss); ``store`` / ``clear`` never raise (a cache costs speed, not correctness)."""
-
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def store(self, record: dict[str, Any]) -> None:
-        return None
-
-    def clear(self) -> None:
-        return None
-
-
-class FileTokenCache(TokenCache):
-    """A 0600 JSON file in a 0700 directory of the user cache dir (``open_private``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def store(self, record: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open_private(tmp, "w", encoding="utf-8") as f:
-                json.dump(record, f)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("could not cache the JAGGAER token at %s: %s", self.path, exc.__class__.__name__)
-
-    def clear(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink(missing_ok=True)
-
-
-class KeyringTokenCache(TokenCache):
-    """The OS keyring, under service ``mlconnector``, user ``<instance>/jaggaer.token-cache``."""
-
-    def __init__(self, instance: str) -> None:
-        self.user = f"{instance}/jaggaer.token-cache"
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            import keyring
-
-            raw = keyring.get_password(KEYRING_SERVICE, self.user)
-            data = json.loads(raw) if raw else None
-        except Exception:  # noqa: BLE001 - any backend failure is a cache miss
-            return None
-        return data if isinstance(data, dict) else None
-
-    def store(self, record: dict[str, Any]) -> None:
-        try:
-            import keyring
-
-            keyring.set_password(KEYRING_SERVICE, self.user, json.dumps(record))
-        except Exception as exc:  # noqa: BLE001 - a cache costs speed, not correctness
-            log.warning("could not cache the JAGGAER token in the keyring: %s", exc.__class__.__name__)
-
-    def clear(self) -> None:
-        with contextlib.suppress(Exception):
-            import keyring
-
-            keyring.delete_password(KEYRING_SERVICE, self.user)
-
-
 def token_cache_for(cfg: JaggaerConfig, instance: str, cache_dir: Path | None = None) -> TokenCache:
-    if cfg.token_cache == "keyring":
-        return KeyringTokenCache(instance)
-    if cfg.token_cache == "none":
-        return TokenCache()
-    if cache_dir is None:
-        env = os.environ.get(CACHE_ENV)
-        if env:
-            cache_dir = Path(env).expanduser()
-        else:
-            from platformdirs import user_cache_dir
-
-            cache_dir = Path(user_cache_dir("mlconnector"))
-    digest = hashlib.sha256(f"{cfg.base_url}|{cfg.client_id}|{cfg.token_path}".encode()).hexdigest()[:12]
-    return FileTokenCache(cache_dir / "jaggaer" / f"{instance}-{digest}.token.json")
+    return token_cache(cfg.token_cache, "jaggaer", instance, f"{cfg.base_url}|{cfg.client_id}|{cfg.token_path}",
+                       cache_dir)
 
 
 def parse_token_answer(data: Any, token_format: str, legacy_minutes: float = 10.0) -> tuple[str, float, str]:

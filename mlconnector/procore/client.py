@@ -19,7 +19,6 @@ Contract:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -38,7 +37,7 @@ from mlconnector.auth import BearerAuth
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 from mlconnector.procore.config import ProcoreConfig
-from mlconnector.procurify.client import FileTokenCache, KeyringTokenCache, TokenCache, default_cache_dir
+from mlconnector.token_cache import TokenCache, token_cache
 
 log = logging.getLogger("mlconnector.procore")
 
@@ -48,21 +47,8 @@ NOT_CONNECTED = "not connected to this company"
 APP_MANAGEMENT = "Company Admin > App Management"
 
 
-class ProcoreKeyringCache(KeyringTokenCache):
-    """The OS keyring, user ``<instance>/procore.token-cache``."""
-
-    def __init__(self, instance: str) -> None:
-        super().__init__(instance)
-        self.user = f"{instance}/procore.token-cache"
-
-
 def token_cache_for(cfg: ProcoreConfig, instance: str, cache_dir: Path | None = None) -> TokenCache:
-    if cfg.token_cache == "keyring":
-        return ProcoreKeyringCache(instance)
-    if cfg.token_cache == "none":
-        return TokenCache()
-    digest = hashlib.sha256(f"{cfg.login_url}|{cfg.client_id}".encode()).hexdigest()[:12]
-    return FileTokenCache((cache_dir or default_cache_dir()) / "procore" / f"{instance}-{digest}.token.json")
+    return token_cache(cfg.token_cache, "procore", instance, f"{cfg.login_url}|{cfg.client_id}", cache_dir)
 
 
 class ProcoreToken:

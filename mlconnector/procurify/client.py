@@ -13,8 +13,6 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import threading
@@ -31,115 +29,19 @@ from mlconnector.audit import GLOBAL, Redactor
 from mlconnector.auth import BearerAuth
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
-from mlconnector.private import open_private
 from mlconnector.procurify.config import ProcurifyConfig
+from mlconnector.token_cache import TokenCache, token_cache
 
 log = logging.getLogger("mlconnector.procurify")
 
 SYSTEM = "Procurify"
 SECRET = "procurify.client_secret"
-KEYRING_SERVICE = "mlconnector"
-CACHE_ENV = "MLCONNECTOR_CACHE_DIR"
 HEADERS = {"X-Procurify-Client": "api", "Accept": "application/json"}
 
 
 # -- token cache ----------------------------------------------------------------------------------
-class TokenCache:
-    """Where a Procurify access token waits between runs. ``load`` returns the cached record or None (an
-    unreadable cache is just a miss); ``store`` / ``clear`` never raise (a cache costs speed, not
-    correctness). The record names the tenant and client it belongs to, so a changed configuration never
-    reuses another tenant's token."""
-
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def store(self, record: dict[str, Any]) -> None:
-        return None
-
-    def clear(self) -> None:
-        return None
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("mlconnector"))
-
-
-class FileTokenCache(TokenCache):
-    """A 0600 JSON file in a 0700 directory of the user cache dir (``open_private``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def store(self, record: dict[str, Any]) -> None:
-        import os
-
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open_private(tmp, "w", encoding="utf-8") as f:
-                json.dump(record, f)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("could not cache the Procurify token at %s: %s", self.path, exc.__class__.__name__)
-
-    def clear(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink(missing_ok=True)
-
-
-class KeyringTokenCache(TokenCache):
-    """The OS keyring, under service ``mlconnector``, user ``<instance>/procurify.token-cache``."""
-
-    def __init__(self, instance: str) -> None:
-        self.user = f"{instance}/procurify.token-cache"
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            import keyring
-
-            raw = keyring.get_password(KEYRING_SERVICE, self.user)
-            data = json.loads(raw) if raw else None
-        except Exception:  # noqa: BLE001 - any backend failure is a cache miss
-            return None
-        return data if isinstance(data, dict) else None
-
-    def store(self, record: dict[str, Any]) -> None:
-        try:
-            import keyring
-
-            keyring.set_password(KEYRING_SERVICE, self.user, json.dumps(record))
-        except Exception as exc:  # noqa: BLE001 - a cache costs speed, not correctness
-            log.warning("could not cache the Procurify token in the keyring: %s", exc.__class__.__name__)
-
-    def clear(self) -> None:
-        try:
-            import keyring
-
-            keyring.delete_password(KEYRING_SERVICE, self.user)
-        except Exception:  # noqa: BLE001
-            pass
-
-
 def token_cache_for(cfg: ProcurifyConfig, instance: str, cache_dir: Path | None = None) -> TokenCache:
-    if cfg.token_cache == "keyring":
-        return KeyringTokenCache(instance)
-    if cfg.token_cache == "none":
-        return TokenCache()
-    digest = hashlib.sha256(f"{cfg.base_url}|{cfg.client_id}".encode()).hexdigest()[:12]
-    return FileTokenCache((cache_dir or default_cache_dir()) / "procurify" / f"{instance}-{digest}.token.json")
+    return token_cache(cfg.token_cache, "procurify", instance, f"{cfg.base_url}|{cfg.client_id}", cache_dir)
 
 
 class ProcurifyToken:

@@ -21,6 +21,10 @@ Drives the real CLI (``python -m mlconnector``) as subprocesses against the loop
    the answer to a bulk create it performed, then at once a rerun (``--lag-trials`` per pair per lag);
 7. state deleted after a full sync, restored from an older copy, a config moved to another folder (default
    state location), a config naming another site over the same state file.
+Then the PeopleSoft-writing pairs: procurify-peoplesoft (kill-and-rerun trials with lost CI answers, in this
+process) and, through their own chaos modules run as subprocesses, peoplesoft-jaggaer (kills and lost answers,
+PeopleSoft's duplicate-invoice check on and off; 30 trials, 1 with --quick) and peoplesoft-procore (kills, lost
+answers on every kind of write, missing and duplicated webhook deliveries; 30 trials, 1 with --quick).
 
 Prints a table of figures and a JSON document, then one closing line:
 ``lost N, duplicated N, leaked N, tracebacks N``. Exit status 0 only when all four are 0.
@@ -34,6 +38,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1757,6 +1762,45 @@ def totals(doc: dict[str, Any], h: Harness) -> dict[str, int]:
             "other_problems": len(problems)}
 
 
+
+def scenario_own_harness(module: str, trials: int, seed: int, root: Path) -> dict[str, Any]:
+    """Run a pair's own chaos module (peoplesoft-jaggaer, peoplesoft-procore: their own sandboxes, kills, lost
+    answers and checks) as a subprocess and read its closing figures, so this harness covers every pair."""
+    out = root / f"{module.rsplit('.', 1)[-1]}.json"
+    args = [sys.executable, "-m", module, "--trials", str(trials), "--seed", str(seed)]
+    if module.endswith("chaos_jaggaer"):
+        args += ["--json-out", str(out)]
+    t = time.monotonic()
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                          stdin=subprocess.DEVNULL, timeout=3600)
+    row: dict[str, Any] = {"module": module, "trials": trials, "exit": proc.returncode,
+                           "seconds": round(time.monotonic() - t, 1)}
+    if out.exists():
+        figures = json.loads(out.read_text(encoding="utf-8"))["totals"]
+        row["duplicated"] = sum(v for k, v in figures.items() if k.startswith("duplicate_"))
+        row["lost"], row["tracebacks"] = figures.get("lost", 0), figures.get("tracebacks", 0)
+    else:
+        m = re.search(r"duplicate (\d+), lost (\d+), echo (\d+), tracebacks (\d+)", proc.stdout)
+        if m:
+            row["duplicated"], row["lost"] = int(m[1]), int(m[2])
+            row["echo"], row["tracebacks"] = int(m[3]), int(m[4])
+    if "duplicated" not in row:  # no figures: the module itself failed; count it, never pass it silently
+        row.update(duplicated=0, lost=0, tracebacks=1, tail=(proc.stdout + proc.stderr)[-2000:])
+    return row
+
+
+def fold_own_harnesses(t: dict[str, int], doc: dict[str, Any]) -> dict[str, int]:
+    """Add the figures of the pairs' own chaos modules to the closing totals."""
+    for name in ("jaggaer", "procore"):
+        row = doc.get(name)
+        if not row:
+            continue
+        t = {**t, "lost": t["lost"] + row["lost"], "duplicated": t["duplicated"] + row["duplicated"] +
+             row.get("echo", 0), "tracebacks": t["tracebacks"] + row["tracebacks"]}
+        if row["exit"] != 0:
+            doc.setdefault("problems", []).append(f"{name}: its chaos module exited {row['exit']}")
+    return t
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=None, help="kill trials per pair (default 50; 8 with --quick)")
@@ -1791,7 +1835,11 @@ def main(argv: list[str] | None = None) -> int:
                          ("lag_kill+state_loss", lambda: scenario_lag_and_state(h, lag_trials, a.create_cost,
                                                                                 a.quick)),
                          ("procurify", lambda: import_module("benchmarks.chaos_procurify").scenario(h, trials,
-                                                                                                    a.quick))):
+                                                                                                    a.quick)),
+                         ("jaggaer", lambda: scenario_own_harness("benchmarks.chaos_jaggaer", 1 if a.quick else 30,
+                                                                  seed, root)),
+                         ("procore", lambda: scenario_own_harness("benchmarks.procore_chaos", 1 if a.quick else 30,
+                                                                  seed, root))):
             t = time.monotonic()
             if name == "lag_kill+state_loss":
                 doc["lag_kill"], doc["state_loss"] = fn()
@@ -1802,7 +1850,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["secrets"] = scenario_secrets(h, crash_before)
         doc["tracebacks"] = h.tracebacks
         doc["seconds"] = {**timings, "total": round(time.monotonic() - t0, 1)}
-        doc["totals"] = import_module("benchmarks.chaos_procurify").fold_totals(totals(doc, h), doc)
+        doc["totals"] = fold_own_harnesses(import_module("benchmarks.chaos_procurify").fold_totals(totals(doc, h),
+                                                                                                   doc), doc)
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -1835,6 +1884,9 @@ def main(argv: list[str] | None = None) -> int:
     _table("7. State lost, restored, moved, of another site", doc["state_loss"],
            ["pair", "case", "exit", "ok", "created", "adopted", "issues", "duplicated", "lost", "next_writes",
             "traceback", "message"])
+    _table("8. Pairs with their own chaos modules (kills, lost answers; jaggaer: duplicate-invoice check on and "
+           "off; procore: missing and duplicated webhook deliveries)", [doc["jaggaer"], doc["procore"]],
+           ["module", "trials", "exit", "duplicated", "lost", "tracebacks", "seconds"])
     s = doc["secrets"]
     print(f"\n5. Secrets: {s['needles']} needles (secrets + Basic base64) in {s['outputs_scanned']} captured outputs "
           f"and {s['files_scanned']} files: {s['leaks']} found {s['leak_sample'] or ''}")

@@ -29,3 +29,7 @@ def test_quick_chaos_run_loses_duplicates_and_leaks_nothing(tmp_path: Path) -> N
     assert all(r["exactly_one_worked"] for r in doc["overlap"]), doc["overlap"]
     assert doc["secrets"]["leaks"] == 0 and doc["secrets"]["outputs_scanned"] > 20
     assert doc["problems"] == [], doc["problems"]
+    # The pairs with chaos modules of their own run inside this harness too, and their figures count.
+    for name in ("jaggaer", "procore"):
+        assert doc[name]["exit"] == 0 and doc[name]["trials"] == 1, doc[name]
+        assert doc[name]["duplicated"] == doc[name]["lost"] == doc[name]["tracebacks"] == 0, doc[name]

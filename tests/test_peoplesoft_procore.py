@@ -136,6 +136,19 @@ def test_first_pass_writes_each_record_once_and_second_pass_writes_nothing(env: 
 
 
 # -- 2. partial errors in an HTTP 200 --------------------------------------------------------------------
+def test_plan_on_a_fresh_state_lists_every_vendor_and_cost_code_it_would_create_and_writes_nothing(env: Env) -> None:
+    """--plan reads both sides and stores nothing, so the vendors it would create must come from what it read,
+    not from the state (a first plan once listed the cost codes but none of the 6 vendors)."""
+    r = runner.sync(PAIR, config_mod.load(env.config), dry_run=True)
+    assert r.exit_code == 0, r.failures
+    planned = {(p["kind"], p["action"]) for p in r.plan}
+    vendors = [p for p in r.plan if p["kind"] == "vendors"]
+    assert len(vendors) == 6 and {p["action"] for p in vendors} == {"create"}, r.plan
+    assert ("cost_codes", "create") in planned
+    assert not env.box.procore.writes and not env.state_file.exists()
+    assert env.sync().counts["vendors"].created == 6
+
+
 def test_sync_action_partial_errors_queue_only_the_refused_rows(env: Env) -> None:
     bad = env.active_vendor(1)
     env.box.procore.refuse[handle("psft-vendor", ("SHARE", bad))] = "name has already been taken"

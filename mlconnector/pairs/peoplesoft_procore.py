@@ -449,11 +449,17 @@ class PeopleSoftProcorePass:
         rule = FullRead(timedelta(hours=rs.full_read_every_hours))
         from mlconnector.mapping import vendor_from_row
 
+        read: dict[str, dict[str, Any]] = {}  # a plan stores nothing, so it plans from what it read
+
         def store(rows: list[dict[str, Any]]) -> None:
             for row in rows:
                 counts.read += 1
                 setid, vid = _text(row.get("SETID")), _text(row.get("VENDOR_ID"))
-                if vid and not self.dry_run:
+                if not vid:
+                    continue
+                if self.dry_run:
+                    read[encode_key((setid, vid))] = vendor_from_row(row, rs.columns)
+                else:
                     self.vendors.store(encode_key((setid, vid)), vendor_from_row(row, rs.columns))
 
         if rs.read != "full":  # a vendor view with a change stamp: read by window like a document
@@ -467,8 +473,17 @@ class PeopleSoftProcorePass:
                 store(rows)
             if not self.dry_run:
                 rule.done(self.state, VENDORS, self.ctx.now)
+        for vk, facts in read.items():
+            link = self.state.entry(VENDOR_LINKS, vk)
+            if link is not None and link.get("hash") == reference.digest(facts):
+                counts.unchanged += 1
+            else:
+                self.ctx.planned(VENDORS, vk, "create" if link is None else "update",
+                                 origin_id=vendor_update(self.s, vk, facts)["origin_id"])
         todo = []
         for vk, entry in self.state.keymap.items(VENDORS):
+            if vk in read:
+                continue
             link = self.state.entry(VENDOR_LINKS, vk)
             if link is None or link.get("hash") != entry.get("hash"):
                 todo.append(vk)

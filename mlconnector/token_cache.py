@@ -13,9 +13,13 @@ import hashlib
 import json
 import logging
 import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlconnector.audit import GLOBAL
 from mlconnector.private import open_private
 
 log = logging.getLogger("mlconnector.token_cache")
@@ -118,3 +122,55 @@ def token_cache(kind: str, system: str, instance: str, belongs_to: str, cache_di
         return TokenCache()
     digest = hashlib.sha256(belongs_to.encode()).hexdigest()[:12]
     return FileTokenCache((cache_dir or default_cache_dir()) / system / f"{instance}-{digest}.token.json", system)
+
+
+class CachedToken(ABC):
+    """A client-credentials token kept in memory and in a ``TokenCache`` until ``token_margin_minutes`` before it
+    expires. A subclass sets ``cfg`` (with ``token_margin_minutes``), ``cache``, ``redactor``, ``clock``,
+    ``_lock``, ``_token`` and ``_expires`` in its constructor and implements ``_owner`` (what a cached record
+    must name to be reused: tenant, client) and ``_fetch`` (ask the token endpoint, cache and return the token,
+    holding the lock). Every token it hands out is added to the redactors first."""
+
+    cfg: Any
+    cache: TokenCache
+    redactor: Any
+    clock: Callable[[], float]
+    _lock: threading.Lock
+    _token: str | None
+    _expires: float
+
+    @abstractmethod
+    def _owner(self) -> dict[str, Any]:
+        """The fields a cached record must carry (equal) to be reused."""
+
+    @abstractmethod
+    def _fetch(self) -> str:
+        """Ask the token endpoint (the lock is held), cache the answer, return the token."""
+
+    def _fresh(self, expires: float) -> bool:
+        return self.clock() < expires - 60.0 * self.cfg.token_margin_minutes
+
+    def _remember(self, token: str) -> None:
+        for r in (self.redactor, GLOBAL):
+            if r is not None:
+                r.add(token)
+
+    def get(self) -> str:
+        with self._lock:
+            if self._token is not None and self._fresh(self._expires):
+                return self._token
+            cached = self.cache.load()
+            if (cached and all(cached.get(k) == v for k, v in self._owner().items())
+                    and isinstance(cached.get("access_token"), str)
+                    and isinstance(cached.get("expires_at"), int | float) and self._fresh(cached["expires_at"])):
+                self._token, self._expires = cached["access_token"], float(cached["expires_at"])
+                self._remember(self._token)
+                return self._token
+            return self._fetch()
+
+    def invalidate(self, token: str) -> None:
+        """Drop ``token`` (the server refused it) so the next ``get`` fetches a new one."""
+        with self._lock:
+            if self._token == token:
+                self._token, self._expires = None, 0.0
+                self.cache.clear()

@@ -12,6 +12,7 @@ posted. The rules are the POWriter's (po_sink.py):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -52,7 +53,7 @@ def ib_text(exc: CIError) -> str:
     return ib.default_message if ib is not None and ib.default_message else exc.message
 
 
-class DocumentWriter:
+class DocumentWriter(ABC):
     """Shared machinery of a writer posting each source document at most once through one CI. A subclass sets
     ``link`` (the state entry field holding the document's CI keys) and ``noun``, and implements
     ``lookup_entry`` (the exact lookup from what a link entry saved)."""
@@ -98,8 +99,9 @@ class DocumentWriter:
     def keys_of(self, record: Mapping[str, Any]) -> dict[str, str]:
         return {k: key_text(record.get(k)) for k in self.get_keys()}
 
+    @abstractmethod
     def lookup_entry(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The exact lookup of a document from what its link entry saved."""
 
     def posted(self, keys: Mapping[str, str], action: str) -> Posted:
         values = list(keys.values())

@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mlconnector.audit import GLOBAL, Redactor
+from mlconnector.audit import Redactor
 from mlconnector.auth import BearerAuth
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 from mlconnector.procurify.config import ProcurifyConfig
-from mlconnector.token_cache import TokenCache, token_cache
+from mlconnector.token_cache import CachedToken, TokenCache, token_cache
 
 log = logging.getLogger("mlconnector.procurify")
 
@@ -44,7 +44,7 @@ def token_cache_for(cfg: ProcurifyConfig, instance: str, cache_dir: Path | None 
     return token_cache(cfg.token_cache, "procurify", instance, f"{cfg.base_url}|{cfg.client_id}", cache_dir)
 
 
-class ProcurifyToken:
+class ProcurifyToken(CachedToken):
     """Fetches and caches the client-credentials token. Thread-safe; ``fetches`` counts token requests."""
 
     def __init__(self, cfg: ProcurifyConfig, client_secret: str, cache: TokenCache, *,
@@ -63,34 +63,6 @@ class ProcurifyToken:
 
     def _owner(self) -> dict[str, str]:
         return {"base_url": self.cfg.base_url, "client_id": self.cfg.client_id, "audience": self.cfg.audience}
-
-    def _fresh(self, expires: float) -> bool:
-        return self.clock() < expires - 60.0 * self.cfg.token_margin_minutes
-
-    def _remember(self, token: str) -> None:
-        for r in (self.redactor, GLOBAL):
-            if r is not None:
-                r.add(token)
-
-    def get(self) -> str:
-        with self._lock:
-            if self._token is not None and self._fresh(self._expires):
-                return self._token
-            cached = self.cache.load()
-            if (cached and all(cached.get(k) == v for k, v in self._owner().items())
-                    and isinstance(cached.get("access_token"), str)
-                    and isinstance(cached.get("expires_at"), int | float) and self._fresh(cached["expires_at"])):
-                self._token, self._expires = cached["access_token"], float(cached["expires_at"])
-                self._remember(self._token)
-                return self._token
-            return self._fetch()
-
-    def invalidate(self, token: str) -> None:
-        """Drop ``token`` (the server refused it) so the next ``get`` fetches a new one."""
-        with self._lock:
-            if self._token == token:
-                self._token, self._expires = None, 0.0
-                self.cache.clear()
 
     def _fetch(self) -> str:
         body = {"client_id": self.cfg.client_id, "client_secret": self._secret, "audience": self.cfg.audience,

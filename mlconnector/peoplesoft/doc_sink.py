@@ -12,6 +12,7 @@ posted. The rules are the POWriter's (po_sink.py):
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,45 @@ class DocumentWriter(ABC):
     @abstractmethod
     def lookup_entry(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The exact lookup of a document from what its link entry saved."""
+
+    def _changed(self, kind: str, w: Any, entry: dict[str, Any], record: dict[str, Any],
+                 digest: str) -> Posted | None:
+        """A linked document whose source changed: read it back; the same content only renews the link's hash,
+        anything else (or a document gone from PeopleSoft) goes to a person. The connector never changes one."""
+        keys = dict(entry[self.link])
+        try:
+            current = self.ci.get(self.ci_name, keys)
+        except CIFaultError as exc:
+            if (exc.message_set, exc.message_id) == ("91", "50"):
+                self.ctx.fail(kind, w.key, w.row, NeedsPerson(
+                    f"{w.title} changed, but its {self.noun} {'/'.join(keys.values())} is no longer in PeopleSoft. "
+                    f"Nothing was created: a person decides. To have it made again, run `mlconnector state unlink <id>`"
+                    f" then `mlconnector replay retry <id>` (ids from `mlconnector replay list`); the retry looks the "
+                    f"record's handle up first and adopts a {self.noun} re-entered by hand with it.",
+                    json.dumps({"wanted": record}, default=canon)))
+                return None
+            self.ctx.fail(kind, w.key, w.row, exc)
+            return None
+        except CIError as exc:
+            self.ctx.fail(kind, w.key, w.row, exc)
+            return None
+        if self._differs(current, record):
+            self._needs_person(kind, w, keys, current, record, "changed")
+            return None
+        entry["hash"] = digest
+        self.state.dirty = True
+        self.ctx.result.kind(kind).unchanged += 1
+        self.done(kind, w.key)
+        return self.posted(keys, "unchanged")
+
+    @abstractmethod
+    def _differs(self, current: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+        """Whether the document PeopleSoft holds differs from the one the source asks for."""
+
+    @abstractmethod
+    def _needs_person(self, kind: str, w: Any, keys: Mapping[str, str], current: dict[str, Any],
+                      record: dict[str, Any], how: str) -> None:
+        """Queue ``w`` for a person with both versions."""
 
     def posted(self, keys: Mapping[str, str], action: str) -> Posted:
         values = list(keys.values())

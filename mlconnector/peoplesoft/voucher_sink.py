@@ -333,34 +333,6 @@ class VoucherWriter(DocumentWriter):
         self.done(kind, w.key)
         return self.posted(linked, "adopted")
 
-    def _changed(self, kind: str, w: VoucherWrite, entry: dict[str, Any], record: dict[str, Any],
-                 digest: str) -> Posted | None:
-        keys = dict(entry[self.link])
-        try:
-            current = self.ci.get(self.ci_name, keys)
-        except CIFaultError as exc:
-            if (exc.message_set, exc.message_id) == ("91", "50"):
-                self.ctx.fail(kind, w.key, w.row, NeedsPerson(
-                    f"{w.title} changed, but its voucher {'/'.join(keys.values())} is no longer in PeopleSoft. "
-                    f"Nothing was created: a person decides. To have it made again, run `mlconnector state unlink <id>`"
-                    f" then `mlconnector replay retry <id>` (ids from `mlconnector replay list`); the retry looks the "
-                    f"record's handle up first and adopts a voucher re-entered by hand with it.",
-                    json.dumps({"wanted": record}, default=canon)))
-                return None
-            self.ctx.fail(kind, w.key, w.row, exc)
-            return None
-        except CIError as exc:
-            self.ctx.fail(kind, w.key, w.row, exc)
-            return None
-        if self._differs(current, record):
-            self._needs_person(kind, w, keys, current, record, "changed")
-            return None
-        entry["hash"] = digest
-        self.state.dirty = True
-        self.ctx.result.kind(kind).unchanged += 1
-        self.done(kind, w.key)
-        return self.posted(keys, "unchanged")
-
     def _needs_person(self, kind: str, w: VoucherWrite, keys: Mapping[str, str], current: dict[str, Any],
                       record: dict[str, Any], how: str) -> None:
         vid = "/".join(keys.values())

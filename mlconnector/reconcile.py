@@ -8,9 +8,10 @@ state save, no audit line, no target write; the run lock is not taken.
 Memory stays bounded by a page, not by the data: the source is read page by page, each page's target records
 are read in one batch by their ids (Jira: ``key in (...)``; a PO component interface: a Get per linked PO),
 and the sweep for orphaned target records streams the target's own listing, checking each record against the
-key map (which the state keeps as bytes, not as parsed entries). What grows with the number of records is the
-report itself (one compact finding per record) and the set of keys read (for the newest-row rule and the
-"deleted at source" sweep).
+key map (which the state keeps as bytes, not as parsed entries). A record found in step is counted and its
+amounts summed, and its line goes to a temporary file (for --csv), not to memory; what is kept per record read
+is a 64-bit digest of its key with its time stamp (``KeysRead``: for the newest-row rule and the "deleted at
+source" sweep). The findings kept in memory are the differences.
 
 Classes (one per source record, plus one per unmatched target record):
 - ``in_step``: the linked target record shows what a pass would write.
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -63,15 +64,44 @@ BATCH = 100  # target records read per request (Jira's page; key in (...) clause
 class Report:
     """The outcome of one reconcile: findings, counts per entity and class, money per financial entity.
 
-    ``to_dict`` is --json (records listed are those not in step); ``to_csv`` has a row per finding."""
+    ``to_dict`` is --json (records listed are those not in step); ``to_csv`` has a row per finding.
+
+    Memory does not grow with the records in step: their findings are counted (and their amounts summed) at
+    once and written to a temporary file, not kept; ``findings`` reads them back from it (one at a time) after
+    the findings kept in memory, which are the records not in step (the differences a person reads)."""
 
     pair: str
     since: dict[str, str] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     money: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     plan: list[dict[str, Any]] | None = None  # --fix: the pass's plan for the missing and drifted records
+    differ: list[Finding] = field(default_factory=list)  # every finding not in step, in the order found
+    _spool: Any = field(default=None, repr=False)  # the in-step findings, one JSON line each
+    _skip: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)  # spooled lines taken back
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding: those not in step, then those in step (read back from the spool)."""
+        return [*self.differ, *self._in_step()]
+
+    def _in_step(self) -> Iterator[Finding]:
+        if self._spool is None:
+            return
+        import json
+
+        self._spool.flush()
+        self._spool.seek(0)
+        skip = dict(self._skip)
+        for line in self._spool:
+            d = json.loads(line)
+            name = (d["kind"], d["key"])
+            if skip.get(name):
+                skip[name] -= 1
+                continue
+            yield Finding(d["kind"], d["key"], "in_step", issue=d.get("issue", ""), reason=d.get("reason", ""),
+                          source_amount=d.get("source_amount"), target_amount=d.get("target_amount"))
+        self._spool.seek(0, io.SEEK_END)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -79,19 +109,35 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_OK if all(f.cls in EXPLAINED for f in self.findings) else EXIT_NOT_IN_STEP
+        return EXIT_OK if all(f.cls in EXPLAINED for f in self.differ) else EXIT_NOT_IN_STEP
 
     def add(self, f: Finding) -> None:
-        self.findings.append(f)
+        if f.cls == "in_step":
+            import json
+            import tempfile
+
+            if self._spool is None:
+                # Open for the report's life (closed when it is collected); on disk, not in memory.
+                self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            line = {"kind": f.kind, "key": f.key, "issue": f.issue, "reason": f.reason,
+                    "source_amount": f.source_amount, "target_amount": f.target_amount}
+            self._spool.write(json.dumps({k: v for k, v in line.items() if v is not None}, ensure_ascii=False)
+                              + "\n")
+        else:
+            self.differ.append(f)
         self._count(f, 1)
 
-    def retract(self, kind: str, key: str) -> None:
-        """Take back the findings of a record read again in a later page (its newer row is compared instead)."""
-        for i in range(len(self.findings) - 1, -1, -1):
-            f = self.findings[i]
+    def retract(self, kind: str, key: str, in_step: tuple[float | None, float | None] | None = None) -> None:
+        """Take back the findings of a record read again in a later page (its newer row is compared instead).
+        ``in_step``: the amounts (source, target) of its earlier finding when that one was in step (not kept)."""
+        for i in range(len(self.differ) - 1, -1, -1):
+            f = self.differ[i]
             if f.kind == kind and f.key == key and f.cls != "orphaned":
-                del self.findings[i]
+                del self.differ[i]
                 self._count(f, -1)
+        if in_step is not None:
+            self._skip[(kind, key)] = self._skip.get((kind, key), 0) + 1
+            self._count(Finding(kind, key, "in_step", source_amount=in_step[0], target_amount=in_step[1]), -1)
 
     def _count(self, f: Finding, sign: int) -> None:
         counts = self.counts.setdefault(f.kind, dict.fromkeys(CLASSES, 0))
@@ -104,9 +150,17 @@ class Report:
                     d = Decimal(str(value)) * sign
                     money[side] += d
                     money["by_class"].setdefault(f.cls, {"source": Decimal(0), "target": Decimal(0)})[side] += d
+            if f.target_credit is not None:  # a journal: its credits beside its debits (the target amount)
+                d = Decimal(str(f.target_credit)) * sign
+                money["target_credits"] = money.get("target_credits", Decimal(0)) + d
+                money["target_debits"] = money.get("target_debits", Decimal(0)) + Decimal(str(f.target_amount or 0)) \
+                    * sign
+                if f.target_amount is not None and Decimal(str(f.target_amount)) != Decimal(str(f.target_credit)):
+                    money["unbalanced"] = money.get("unbalanced", 0) + sign
 
     def money_dict(self) -> dict[str, dict[str, Any]]:
-        """Money per financial entity, as strings with two decimals (exact sums, no float drift)."""
+        """Money per financial entity, as strings with two decimals (exact sums, no float drift). Journals also
+        carry their debits and credits on the target (each balanced, and the debits against the source)."""
         out: dict[str, dict[str, Any]] = {}
         for kind, m in self.money.items():
             q = Decimal("0.01")
@@ -115,12 +169,17 @@ class Report:
                          "difference": str((m["source"] - m["target"]).quantize(q)),
                          "by_class": {c: {s: str(v.quantize(q)) for s, v in sides.items()}
                                       for c, sides in m["by_class"].items()}}
+            if "target_credits" in m:
+                out[kind].update(target_debits=str(m["target_debits"].quantize(q)),
+                                 target_credits=str(m["target_credits"].quantize(q)),
+                                 target_balance=str((m["target_debits"] - m["target_credits"]).quantize(q)),
+                                 unbalanced=m.get("unbalanced", 0))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"pair": self.pair, "status": "in_step" if self.exit_code == EXIT_OK else "differences",
                 "exit_code": self.exit_code, "since": self.since, "totals": self.totals, "counts": self.counts,
-                "money": self.money_dict(), "records": [f.to_dict() for f in self.findings if f.cls != "in_step"],
+                "money": self.money_dict(), "records": [f.to_dict() for f in self.differ],
                 "requests": self.requests, **({"fix_plan": self.plan} if self.plan is not None else {})}
 
     def to_csv(self) -> str:
@@ -133,10 +192,49 @@ class Report:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(["kind", "key", "class", "issue", "fields", "changed", "reason", "source_amount",
                     "target_amount"])
-        for f in self.findings:
+        for f in _chain(self.differ, self._in_step()):
             w.writerow([f.kind, f.key, f.cls, f.issue, " ".join(f.fields), f.changed,
                         f.reason, "" if f.source_amount is None else f.source_amount,
                         "" if f.target_amount is None else f.target_amount])
+
+
+def _chain(*parts: Iterable[Finding]) -> Iterator[Finding]:
+    for part in parts:
+        yield from part
+
+
+class KeysRead:
+    """The keys of one entity read from the source, in little memory: a 64-bit digest of each key (a collision
+    among a million keys has odds of about one in 10^7) with its row's time stamp, and, for a record found in
+    step, its two amounts (needed only if the record is read again in a later page). ``key in keys`` works
+    as for a set of keys."""
+
+    def __init__(self) -> None:
+        self._d: dict[int, Any] = {}
+
+    @staticmethod
+    def _h(key: str) -> int:
+        import hashlib
+
+        return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._h(key) in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def note(self, key: str, ts: datetime | None, in_step: tuple[float | None, float | None] | None) -> None:
+        stamp = ts.timestamp() if ts is not None else None
+        self._d[self._h(key)] = stamp if in_step is None else (stamp, *in_step)
+
+    def stamp(self, key: str) -> float | None:
+        v = self._d.get(self._h(key))
+        return v[0] if isinstance(v, tuple) else v
+
+    def in_step(self, key: str) -> tuple[float | None, float | None] | None:
+        v = self._d.get(self._h(key))
+        return (v[1], v[2]) if isinstance(v, tuple) else None
 
 
 def reconcile(pair: str, cfg: Config, *, since: datetime | None = None, entity: str | None = None,
@@ -207,7 +305,7 @@ def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, targ
 
     # 1. The source, page by page, each page compared with its target records read in one batch. A key read
     # again in a later page (changed while it was read) is compared again with its newer row, as a pass would.
-    seen: dict[str, Any] = {}  # key -> the row's time stamp (the newest row of a key wins)
+    seen = KeysRead()  # the keys read, with their rows' time stamps (the newest row of a key wins)
     unmappable: dict[str, str] = {}
     fix_rows: dict[str, dict[str, Any]] = {}  # --fix only: rows of the missing and drifted records
     for rows in scope.rows(kind, start, now):
@@ -228,13 +326,15 @@ def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, targ
             if prev is not None and prev[0] is not None and ts is not None and ts < prev[0].ts:
                 continue
             if rec.key in seen:
-                if ts is not None and seen[rec.key] is not None and ts < seen[rec.key]:
+                before = seen.stamp(rec.key)
+                if ts is not None and before is not None and ts.timestamp() < before:
                     continue
-                report.retract(kind, rec.key)
+                report.retract(kind, rec.key, seen.in_step(rec.key))
             page[rec.key] = (rec, row, amount)
-        _compare_page(report, state, scope, target, kind, page, queued, pending, accounted, fix_rows if fix else None)
+        in_step = _compare_page(report, state, scope, target, kind, page, queued, pending, accounted,
+                                fix_rows if fix else None)
         for key, (rec, _row, _amount) in page.items():
-            seen[key] = getattr(rec, "ts", None)
+            seen.note(key, getattr(rec, "ts", None), in_step.get(key))
             unmappable.pop(key, None)
         state.release(can_save=False)
 
@@ -243,21 +343,23 @@ def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, targ
         item = queued.get(key)
         report.add(Finding(kind, key, "waiting" if item else "missing",
                            reason=str(item.get("error")) if item else f"cannot be mapped: {message}"))
-    read = set(seen) | set(unmappable)
+
+    def read(key: str) -> bool:
+        return key in seen or key in unmappable
 
     # Queued and pending records outside the rows read (older than --since, or no longer returned).
     for key, item in queued.items():
-        if key not in read:
+        if not read(key):
             entry = state.entry(kind, key) or {}
             report.add(Finding(kind, key, "waiting", issue=_ref(entry), reason=str(item.get("error") or "")))
     for key in pending:
-        if key not in read and key not in queued:
+        if not read(key) and key not in queued:
             report.add(Finding(kind, key, "pending", reason="a create whose outcome is not settled yet; the next "
                                "pass settles it"))
 
     # 2. Links whose source record is gone: only when the read covered everything the source still has.
     if scope.full_read is not None and scope.full_read(kind, start):
-        _deleted_at_source(report, state, target, kind, read | set(queued) | pending)
+        _deleted_at_source(report, state, target, kind, lambda key: read(key) or key in queued or key in pending)
 
     if fix:
         _plan_fixes(report, steps, scope, kind, fix_rows)
@@ -277,7 +379,11 @@ def _source_amount(scope: Scope, kind: str, rec: Any, row: dict[str, Any]) -> fl
 
 def _compare_page(report: Report, state: State, scope: Scope, target: TargetSide, kind: str,
                   page: dict[str, tuple[Any, dict[str, Any], float | None]], queued: dict[str, dict[str, Any]],
-                  pending: set[str], accounted: Accounted, fix_rows: dict[str, dict[str, Any]] | None) -> None:
+                  pending: set[str], accounted: Accounted, fix_rows: dict[str, dict[str, Any]] | None,
+                  ) -> dict[str, tuple[float | None, float | None]]:
+    """Compare one page; returns the amounts of the records found in step (their findings are not kept)."""
+    in_step: dict[str, tuple[float | None, float | None]] = {}
+    name = _name(target, kind)
     entries = {key: state.entry(kind, key) for key in page}
     ask = [(key, rec, entries[key]) for key, (rec, _row, _a) in page.items()
            if key not in pending and not (entries[key] or {}).get("pending")
@@ -287,13 +393,14 @@ def _compare_page(report: Report, state: State, scope: Scope, target: TargetSide
         entry = entries[key] or {}
         cur = currents.get(key)
         target_amount = target.amount(kind, cur.record) if cur is not None else None
+        credit = _credit(target, kind, cur.record if cur is not None else None)
         handle = getattr(rec, "label", None) or getattr(rec, "handle", None)
         if handle and (key in queued or key in pending or entry.get("pending")):
             accounted.handles.add(str(handle))  # its target record may be half-written: not an orphan
         if key in queued:
             report.add(Finding(kind, key, "waiting", issue=cur.ref if cur else _ref(entry),
                                reason=str(queued[key].get("error") or ""), source_amount=amount,
-                               target_amount=target_amount))
+                               target_amount=target_amount, target_credit=credit))
             if cur is not None:
                 accounted.refs.add(cur.ref)
             continue
@@ -305,29 +412,49 @@ def _compare_page(report: Report, state: State, scope: Scope, target: TargetSide
             if _linked(entry):  # a pass has nothing to write for it any more, but it was written
                 accounted.refs.add(cur.ref if cur else _ref(entry))
                 report.add(Finding(kind, key, "drifted", issue=cur.ref if cur else _ref(entry),
-                                   reason=f"the source no longer has anything to write for it, but {target.name} "
+                                   reason=f"the source no longer has anything to write for it, but {name} "
                                    "still holds it; a person decides (cancel or close it)",
-                                   target_amount=target_amount))
+                                   target_amount=target_amount, target_credit=credit))
             continue
         if cur is None:
-            report.add(Finding(kind, key, "missing", source_amount=amount, reason=f"not in {target.name}"))
+            report.add(Finding(kind, key, "missing", source_amount=amount, reason=f"not in {name}"))
         elif cur.record is None:
             report.add(Finding(kind, key, "missing", issue=cur.ref, source_amount=amount, reason=cur.reason))
         else:
-            accounted.refs.add(cur.ref)
+            if not (_linked(entry) and _ref(entry) == cur.ref):
+                # Found by its handle (or moved): the sweep would not tell it from an orphan. A linked record
+                # needs no note (the sweep recognises its link), so this set stays as small as the differences.
+                accounted.refs.add(cur.ref)
             differ = [scope.field_names.get(f, f) for f in target.differences(kind, rec, cur.record)]
             if not differ:
                 report.add(Finding(kind, key, "in_step", issue=cur.ref, reason=cur.note, source_amount=amount,
-                                   target_amount=target_amount))
+                                   target_amount=target_amount, target_credit=credit))
+                in_step[key] = (amount, target_amount)
                 continue
             report.add(Finding(kind, key, "drifted", issue=cur.ref, fields=differ, changed=_changed(entry, rec),
-                               reason=cur.note, source_amount=amount, target_amount=target_amount))
+                               reason=cur.note, source_amount=amount, target_amount=target_amount,
+                               target_credit=credit))
         if fix_rows is not None:
             fix_rows[key] = row
+    return in_step
 
 
-def _deleted_at_source(report: Report, state: State, target: TargetSide, kind: str, read: set[str]) -> None:
+def _name(target: TargetSide, kind: str) -> str:
+    """The system holding ``kind``'s target records (a target side may span two systems, one per entity)."""
+    name_for = getattr(target, "name_for", None)
+    return str(name_for(kind)) if name_for is not None else target.name
+
+
+def _credit(target: TargetSide, kind: str, record: dict[str, Any] | None) -> float | None:
+    """A journal's credits (the target side's ``credit``, when it has one): summed beside its debits."""
+    credit = getattr(target, "credit", None)
+    return credit(kind, record) if credit is not None and record is not None else None
+
+
+def _deleted_at_source(report: Report, state: State, target: TargetSide, kind: str,
+                       read: Callable[[str], bool]) -> None:
     """Links whose source record the full read did not return: deleted (or moved out of the source query)."""
+    name = _name(target, kind)
     batch: list[tuple[str, Any, dict[str, Any] | None]] = []
 
     def flush() -> None:
@@ -338,15 +465,16 @@ def _deleted_at_source(report: Report, state: State, target: TargetSide, kind: s
             report.add(Finding(
                 kind, key, "deleted", issue=cur.ref if cur else _ref(entry),
                 target_amount=None if gone else target.amount(kind, cur.record),  # type: ignore[union-attr]
-                reason=(f"no longer in the source; its {target.name} record is gone too" if gone else
+                target_credit=None if gone else _credit(target, kind, cur.record),  # type: ignore[union-attr]
+                reason=(f"no longer in the source; its {name} record is gone too" if gone else
                         f"no longer in the source (deleted, or outside the source query); a pass never deletes in "
-                        f"{target.name}, so {cur.ref if cur else _ref(entry)} stays: cancel or close it by hand "
+                        f"{name}, so {cur.ref if cur else _ref(entry)} stays: cancel or close it by hand "
                         f"if that is right")))
         batch.clear()
         state.release(can_save=False)
 
     for key, entry in state.keymap.items(kind):
-        if key in read or not _linked(entry):
+        if read(key) or not _linked(entry):
             continue
         batch.append((key, None, entry))
         if len(batch) >= BATCH:
@@ -359,7 +487,7 @@ def _plan_fixes(report: Report, steps: Any, scope: Scope, kind: str, rows: dict[
     """What the next pass would do for this entity's missing and drifted records: its own write path in
     planning mode. A record it would leave alone (a target record edited by hand, a link to a deleted record,
     while the record has not changed at the source) is named as such: only a person can mend it."""
-    todo = [f for f in report.findings if f.kind == kind and f.cls in ("missing", "drifted") and f.key in rows]
+    todo = [f for f in report.differ if f.kind == kind and f.cls in ("missing", "drifted") and f.key in rows]
     if scope.plan is None or not todo or report.plan is None:
         return
     plan = steps.ctx.result.plan
@@ -458,7 +586,7 @@ class JiraSide:
         value = (record.get("fields") or {}).get(self.scope.amount_field)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    def orphans(self, kind: str, seen: dict[str, Any], accounted: Accounted) -> Iterator[Finding]:
+    def orphans(self, kind: str, seen: Container[str], accounted: Accounted) -> Iterator[Finding]:
         jql = f"project = {jql_quote(self.project)} AND labels in ({jql_quote(self.scope.kind_label(kind))}) " \
               f"ORDER BY key"
         names = ["labels", *([self.scope.amount_field] if self.scope.amount_field else [])]
@@ -589,9 +717,7 @@ def text_lines(report: Report) -> list[str]:
     for kind, m in report.money_dict().items():
         lines.append(f"money {kind}, {m['what']}: source {m['source']}, target {m['target']}, "
                      f"difference {m['difference']}")
-    for f in report.findings:
-        if f.cls == "in_step":
-            continue
+    for f in report.differ:
         detail = [f"issue {f.issue}" if f.issue else "", f"fields {', '.join(f.fields)}" if f.fields else "",
                   f"changed on the {f.changed} side" if f.changed else "", f.reason,
                   f"next pass: {f.fix}" if f.fix else ""]
@@ -605,7 +731,7 @@ def text_lines(report: Report) -> list[str]:
         lines.append(f"FIX PLAN: {len(planned)} action(s) a normal pass would take; nothing was written. Run "
                      f"'mlconnector sync {report.pair}' to take them." if planned else
                      "FIX PLAN: a normal pass would take no action for these records; nothing was written.")
-    differ = sum(1 for f in report.findings if f.cls not in EXPLAINED)
+    differ = sum(1 for f in report.differ if f.cls not in EXPLAINED)
     lines.append(f"RECONCILE: {differ} record(s) differ (exit {report.exit_code})." if differ else
                  "RECONCILE: both sides agree" + (" (the rest is explained by the replay queue)."
                                                   if report.totals["waiting"] or report.totals["pending"] else ".")

@@ -6,7 +6,7 @@ opens sessions through the runner), so no pair module and the runner import each
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,9 +30,12 @@ class TargetSide(Protocol):
 
     ``current(kind, items)`` takes (key, mapped record or None, key-map entry or None) and returns the target
     record of each key it found (linked ones by their id; unlinked ones by their handle), and a ``Current``
-    with ``record`` None for a linked record that is gone. ``orphans(kind, seen, accounted)`` yields a
+    with ``record`` None for a linked record that is gone. ``orphans(kind, seen, accounted)`` (``seen``: the keys
+    read from the source, ``key in seen``) yields a
     ``Finding`` per target record of the entity that carries one of our handles but that no link and no
-    source, queued or pending record accounts for."""
+    source, queued or pending record accounts for. Optional: ``name_for(kind)`` names the target system of an
+    entity when the side spans two systems; ``credit(kind, record)`` gives a journal's credits (its ``amount`` is
+    then its debits), summed beside them in the money totals."""
 
     name: str
 
@@ -42,7 +45,7 @@ class TargetSide(Protocol):
 
     def amount(self, kind: str, record: dict[str, Any] | None) -> float | None: ...
 
-    def orphans(self, kind: str, seen: dict[str, Any], accounted: Accounted) -> Iterator[Finding]: ...
+    def orphans(self, kind: str, seen: Container[str], accounted: Accounted) -> Iterator[Finding]: ...
 
 
 @dataclass
@@ -105,7 +108,8 @@ class Finding:
     reason: str = ""
     fix: str = ""  # --fix: what the next pass would do for it ("" when not asked)
     source_amount: float | None = None
-    target_amount: float | None = None
+    target_amount: float | None = None  # a journal: its debits
+    target_credit: float | None = None  # a journal: its credits (None for any other record)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -168,7 +168,7 @@ class POSide:
     def amount(self, kind: str, record: dict[str, Any] | None) -> float | None:
         return None if record is None else self.po_amount(_rows(record, self.n.lines))
 
-    def orphans(self, kind: str, seen: dict[str, Any], accounted: Any) -> Iterator[Any]:
+    def orphans(self, kind: str, seen: Any, accounted: Any) -> Iterator[Any]:
         from mlconnector.reconcile_types import Finding
 
         n, s, state = self.n, self.s, self.steps.state

@@ -1118,3 +1118,4 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
     finally:
         client.close()
     return out
+from mlconnector.pairs.peoplesoft_jaggaer_reconcile import reconcile_scope  # noqa: E402,F401  (reconcile)

@@ -85,6 +85,7 @@ class POSide:
     PO component interface, field-by-field comparison of header, lines and distributions, the PO amount."""
 
     name = "PeopleSoft"
+    section = "procurify_peoplesoft"  # named in the fix of a refused read
 
     def __init__(self, steps: Any) -> None:
         self.steps = steps
@@ -105,7 +106,7 @@ class POSide:
                     out[key] = Current(ref, self.ci.get(self.n.ci, keys))
                 except CIFaultError as exc:
                     if (exc.message_set, exc.message_id) != ("91", "50"):
-                        raise _read_error(exc) from None
+                        raise _read_error(exc, self.section) from None
                     out[key] = Current(ref, None, reason=f"the linked purchase order {ref} no longer exists in "
                                        "PeopleSoft")
                 continue
@@ -116,7 +117,7 @@ class POSide:
                 if not found and w.legacy_handle:
                     found = self.steps.writer.lookup(w.business_unit, w.legacy_handle, w.vendor_id)
             except CIFaultError as exc:
-                raise _read_error(exc) from None
+                raise _read_error(exc, self.section) from None
             if found:
                 rec = found[0]
                 note = (f"not linked in the state: found by {self.n.handle} {w.handle!r} and vendor {w.vendor_id} "
@@ -177,7 +178,7 @@ class POSide:
         try:
             rows = self.ci.find(n.ci, {n.business_unit: s.business_unit, n.handle: s.handle_prefix})
         except CIFaultError as exc:
-            raise _read_error(exc) from None
+            raise _read_error(exc, self.section) from None
         for row in rows:
             if row.get(n.po_id) in (None, ""):
                 continue
@@ -209,7 +210,7 @@ def _rows(record: Any, name: str) -> list[dict[str, Any]]:
     return [r for r in (rows if isinstance(rows, list) else [rows]) if isinstance(r, dict)]
 
 
-def _read_error(exc: CIFaultError) -> RemoteError:
+def _read_error(exc: CIFaultError, section: str = "procurify_peoplesoft") -> RemoteError:
     return RemoteError(f"PeopleSoft refused a read of the PO component interface: {exc.message} Reconcile only "
                        f"reads (Find and Get); ask the PeopleSoft admin for Find and Get on it, or check "
-                       f"po_ci in [procurify_peoplesoft].", system="PeopleSoft", exit_code=EXIT_CONFIG)
+                       f"po_ci in [{section}].", system="PeopleSoft", exit_code=EXIT_CONFIG)

@@ -276,17 +276,22 @@ def reconcilable() -> list[str]:
     return [name for name, spec in PAIRS.items() if hasattr(spec.load(), "reconcile_scope")]
 
 
+LINKS = ("issue", "po", "voucher", "journal", "id")  # where a link entry names its target record
+
+
 def _linked(entry: dict[str, Any] | None) -> bool:
-    return bool(entry) and bool(entry.get("issue") or entry.get("po")) and not entry.get("pending")  # type: ignore[union-attr]
+    return bool(entry) and any(entry.get(k) for k in LINKS) and not entry.get("pending")  # type: ignore[union-attr]
 
 
 def _ref(entry: dict[str, Any] | None) -> str:
-    if not entry:
-        return ""
-    if entry.get("issue"):
-        return str(entry["issue"])
-    po = entry.get("po")
-    return "/".join(str(v) for v in po.values()) if isinstance(po, dict) else ""
+    """The target record a link names, as the target sides name it (an issue key, CI keys joined by "/", an id)."""
+    for name in LINKS:
+        value = (entry or {}).get(name)
+        if isinstance(value, dict) and value:
+            return "/".join(str(v) for v in value.values())
+        if value and not isinstance(value, dict):
+            return str(value)
+    return ""
 
 
 def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, target: TargetSide, kind: str,
@@ -431,7 +436,8 @@ def _compare_page(report: Report, state: State, scope: Scope, target: TargetSide
                                    target_amount=target_amount, target_credit=credit))
                 in_step[key] = (amount, target_amount)
                 continue
-            report.add(Finding(kind, key, "drifted", issue=cur.ref, fields=differ, changed=_changed(entry, rec),
+            changed = scope.changed(kind, entry, rec) if scope.changed else _changed(entry, rec)
+            report.add(Finding(kind, key, "drifted", issue=cur.ref, fields=differ, changed=changed,
                                reason=cur.note, source_amount=amount, target_amount=target_amount,
                                target_credit=credit))
         if fix_rows is not None:

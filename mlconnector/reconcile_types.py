@@ -93,6 +93,9 @@ class Scope:
     comment_rows: Callable[[str, datetime, datetime], Iterator[list[dict[str, Any]]]] | None = None
     map_comment: Callable[[str, dict[str, Any]], Any] | None = None
     full_read: Callable[[str, datetime], bool] | None = None
+    # Which side changed since the last sync, for links that keep no single ``hash`` (e.g. a hash per side):
+    # (kind, link entry, mapped record) -> "source", "target" or "" (unknown). None: the link's ``hash``.
+    changed: Callable[[str, dict[str, Any], Any], str] | None = None
 
 
 @dataclass(slots=True)

@@ -1167,3 +1167,4 @@ def ping_checks(cfg: Config, secrets: SecretStore) -> list[Any]:
     return out
 
 
+from mlconnector.pairs.peoplesoft_procore_reconcile import reconcile_scope  # noqa: E402,F401  (reconcile)

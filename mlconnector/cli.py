@@ -719,7 +719,8 @@ def demo(as_json: JsonOpt = False) -> None:
 @app.command()
 def reconcile(
     pair: Annotated[str, typer.Argument(help="The pair to compare: peoplesoft-jira, jde-jira, "
-                                                    "procurify-peoplesoft.")],
+                                                    "procurify-peoplesoft, peoplesoft-jaggaer, "
+                                                    "peoplesoft-procore.")],
     config: ConfigOpt = None,
     since: Annotated[str | None, typer.Option("--since", help="Compare the records changed since this date "
                                               "(YYYY-MM-DD); default: each entity's initial_since.")] = None,

@@ -43,13 +43,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JEnv]:
         box.stop()
 
 
-def _run(env: JEnv) -> Any:
+def _run(env: JEnv, *, fix: bool = False) -> Any:
     def writes() -> tuple[int, int, int]:
         acc = env.box.accounting.calls
         return env.ps_writes(), acc["CI_VCHR_EXPRESS_C"] + acc["CI_VCHR_EXPRESS_UD"], env.j_writes()
 
     before, state = writes(), env.state_file.read_bytes()
-    report = reconcile("peoplesoft-jaggaer", config_mod.load(env.config))
+    report = reconcile("peoplesoft-jaggaer", config_mod.load(env.config), fix=fix)
     assert writes() == before and env.state_file.read_bytes() == state  # read-only
     return report
 
@@ -87,8 +87,9 @@ def test_purchase_orders_every_class_and_po_amounts_both_sides(env: JEnv) -> Non
     (edited,) = refs["JP1000"]  # edited in PeopleSoft: the first distribution's amount
     dist = edited["PO_LINE"][0]["PO_LINE_DISTRIB"][0]
     dist["MERCHANDISE_AMT"] = str(Decimal(str(dist["MERCHANDISE_AMT"])) + 100)
-    jag.revise_po("JP1001", lines=[{"description": "Item 1-0", "quantity": 9, "unitPrice": "13.5",
-                                    "accountCode": "6200"}])  # changed in JAGGAER, not synced yet
+    jag.revise_po("JP1001", lines=[  # changed in JAGGAER (the first line's quantity), not synced yet
+        {"description": "Item 1-0", "quantity": 9, "unitPrice": "12.5", "accountCode": "6200"},
+        {"description": "Item 1-1", "quantity": 3, "unitPrice": "13.5", "accountCode": "6300"}])
     (gone,) = refs["JP1002"]
     del ps.pos[(gone["BUSINESS_UNIT"], gone["PO_ID"])]  # purged in PeopleSoft
     copied = copy.deepcopy(gone)  # keyed by hand with one of our handles, for no JAGGAER PO
@@ -104,9 +105,11 @@ def test_purchase_orders_every_class_and_po_amounts_both_sides(env: JEnv) -> Non
     state.set_entry("purchase_orders", _key("JP1007"), mark_pending({"handle": "JAG-JP1007", "hash": ""}))
     state.save()
 
-    report = _run(env)
+    report = _run(env, fix=True)  # --fix: the pass's plan for the missing and drifted ones (nothing written)
     assert report.exit_code == EXIT_NOT_IN_STEP
     by = {f.key: f for f in report.findings if f.kind == "purchase_orders" and f.cls != "orphaned"}
+    assert by[_key("JP1001")].fix == "update" and by[_key("JP1006")].fix == "create"
+    assert by[_key("JP1000")].fix.startswith("none: ")  # a PO edited in PeopleSoft is not mended by a pass
     assert {k: f.cls for k, f in by.items()} == {
         _key("JP1000"): "drifted", _key("JP1001"): "drifted", _key("JP1002"): "missing", _key("JP1003"): "deleted",
         _key("JP1004"): "in_step", _key("JP1005"): "waiting", _key("JP1006"): "missing",

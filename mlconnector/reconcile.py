@@ -722,7 +722,9 @@ def text_lines(report: Report) -> list[str]:
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{report.totals[c]:>8}" for c in CLASSES))
     for kind, m in report.money_dict().items():
         lines.append(f"money {kind}, {m['what']}: source {m['source']}, target {m['target']}, "
-                     f"difference {m['difference']}")
+                     f"difference {m['difference']}" + (
+                         f"; journals: debits {m['target_debits']}, credits {m['target_credits']}, balance "
+                         f"{m['target_balance']} ({m['unbalanced']} unbalanced)" if "target_credits" in m else ""))
     for f in report.differ:
         detail = [f"issue {f.issue}" if f.issue else "", f"fields {', '.join(f.fields)}" if f.fields else "",
                   f"changed on the {f.changed} side" if f.changed else "", f.reason,

@@ -18,7 +18,7 @@ from test_peoplesoft_procore import TOWER, Env, _commitment, _po
 
 from mlconnector import config as config_mod
 from mlconnector.errors import EXIT_NOT_IN_STEP, EXIT_OK
-from mlconnector.reconcile import reconcile
+from mlconnector.reconcile import reconcile, text_lines
 from mlconnector.sandbox.procore_run import start_procore_sandbox
 from mlconnector.sync.keys import encode_key, handle
 from mlconnector.sync.links import mark_pending
@@ -232,8 +232,11 @@ def test_direct_costs_and_change_orders_against_journals_debits_credits_and_ever
         str(source), str(debits), str(debits), str(credits))
     assert m["target_balance"] == str(debits - credits) == "10.00" and m["unbalanced"] == 1
     assert Decimal(m["difference"]) == source - debits
+    debits_dc, credits_dc = debits, credits
     m = report.money_dict()["change_orders"]
     debits, credits = _debits_credits([j for j in acc.journals.values() if j["DESCR254"].startswith("procore-cco-")])
     assert (m["source"], m["target_debits"], m["target_credits"]) == ("700.00", str(debits), str(credits))
     assert debits == Decimal("700.00") * 2 + Decimal("300.00") and m["unbalanced"] == 0
     assert m["by_class"]["deleted"]["target"] == str(_debits_credits([co2_journal])[0])
+    money_line = next(ln for ln in text_lines(report) if ln.startswith("money direct_costs"))
+    assert f"debits {debits_dc}, credits {credits_dc}, balance 10.00 (1 unbalanced)" in money_line

@@ -121,6 +121,7 @@ class Report:
                 self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
             line = {"kind": f.kind, "key": f.key, "issue": f.issue, "reason": f.reason,
                     "source_amount": f.source_amount, "target_amount": f.target_amount}
+            self._spool.seek(0, io.SEEK_END)  # (a reader may have left it elsewhere)
             self._spool.write(json.dumps({k: v for k, v in line.items() if v is not None}, ensure_ascii=False)
                               + "\n")
         else:
@@ -597,7 +598,11 @@ class JiraSide:
               f"ORDER BY key"
         names = ["labels", *([self.scope.amount_field] if self.scope.amount_field else [])]
         unnamed: dict[str, dict[str, Any]] = {}  # issues no property ties to their link: checked in one scan
-        for issue in self.jira.search(jql, names, properties=[KEY_PROPERTY]):
+        for n, issue in enumerate(self.jira.search(jql, names, properties=[KEY_PROPERTY]), 1):
+            if n % BATCH == 0:
+                # Each entry looked up below stays parsed in the state until released: without this, the sweep
+                # held every linked record's entry at once (about 2 KB a record).
+                self.state.release(can_save=False)
             issue_key = str(issue["key"])
             if issue_key in accounted.refs:
                 continue

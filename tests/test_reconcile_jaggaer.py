@@ -188,3 +188,38 @@ def test_invoices_against_vouchers_every_class_and_gross_both_sides(env: JEnv) -
     target = sum((Decimal(str(v["GROSS_AMT"])) for v in acc.vouchers.values()), Decimal(0))
     assert (m["source"], m["target"]) == (str(source.quantize(CENT)), str(target.quantize(CENT)))
     assert m["difference"] == str((source - target).quantize(CENT)) != "0.00"
+
+
+def test_suppliers_and_requisitions_every_class(env: JEnv) -> None:
+    jag, ps = env.box.jaggaer, env.box.ps
+    assert env.sync().exit_code == EXIT_OK
+    report = _run(env)
+    assert report.exit_code == EXIT_OK, [f.to_dict() for f in report.differ]
+    active = [v for v in ps.rows("vendors") if v["VENDOR_STATUS"] == "A"]
+    assert report.counts["suppliers"]["in_step"] == len(active)
+    assert report.counts["requisitions"]["in_step"] == len(jag.requisitions) > 2
+
+    vendors = {s["extCode"]: bid for bid, s in jag.suppliers.items() if s["extCode"]}
+    person, renamed = active[0]["VENDOR_ID"], active[1]["VENDOR_ID"]
+    jag.change_supplier(vendors[person], city="Edited By Hand")  # a person's change in JAGGAER
+    ps.touch("vendors", (active[1]["SETID"], renamed), NAME1="Renamed In PeopleSoft")  # not synced yet
+    stray = jag.add_supplier("Typed By Hand", ext_code="0000999999")["bravoId"]  # names no PeopleSoft vendor
+    reqs = sorted(jag.requisitions.values(), key=lambda r: r["requisitionId"])
+    del jag.requisitions[reqs[0]["requisitionId"]]  # deleted in JAGGAER
+    reqs[1]["lines"][0]["quantity"] = 99  # edited in JAGGAER
+
+    report = _run(env)
+    assert report.exit_code == EXIT_NOT_IN_STEP
+    sup = {f.key: f for f in report.differ if f.kind == "suppliers"}
+    assert {k: f.cls for k, f in sup.items()} == {encode_key(("SHARE", person)): "drifted",
+                                                  encode_key(("SHARE", renamed)): "drifted",
+                                                  encode_key(("SHARE", "0000999999")): "orphaned"}
+    assert sup[encode_key(("SHARE", person))].fields == ["city"] and sup[encode_key(("SHARE", person))].changed == \
+        "target"
+    assert sup[encode_key(("SHARE", renamed))].changed == "source"
+    assert sup[encode_key(("SHARE", "0000999999"))].issue == stray
+    req = {f.issue or f.key: f for f in report.differ if f.kind == "requisitions"}
+    assert {f.cls for f in req.values()} == {"missing", "drifted"}
+    gone = next(f for f in req.values() if f.cls == "missing")
+    assert "no longer in JAGGAER" in gone.reason and reqs[0]["externalRequisitionNumber"] in gone.reason
+    assert req[str(reqs[1]["requisitionId"])].fields == ["line 1 quantity"]

@@ -240,3 +240,34 @@ def test_direct_costs_and_change_orders_against_journals_debits_credits_and_ever
     assert m["by_class"]["deleted"]["target"] == str(_debits_credits([co2_journal])[0])
     money_line = next(ln for ln in text_lines(report) if ln.startswith("money direct_costs"))
     assert f"debits {debits_dc}, credits {credits_dc}, balance 10.00 (1 unbalanced)" in money_line
+
+
+def test_vendors_and_cost_codes_every_class(env: Env) -> None:
+    sim, ps = env.box.procore, env.box.ps
+    assert env.sync().exit_code == EXIT_OK
+    report = _run(env)
+    assert report.exit_code == EXIT_OK, [f.to_dict() for f in report.differ]
+    assert report.counts["vendors"]["in_step"] == len(ps.rows("vendors")) == len(sim.vendors)
+    assert report.counts["cost_codes"]["in_step"] == len(sim.cost_codes)
+
+    edited, renamed = env.active_vendor(0), env.active_vendor(1)
+    sim.vendors[env.procore_vendor(edited)]["city"] = "Edited In Procore"
+    ps.touch("vendors", ("SHARE", renamed), NAME1="Renamed In PeopleSoft")  # not synced yet
+    gone = env.cost_code("641000")
+    del sim.cost_codes[gone]  # deleted in Procore
+    stray = max(sim.vendors) + 1000
+    sim.vendors[stray] = {**sim.vendors[env.procore_vendor(edited)], "id": stray,
+                          "origin_id": handle("psft-vendor", ("SHARE", "0000999999"))}
+
+    report = _run(env)
+    assert report.exit_code == EXIT_NOT_IN_STEP
+    by = {(f.kind, f.key): f for f in report.differ}
+    assert {k: f.cls for k, f in by.items()} == {
+        ("vendors", encode_key(("SHARE", edited))): "drifted", ("vendors", encode_key(("SHARE", renamed))): "drifted",
+        ("vendors", encode_key(("SHARE", "0000999999"))): "orphaned",
+        ("cost_codes", encode_key((str(TOWER), "641000"))): "missing"}
+    vendor = by[("vendors", encode_key(("SHARE", edited)))]
+    assert vendor.fields == ["city"] and vendor.changed == "target"
+    assert by[("vendors", encode_key(("SHARE", renamed)))].changed == "source"
+    assert by[("vendors", encode_key(("SHARE", "0000999999")))].issue == str(stray)
+    assert "no longer in Procore" in by[("cost_codes", encode_key((str(TOWER), "641000")))].reason

@@ -19,7 +19,11 @@ Which side changed (drifted): for ``purchase_orders`` the link keeps the PeopleS
 write (``ps_hash``): a PO whose content differs from it changed in PeopleSoft, else the contract was edited in
 Procore. Webhook deliveries are not read: the lists by ``updated_at`` (change orders: in full) are.
 
-Not compared by this version: vendors and cost codes (reference data, no money).
+And the reference data (no money): ``vendors`` (the PeopleSoft vendor master, read in full, against the Procore
+company vendor carrying its ``origin_id``; which side changed: the vendor's facts against those last pushed)
+and ``cost_codes`` (each configured GL account on each project in scope, against the project's cost code carrying
+its ``origin_id``). Each is read once per company or project (its directory is listed whole); orphans: Procore
+vendors and cost codes carrying one of our ``origin_id`` handles that no PeopleSoft record or link accounts for.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def reconcile_scope(steps: Any) -> Any:
     pair = sys.modules[type(steps).__module__]  # the pair's module, which re-exports this function
     s, pcfg, procore = steps.s, steps.pcfg, steps.procore
     pos, commitments, costs = pair.POS, pair.COMMITMENTS, pair.COST_KINDS
-    kinds = [pos, commitments] + (list(costs) if steps.journals is not None else [])
+    kinds = [pair.VENDORS, pair.COST_CODES, pos, commitments] + (list(costs) if steps.journals is not None else [])
+    refs = ReferenceSide(steps, pair)
     c = s.po_columns
 
     def rng(start: datetime, end: datetime) -> str:
@@ -130,9 +135,14 @@ def reconcile_scope(steps: Any) -> Any:
             yield {"po": list(key), "rows": list(dists.values())}
 
     def rows(kind: str, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        if kind in (pair.VENDORS, pair.COST_CODES):
+            yield from paged(refs.rows(kind))
+            return
         yield from paged(po_rows(start, end) if kind == pos else project_rows(kind, start, end))
 
     def row_key(kind: str, row: dict[str, Any]) -> str:
+        if kind in (pair.VENDORS, pair.COST_CODES):
+            return str(row["key"])
         if kind == pos:
             return encode_key(tuple(row.get("po") or ()))
         return one_key(_text((row.get("doc") or {}).get("id")))
@@ -175,6 +185,8 @@ def reconcile_scope(steps: Any) -> Any:
         return Doc(key=w.key, write=w, record=record, hash=digest, handle=w.reference, amount=float(debits))
 
     def map_row(kind: str, row: dict[str, Any]) -> Any:
+        if kind in (pair.VENDORS, pair.COST_CODES):
+            return refs.map(kind, row)
         if kind == pos:
             return map_po(row)
         if kind == commitments:
@@ -189,6 +201,13 @@ def reconcile_scope(steps: Any) -> Any:
         return rec.amount  # type: ignore[no-any-return]
 
     def plan(kind: str, rows: list[dict[str, Any]]) -> None:  # the pass is a planning pass: it writes nothing
+        if kind == pair.VENDORS:
+            steps.push_vendors([str(r["key"]) for r in rows])
+            return
+        if kind == pair.COST_CODES:
+            for row in rows:
+                steps.push_cost_codes(row["project"], [row["account"]])
+            return
         for row in rows:
             if kind == pos:
                 steps.write_pos({tuple(row["po"]): row["rows"]})
@@ -198,6 +217,8 @@ def reconcile_scope(steps: Any) -> Any:
                 steps.post_cost(kind, row["project"], row["doc"], None, [], forced=True)
 
     def changed(kind: str, entry: dict[str, Any], rec: Any) -> str:
+        if kind in (pair.VENDORS, pair.COST_CODES):
+            return refs.changed(kind, rec)
         if kind == pos:
             if not entry.get("ps_hash"):
                 return ""
@@ -210,17 +231,139 @@ def reconcile_scope(steps: Any) -> Any:
     po_side = PrefixPOSide(steps, business_units=[s.business_unit], handle_prefix=prefix, section=pair.SECTION,
                            noun="Procore commitment",
                            named=lambda h: one_key(h.removeprefix(prefix)) if s.commitment_handle == "id" else "")
-    sides: dict[str, Any] = {pos: ContractSide(steps, pair), commitments: po_side}
+    sides: dict[str, Any] = {pair.VENDORS: refs, pair.COST_CODES: refs, pos: ContractSide(steps, pair),
+                             commitments: po_side}
     journals = steps.journals
     if journals is not None:
-        refs = {pair.DIRECT_COSTS: f"{s.reference_prefix}dc-", pair.CHANGE_ORDERS: f"{s.reference_prefix}cco-"}
+        jrefs = {pair.DIRECT_COSTS: f"{s.reference_prefix}dc-", pair.CHANGE_ORDERS: f"{s.reference_prefix}cco-"}
         side = JournalSide(journals, pair.SECTION, business_units=[s.journal_business_unit or s.business_unit],
-                           prefixes=refs, named=lambda kind, ref: one_key(ref.removeprefix(refs[kind])))
+                           prefixes=jrefs, named=lambda kind, ref: one_key(ref.removeprefix(jrefs[kind])))
         sides.update(dict.fromkeys(costs, side))
     initial = s.initial_since
     return Scope(kinds=kinds, initial_since=lambda _k: initial, rows=rows, map=map_row, row_key=row_key,
-                 money={k: MONEY[k] for k in kinds}, mapped_amount=mapped_amount, plan=plan, target=Sides(sides),
-                 full_read=lambda kind, start: kind == pair.CHANGE_ORDERS or start <= initial, changed=changed)
+                 money={k: MONEY[k] for k in kinds if k in MONEY}, mapped_amount=mapped_amount, plan=plan,
+                 target=Sides(sides),
+                 full_read=lambda kind, start: kind in (pair.CHANGE_ORDERS, pair.VENDORS, pair.COST_CODES)
+                 or start <= initial, changed=changed)
+
+
+class ReferenceSide:
+    """Procore's company vendors and project cost codes as the target of the reference flows. It also reads and
+    maps their PeopleSoft side (the vendor master; the configured accounts), as the pass does. The link of a
+    vendor is kept under ``procore_vendors`` (the ``vendors`` entries are the vendor master's facts)."""
+
+    name = "Procore"
+
+    def __init__(self, steps: Any, pair: Any) -> None:
+        self.steps, self.pair, self.s, self.pcfg = steps, pair, steps.s, steps.pcfg
+        self._dir: dict[str, dict[str, dict[str, Any]]] = {}  # company / project -> origin_id -> record
+
+    def rows(self, kind: str) -> Iterator[dict[str, Any]]:
+        from mlconnector.mapping import vendor_from_row
+
+        if kind == self.pair.COST_CODES:
+            for project in sorted(self.s.projects):
+                for account, name in sorted(self.s.accounts.items()):
+                    yield {"key": encode_key((project, account)), "project": project, "account": account,
+                           "name": name}
+            return
+        rs = self.steps.cfg.peoplesoft.records[self.pair.VENDORS]
+        reader = self.steps.qas
+        batches: Any = reader.read_all(rs.query) if rs.read == "full" else (
+            rows for rows, _ in reader.read_window(rs.query, rs.initial_since, self.steps.ctx.now))
+        for rows in batches:
+            for row in rows:
+                setid, vid = _text(row.get("SETID")), _text(row.get("VENDOR_ID"))
+                if vid:
+                    yield {"key": encode_key((setid, vid)), "facts": vendor_from_row(row, rs.columns)}
+
+    def map(self, kind: str, row: dict[str, Any]) -> Doc:
+        from mlconnector.sync import reference
+
+        if kind == self.pair.COST_CODES:
+            item = self.pair.cost_code_update(row["project"], row["account"], row["name"])
+            return Doc(key=row["key"], write=item, record=item, handle=item["origin_id"],
+                       hash=reference.digest({"code": row["account"], "name": row["name"]}),
+                       extra={"project": row["project"]})
+        item = self.pair.vendor_update(self.s, row["key"], row["facts"])
+        return Doc(key=row["key"], write=item, record=item, hash=reference.digest(row["facts"]),
+                   handle=item["origin_id"])
+
+    def changed(self, kind: str, d: Doc) -> str:
+        link = self.steps.state.entry(self.pair.VENDOR_LINKS if kind == self.pair.VENDORS else kind, d.key) or {}
+        if not link.get("hash"):
+            return ""
+        return "source" if link["hash"] != d.hash else "target"
+
+    def _directory(self, kind: str, project: str = "") -> dict[str, dict[str, Any]]:
+        """Every vendor of the company, or cost code of a project, by origin_id (one listing each per run)."""
+        name = f"{kind}|{project}"
+        if name not in self._dir:
+            procore = self.steps.procore
+            try:
+                if kind == self.pair.VENDORS:
+                    found = procore.all(self.pcfg.vendors_path, {"company_id": self.pcfg.company_id})
+                else:
+                    found = procore.all(self.pcfg.cost_codes_path, {"project_id": int(project)})
+            except RemoteError as exc:
+                if exc.status not in (403, 404):
+                    raise
+                found = []  # a project this login cannot see: its cost codes read as missing
+            self._dir[name] = {_text(r.get("origin_id")): r for r in found if _text(r.get("origin_id"))}
+        return self._dir[name]
+
+    def current(self, kind: str, items: list[tuple[str, Any, dict[str, Any] | None]]) -> dict[str, Any]:
+        from mlconnector.reconcile_types import Current
+
+        out: dict[str, Any] = {}
+        for key, d, _entry in items:
+            if d is None:
+                continue
+            link = self.steps.state.entry(self.pair.VENDOR_LINKS if kind == self.pair.VENDORS else kind, key) or {}
+            found = self._directory(kind, d.extra.get("project", "")).get(d.handle)
+            if found is not None:
+                out[key] = Current(_text(found.get("id")), found, note="" if link.get("id") else
+                                   f"not linked in the state: found by origin_id {d.handle!r}")
+            elif link.get("id"):
+                out[key] = Current(_text(link["id"]), None, reason=f"the linked record {link['id']} (origin_id "
+                                   f"{d.handle!r}) is no longer in Procore")
+        return out
+
+    def differences(self, kind: str, d: Doc, record: dict[str, Any]) -> list[str]:
+        canon = self.pair.canon
+        return [k for k, v in d.record.items() if k != "origin_id" and canon(record.get(k)) != canon(v)]
+
+    def amount(self, kind: str, record: dict[str, Any] | None) -> float | None:
+        return None
+
+    def orphans(self, kind: str, seen: Any, accounted: Any) -> Iterator[Any]:
+        from mlconnector.reconcile_types import Finding
+
+        vendors = kind == self.pair.VENDORS
+        prefix = f"{self.pair.VENDOR_HANDLE if vendors else self.pair.ACCOUNT_HANDLE}-"
+        wanted: dict[str, str] = {}  # origin_id -> key of every record a pass sends (the few configured ones)
+        if not vendors:
+            for row in self.rows(kind):
+                wanted[self.pair.cost_code_update(row["project"], row["account"], row["name"])["origin_id"]] = \
+                    row["key"]
+        for project in ([""] if vendors else sorted(self.s.projects)):
+            for origin, rec in self._directory(kind, project).items():
+                if not origin.startswith(prefix) or origin in accounted.handles or _text(rec.get("id")) in \
+                        accounted.refs:
+                    continue
+                if vendors:
+                    parts = origin.removeprefix(prefix)
+                    named = encode_key(tuple(parts.split("-", 1))) if "--" not in parts and "-" in parts else ""
+                    if named and (named in seen or named in accounted.keys):
+                        continue
+                elif origin in wanted:
+                    continue
+                else:
+                    named = ""
+                what = "vendor" if vendors else f"cost code of project {project}"
+                yield Finding(kind, named, "orphaned", issue=_text(rec.get("id")), reason=(
+                    f"Procore {what} {rec.get('id')} carries origin_id {origin!r}, which names no PeopleSoft "
+                    f"{'vendor read' if vendors else 'account in [peoplesoft_procore.accounts]'} and no link"))
 
 
 class ContractSide:

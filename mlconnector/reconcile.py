@@ -100,7 +100,8 @@ class Report:
                 skip[name] -= 1
                 continue
             yield Finding(d["kind"], d["key"], "in_step", issue=d.get("issue", ""), reason=d.get("reason", ""),
-                          source_amount=d.get("source_amount"), target_amount=d.get("target_amount"))
+                          source_amount=d.get("source_amount"), target_amount=d.get("target_amount"),
+                          target_credit=d.get("target_credit"))
         self._spool.seek(0, io.SEEK_END)
 
     @property
@@ -120,7 +121,8 @@ class Report:
                 # Open for the report's life (closed when it is collected); on disk, not in memory.
                 self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
             line = {"kind": f.kind, "key": f.key, "issue": f.issue, "reason": f.reason,
-                    "source_amount": f.source_amount, "target_amount": f.target_amount}
+                    "source_amount": f.source_amount, "target_amount": f.target_amount,
+                    "target_credit": f.target_credit}
             self._spool.seek(0, io.SEEK_END)  # (a reader may have left it elsewhere)
             self._spool.write(json.dumps({k: v for k, v in line.items() if v is not None}, ensure_ascii=False)
                               + "\n")
@@ -205,8 +207,8 @@ def _chain(*parts: Iterable[Finding]) -> Iterator[Finding]:
 
 
 class KeysRead:
-    """The keys of one entity read from the source, in little memory: a 64-bit digest of each key (a collision
-    among a million keys has odds of about one in 10^7) with its row's time stamp, and, for a record found in
+    """The keys of one entity read from the source, in little memory: a 64-bit digest of each key (odds of a
+    collision among a million keys: about 3 in 10^8) with its row's time stamp, and, for a record found in
     step, its two amounts (needed only if the record is read again in a later page). ``key in keys`` works
     as for a set of keys."""
 

@@ -316,7 +316,7 @@ def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, targ
     seen = KeysRead()  # the keys read, with their rows' time stamps (the newest row of a key wins)
     unmappable: dict[str, str] = {}
     fix_rows: dict[str, dict[str, Any]] = {}  # --fix only: rows of the missing and drifted records
-    for rows in scope.rows(kind, start, now):
+    for rows in _source_chunks(scope.rows(kind, start, now)):
         page: dict[str, tuple[Any, dict[str, Any], float | None]] = {}
         for row in rows:
             try:
@@ -375,6 +375,15 @@ def _reconcile_kind(report: Report, steps: Any, state: State, scope: Scope, targ
     # 3. Target records of the entity that nothing accounts for (a streamed sweep).
     for f in target.orphans(kind, seen, accounted):
         report.add(f)
+
+
+def _source_chunks(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The source's pages cut to BATCH rows: a source page can be large (a PS Query window is one answer, up to
+    max_maxrows rows), and its rows are mapped and compared BATCH at a time, so the mapped records and target
+    reads held at once stay bounded by BATCH whatever the page size."""
+    for rows in pages:
+        for i in range(0, len(rows), BATCH):
+            yield rows[i:i + BATCH]
 
 
 def _source_amount(scope: Scope, kind: str, rec: Any, row: dict[str, Any]) -> float | None:

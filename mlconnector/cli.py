@@ -388,13 +388,17 @@ def state_path(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 @state_app.command("show")
 def state_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the sites, watermarks, link and pending counts and the queue summary of this configuration."""
+    """Show the pairs, sites, watermarks, link and pending counts and the queue summary of this configuration."""
+    from mlconnector.runner import pairs_held
+
     _cfg, state = _guard(as_json, _state, config)
     info = state.summary()
+    info["pairs"] = pairs_held(state)  # as recorded, or as a state of an earlier release shows them
     if as_json:
         typer.echo(json.dumps(info))
         return
     typer.echo(f"state: {info['path']}")
+    typer.echo(f"pairs: {', '.join(info['pairs']) or 'none'}")
     for title in ("sites", "watermarks", "links", "pending", "queue"):
         typer.echo(f"{title}:" + ("" if info[title] else " none"))
         for k, v in info[title].items():

@@ -700,10 +700,13 @@ def sandbox_serve(
     jira_port: Annotated[int, typer.Option(help="Jira simulator port (0 = any free port).")] = 0,
     jde_port: Annotated[int, typer.Option(help="JD Edwards AIS simulator port (0 = any free port).")] = 0,
     write_config: Annotated[Path | None, typer.Option(help="Write a config file per pair pointing at the sandbox "
-                                                      "(NAME.toml and NAME-jde.toml).")] = None,
+                                                      "(NAME.toml for peoplesoft-jira, NAME-jde.toml, "
+                                                      "NAME-procurify.toml, NAME-jaggaer.toml, NAME-procore.toml).")
+                                  ] = None,
     latency: Annotated[float, typer.Option(help="Seconds of latency added to every request.")] = 0.0,
 ) -> None:
-    """Run the PeopleSoft, JD Edwards and Jira simulators on 127.0.0.1 until Ctrl-C."""
+    """Run the simulators of every system (PeopleSoft, JD Edwards, Jira, Procurify, JAGGAER, Procore) on
+    127.0.0.1 until Ctrl-C."""
     from mlconnector.sandbox.run import serve
 
     _guard(False, serve, ps_port=ps_port, jira_port=jira_port, write_config=write_config, latency=latency,

@@ -20,9 +20,9 @@ from mlconnector.audit import Audit, Redactor
 from mlconnector.config import ISSUE_KINDS, KINDS, Config
 from mlconnector.credentials import SecretStore
 from mlconnector.errors import EXIT_CONFIG, ConfigError, RecordError, RemoteError
-from mlconnector.jira.client import JiraClient, error_text, resolve_field
+from mlconnector.jira.client import JiraClient, resolve_field
 from mlconnector.jira.comments import CommentWriter
-from mlconnector.jira.connect import open_jira
+from mlconnector.jira.connect import describe, open_jira
 from mlconnector.jira.sink import IssueWrite, IssueWriter
 from mlconnector.mapping import (
     CLOSED_STATUS,
@@ -86,11 +86,6 @@ def connect(cfg: Config, secrets: SecretStore, redactor: Redactor, *, refresh_ws
             ci.close()
         ps.close()
         jira.close()
-
-
-def describe(exc: Exception) -> str:
-    """A failure's message: Jira's answers are read for their own error texts."""
-    return error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)
 
 
 # -- the pair's parts and its declared flows ---------------------------------------------------------

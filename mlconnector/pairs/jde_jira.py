@@ -29,10 +29,12 @@ from mlconnector.jde.config import JdeConfig, SourceSettings
 from mlconnector.jde.julian import parse_ais_date, to_datetime
 from mlconnector.jde.source import OrderReader
 from mlconnector.jira import adf
+from mlconnector.jira import target as jira_target
 from mlconnector.jira.changes import StatusChangeReader
-from mlconnector.jira.client import FieldInfo, JiraClient, resolve_field
+from mlconnector.jira.client import FieldInfo, JiraClient
 from mlconnector.jira.connect import describe, open_jira
 from mlconnector.jira.sink import IssueWrite, IssueWriter
+from mlconnector.jira.target import IssueTypeName
 from mlconnector.mapping import SUMMARY_MAX, _field_value, content_hash
 from mlconnector.state import State
 from mlconnector.sync import flows
@@ -191,36 +193,23 @@ def prepare(p: Parts) -> Target:
     """Resolve the configuration's names against Jira's metadata; a mismatch is a ConfigError."""
     if p.target is not None:
         return p.target
-    all_fields = p.jira.fields()
-    fields = {alias: resolve_field(all_fields, wanted, f"jde.fields.{alias}")
-              for alias, wanted in p.jde.fields.items() if wanted}
-    key_field = resolve_field(all_fields, p.cfg.jira.key_field, "jira.key_field") \
-        if p.cfg.jira.key_field else None
-    project = p.jira.project(p.project)
-    if project is None:
-        raise ConfigError(f"Jira has no project {p.project!r} visible to this user (jde.project, else "
-                          f"jira.project). Check the key and the user's Browse permission.")
-    types = {str(t.get("name")): str(t.get("id")) for t in project.get("issueTypes", [])}
-    ids: dict[str, str] = {}
-    for src in p.jde.enabled_sources():
-        if src.issue_type not in types:
-            raise ConfigError(f"jde.{src.name}.issue_type = {src.issue_type!r} is not an issue type of project "
-                              f"{p.project} (it has: {', '.join(sorted(types))}).")
-        ids[src.name] = types[src.issue_type]
-    statuses = p.jira.project_statuses(p.project)
-    for src in p.jde.enabled_sources():
-        known = statuses.get(src.issue_type, set())
-        for code, status in p.jde.status_from_jde.items():
-            if known and status not in known:
-                raise ConfigError(f"jde.status_from_jde.{code} = {status!r} is not a status of issue type "
-                                  f"{src.issue_type!r} in {p.project} (it has: {', '.join(sorted(known))}).")
-        for status in p.jde.status_to_jde:
-            if known and status not in known:
-                raise ConfigError(f"jde.status_to_jde has {status!r}, which is not a status of issue type "
-                                  f"{src.issue_type!r} in {p.project} (it has: {', '.join(sorted(known))}).")
+    jde = p.jde
+    sources = {src.name: src for src in jde.enabled_sources()}
+
+    def statuses(name: str) -> list[tuple[str, str]]:
+        return [(status, f"jde.status_from_jde.{code} = {status!r}") for code, status in jde.status_from_jde.items()] \
+            + [(status, f"jde.status_to_jde has {status!r}, which") for status in jde.status_to_jde]
+
+    r = jira_target.resolve(
+        p.jira, p.project, fields={alias: (wanted, f"jde.fields.{alias}") for alias, wanted in jde.fields.items()
+                                   if wanted},
+        key_field=p.cfg.jira.key_field,
+        issue_types={name: IssueTypeName(f"jde.{name}.issue_type", src.issue_type) for name, src in sources.items()},
+        missing_project=f"Jira has no project {p.project!r} visible to this user (jde.project, else jira.project). "
+                        f"Check the key and the user's Browse permission.", statuses=statuses)
     me = str(p.jira.myself().get("accountId") or "")
-    p.target = Target(project=p.project, issue_type_ids=ids, fields=fields, key_field=key_field,
-                         labels=list(p.cfg.jira.labels), me=me)
+    p.target = Target(project=p.project, issue_type_ids=r.issue_type_ids, fields=r.fields, key_field=r.key_field,
+                      labels=list(p.cfg.jira.labels), me=me)
     return p.target
 
 

@@ -6,6 +6,12 @@ read and diff, the re-map of documents whose vendor changed, replay routing); is
 jira/sink.py's IssueWriter and comments by jira/comments.py's CommentWriter, which hold the crash-safety
 rules. This module says which entities flow in which order, from which reader, through which mapping
 (mlconnector/mapping.py) into which sink.
+
+Crash safety, whatever instant a pass is killed at: no issue is ever created twice (a lookup by label
+before every create, a pending mark on disk before it: jira/sink.py); no comment is posted twice (a
+pending mark, then a marker lookup on the issue: jira/comments.py); nothing is lost (a kind's watermark
+moves only after every row of a window was written, found unchanged or queued, and the state holding
+those results was saved: sync/flows.py); the state file is always loadable (saved atomically).
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any
 from mlconnector.audit import Audit, Redactor
 from mlconnector.config import ISSUE_KINDS, KINDS, Config
 from mlconnector.credentials import SecretStore
-from mlconnector.errors import EXIT_CONFIG, ConfigError, RecordError, RemoteError
-from mlconnector.jira.client import JiraClient, resolve_field
+from mlconnector.errors import EXIT_CONFIG, RecordError, RemoteError
+from mlconnector.jira import target as jira_target
+from mlconnector.jira.client import JiraClient
 from mlconnector.jira.comments import CommentWriter
 from mlconnector.jira.connect import describe, open_jira
 from mlconnector.jira.sink import IssueWrite, IssueWriter
+from mlconnector.jira.target import IssueTypeName
 from mlconnector.mapping import (
     CLOSED_STATUS,
     STAMP,
@@ -165,7 +173,7 @@ def declare(p: Parts) -> PairFlows:
                     ctx, p.vendors, item, lambda row: vendor_row(cfg, row, cfg.peoplesoft.records["vendors"].read
                                                                  == "stamped")),
                 ("*", "comment"): lambda item: write_comments(p, item["kind"], [item["row"]]),
-                ("*", "record"): lambda item: write_records(p, item["kind"], [item["row"]])},
+                ("*", "*"): lambda item: write_records(p, item["kind"], [item["row"]])},
         settle=[lambda: p.writer.resolve_pending(ISSUE_KINDS)], blocked=blocked,
         refresh=lambda kind, what: queued_source(p, kind, what),
         overlap=timedelta(minutes=cfg.peoplesoft.overlap_minutes),
@@ -226,33 +234,18 @@ def prepare(p: Parts) -> JiraTarget:
     # The vendor cache an earlier version kept in the state's header moves into the key map (once).
     flows.adopt_legacy_rows(p.ctx, "vendors", p.ctx.state.vendors)
     j = p.cfg.jira
-    all_fields = p.jira.fields()
-    fields = {name: resolve_field(all_fields, wanted, f"jira.fields.{name}") for name, wanted in j.fields.items()}
-    key_field = resolve_field(all_fields, j.key_field, "jira.key_field") if j.key_field else None
-    project = p.jira.project(j.project)
-    if project is None:
-        raise ConfigError(f"jira.project = {j.project!r}: Jira has no such project visible to this user. Check "
-                          f"the key (it is the prefix of the issue keys) and the user's Browse permission.")
-    types = {str(t.get("name")): str(t.get("id")) for t in project.get("issueTypes", [])}
-    ids: dict[str, str] = {}
-    for kind in p.kinds():
-        name = j.issue_types[kind]
-        if name not in types:
-            raise ConfigError(f"jira.issue_types.{kind} = {name!r} is not an issue type of project {j.project} "
-                              f"(it has: {', '.join(sorted(types))}). Add it to the project's scheme or change "
-                              f"the name.")
-        ids[kind] = types[name]
-    statuses = p.jira.project_statuses(j.project)
-    for kind in p.kinds():
-        known = statuses.get(j.issue_types[kind], set())
-        for code, status in j.status_map.get(kind, {}).items():
-            if known and status not in known:
-                raise ConfigError(
-                    f"jira.status_map.{kind}.{code} = {status!r} is not a status of issue type "
-                    f"{j.issue_types[kind]!r} in {j.project} (it has: {', '.join(sorted(known))}).")
-    p.target = JiraTarget(project=j.project, issue_type_ids=ids, fields=fields, key_field=key_field,
-                             labels=j.labels, status_map=j.status_map, priority_by_amount=j.priority_by_amount,
-                             default_priority=j.default_priority)
+    r = jira_target.resolve(
+        p.jira, j.project, fields={name: (wanted, f"jira.fields.{name}") for name, wanted in j.fields.items()},
+        key_field=j.key_field,
+        issue_types={k: IssueTypeName(f"jira.issue_types.{k}", j.issue_types[k]) for k in p.kinds()},
+        missing_project=f"jira.project = {j.project!r}: Jira has no such project visible to this user. Check the "
+                        f"key (it is the prefix of the issue keys) and the user's Browse permission.",
+        statuses=lambda kind: [(status, f"jira.status_map.{kind}.{code} = {status!r}")
+                               for code, status in j.status_map.get(kind, {}).items()],
+        type_hint=" Add it to the project's scheme or change the name.")
+    p.target = JiraTarget(project=j.project, issue_type_ids=r.issue_type_ids, fields=r.fields,
+                          key_field=r.key_field, labels=j.labels, status_map=j.status_map,
+                          priority_by_amount=j.priority_by_amount, default_priority=j.default_priority)
     return p.target
 
 

@@ -343,3 +343,25 @@ def test_a_status_check_that_fails_during_replay_spares_the_other_queued_changes
     ais.fail_browse.append(RemoteError("AIS answered 500", system="JD Edwards", status=500))
     ok, bad = ctx.replay([first, second], back.retry)
     assert (ok, bad) == (1, 1) and len(ais.calls) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="pairs/peoplesoft_jira.py:322 queues a comment that cannot be mapped under "
+                   "_row_id(row, kind), its parent record's key, so two such comments of one record share one "
+                   "queue item")
+def test_two_unmappable_comments_of_one_record_are_both_queued(tmp_path: Path) -> None:
+    # User-visible consequence: two comments on purchase order PO1 arrive with a broken LAST_DTTM_UPDATE
+    # (or a comments query without COMMENT_ID): `replay list` shows one item, the second overwrote the
+    # first, and the window has moved past both; once the admin fixes the rows, `replay retry` brings
+    # back at most one of them: the other comment never reaches the issue.
+    from mlconnector.mapping import map_comment
+    from mlconnector.pairs.peoplesoft_jira import _row_id, waiting
+
+    ctx = _comment_ctx(tmp_path)
+    ctx.state.set_entry("purchase_orders", "US001|PO1", {"issue": "PROC-9"})
+    rows = [{"BUSINESS_UNIT": "US001", "PO_ID": "PO1", "COMMENT_ID": cid, "COMMENTS": f"note {cid}",
+             "LAST_DTTM_UPDATE": "31/02/2026"} for cid in ("1", "2")]
+    cw = CommentWriter(ctx, _FakeJira(), max_workers=1)  # type: ignore[arg-type]
+    cw.write("purchase_orders", rows, map_comment, lambda row: _row_id(row, "purchase_orders"),
+             lambda c: waiting("purchase_orders", c))
+    assert ctx.result.kind("purchase_orders").failed == 2
+    assert len([i for i in ctx.state.replay if i["what"] == "comment"]) == 2

@@ -20,7 +20,9 @@ from mlconnector.jira.adf import plain_text as adf_text
 from mlconnector.jira.comments import CommentWriter
 from mlconnector.runner import claim_state, open_state, pairs_held
 from mlconnector.state import State
+from mlconnector.sync import flows
 from mlconnector.sync.engine import PassContext
+from mlconnector.sync.keys import comment_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -365,3 +367,64 @@ def test_two_unmappable_comments_of_one_record_are_both_queued(tmp_path: Path) -
              lambda c: waiting("purchase_orders", c))
     assert ctx.result.kind("purchase_orders").failed == 2
     assert len([i for i in ctx.state.replay if i["what"] == "comment"]) == 2
+
+
+# -- replay: rows read again before `replay retry` (sync/flows.py) ---------------------------------------
+class _FakePs:
+    """PS Query as the refresh reads it: ``read_window`` of a query, or a failure."""
+
+    def __init__(self, rows: dict[str, list[dict[str, Any]]], fail: Exception | None = None) -> None:
+        self.rows = rows
+        self.fail = fail
+        self.reads: list[tuple[str, datetime, datetime]] = []
+
+    def read_window(self, query: str, start: datetime, end: datetime) -> Any:
+        self.reads.append((query, start, end))
+        if self.fail is not None:
+            raise self.fail
+        yield list(self.rows.get(query, [])), end
+
+
+def _ps_pass(tmp_path: Path, ps: _FakePs) -> Any:
+    from mlconnector.pairs import peoplesoft_jira
+
+    text = (ROOT / "examples" / "config.toml").read_text(encoding="utf-8")
+    text = text.replace('instance = "acme-prod"', f'instance = "acme-prod"\nstate_file = '
+                        f'{json.dumps((tmp_path / "state.json").as_posix())}', 1)
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    cfg = config_mod.load(tmp_path / "config.toml")
+    state = State(path=cfg.state_file)
+    audit = Audit(tmp_path / "audit.jsonl", Redactor(), "peoplesoft-jira")
+    return peoplesoft_jira.make_pass(cfg, (ps, object(), {}), state, audit)
+
+
+def _po_comment(cid: str, text: str, stamp: str) -> dict[str, Any]:
+    return {"BUSINESS_UNIT": "US001", "PO_ID": "PO1", "COMMENT_ID": cid, "COMMENTS": text, "OPRID": "VP1",
+            "LAST_DTTM_UPDATE": stamp}
+
+
+def test_replay_retry_sends_the_current_version_of_a_queued_comment(tmp_path: Path) -> None:
+    # Held: the refresh keys comment rows as the comment writer queues them (record key + comment id), so a
+    # comment edited in PeopleSoft after it failed is sent as it reads now, not as it was queued.
+    old = _po_comment("7", "draft", "2026-03-01T10:00:00-0000")
+    new = _po_comment("7", "final wording", "2026-03-02T10:00:00-0000")
+    other = _po_comment("8", "another", "2026-03-02T11:00:00-0000")
+    ps = _FakePs({"ML_PO_COMMENTS": [other, new]})
+    steps = _ps_pass(tmp_path, ps)
+    item = steps.ctx.state.enqueue("purchase_orders", comment_key("US001|PO1", "7"), old, "waits", what="comment")
+    flows.before_replay(steps, [item])
+    assert item["row"] == new
+    [(query, start, _end)] = ps.reads
+    assert query == "ML_PO_COMMENTS" and start < datetime(2026, 3, 1, 10, tzinfo=UTC)  # from the queued stamp
+
+
+def test_replay_retry_goes_on_with_the_queued_rows_when_peoplesoft_cannot_be_read(tmp_path: Path) -> None:
+    # Held: a refresh that fails is audited (redacted) and the rows are retried as they were queued.
+    old = _po_comment("7", "draft", "2026-03-01T10:00:00-0000")
+    steps = _ps_pass(tmp_path, _FakePs({}, fail=RemoteError("PeopleSoft answered 500", system="PeopleSoft")))
+    item = steps.ctx.state.enqueue("purchase_orders", comment_key("US001|PO1", "7"), old, "waits", what="comment")
+    flows.before_replay(steps, [item])
+    steps.ctx.audit.close()
+    assert item["row"] == old
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["action"] for x in lines] == ["refresh_failed"]

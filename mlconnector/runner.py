@@ -87,6 +87,10 @@ def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
     if not locked and not path.exists():
         path = legacy_state(cfg) or path
     state = State.load(path)
+    if not state.pairs:
+        # Whose records these are is read from the state as written, before this configuration's sites are
+        # bound to it: a state without sites is one of release 0.1.0 (see pairs_held).
+        state.pairs = pairs_held(state)
     state.bind_sites(cfg.sites(), rebind=rebind)
     return state
 
@@ -109,15 +113,20 @@ def pairs_held(state: State) -> list[str]:
         else spec.state_scope == LEGACY_SCOPE)]
 
 
+def clashing(held: list[str], pair: str) -> list[str]:
+    """The pairs of ``held`` whose records ``pair`` must not share a state with."""
+    from mlconnector.registry import PAIRS
+
+    scope = PAIRS[pair].state_scope
+    return [p for p in held if p != pair and not (scope and p in PAIRS and PAIRS[p].state_scope == scope)]
+
+
 def claim_state(state: State, pair: str) -> None:
     """Record that ``pair`` keeps its records in ``state``, or refuse (StateError, nothing changed) when the state
     holds another pair's records under the same names: that pair's links, pending creates and queue would be
     read as this pair's, and a create it left pending could be settled, or a record adopted, by the wrong one."""
-    from mlconnector.registry import PAIRS
-
     held = pairs_held(state)
-    scope = PAIRS[pair].state_scope
-    clash = [p for p in held if p != pair and not (scope and p in PAIRS and PAIRS[p].state_scope == scope)]
+    clash = clashing(held, pair)
     if clash:
         raise StateError(
             f"The state file {state.path} holds the records of {', '.join(clash)}, which names its records like "

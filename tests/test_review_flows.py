@@ -172,8 +172,6 @@ def _row(parent: str, cid: str) -> dict[str, Any]:
     return {"parent": parent, "id": cid, "text": f"note {cid} on {parent}"}
 
 
-@pytest.mark.xfail(strict=True, reason="jira/comments.py:167-168 drops the pending mark on any non-ambiguous "
-                   "error, including a failed marker lookup, so the retry posts without looking")
 def test_a_failed_lookup_of_a_pending_comment_never_leads_to_a_second_post(tmp_path: Path) -> None:
     # User-visible consequence: a pass killed right after Jira took a comment leaves it pending; if the
     # next pass cannot read the comments (a 503, a 429 that outlasts the retries), the pending

@@ -300,8 +300,6 @@ def _change(n: int) -> dict[str, Any]:
             "author": "acc-planner", "created_ms": 1767225600000 + n}
 
 
-@pytest.mark.xfail(strict=True, reason="jde/backflow.py:239-244 (resolve_pending) posts a pending change again "
-                   "whenever JDE does not show its code, even when JDE moved on from the status it had before")
 def test_a_pending_post_that_jde_applied_and_a_jde_user_moved_on_is_not_posted_again(tmp_path: Path) -> None:
     # User-visible consequence: a pass is killed after the orchestration put work order 5001 on hold (HD) but
     # before the state was saved; before the next pass a planner closes the order in JDE (90). The next pass
@@ -329,8 +327,6 @@ def test_a_pending_post_jde_shows_is_settled_without_a_call_and_one_it_lacks_is_
     assert len(ais.calls) == 1 and back.book["posted"]["10003:2"]["state"] == "done"
 
 
-@pytest.mark.xfail(strict=True, reason="jde/backflow.py:252 (retry) lets a RemoteError of the JDE status check "
-                   "escape; ctx.replay and run_pass's auto-replay do not catch it")
 def test_a_status_check_that_fails_during_replay_spares_the_other_queued_changes(tmp_path: Path) -> None:
     # User-visible consequence: `replay retry --all` (or a pass's auto-replay) meets a queued change left
     # pending by a lost answer; JDE's browse of that order fails (a 500, a busy AIS server): the whole

@@ -341,9 +341,6 @@ def test_a_status_check_that_fails_during_replay_spares_the_other_queued_changes
     assert (ok, bad) == (1, 1) and len(ais.calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="pairs/peoplesoft_jira.py:322 queues a comment that cannot be mapped under "
-                   "_row_id(row, kind), its parent record's key, so two such comments of one record share one "
-                   "queue item")
 def test_two_unmappable_comments_of_one_record_are_both_queued(tmp_path: Path) -> None:
     # User-visible consequence: two comments on purchase order PO1 arrive with a broken LAST_DTTM_UPDATE
     # (or a comments query without COMMENT_ID): `replay list` shows one item, the second overwrote the

@@ -168,8 +168,6 @@ def _row(parent: str, cid: str) -> dict[str, Any]:
     return {"parent": parent, "id": cid, "text": f"note {cid} on {parent}"}
 
 
-@pytest.mark.xfail(strict=True, reason="jira/comments.py:167-168 drops the pending mark on any non-ambiguous "
-                   "error, including a failed marker lookup, so the retry posts without looking")
 def test_a_failed_lookup_of_a_pending_comment_never_leads_to_a_second_post(tmp_path: Path) -> None:
     # User-visible consequence: a pass killed right after Jira took a comment leaves it pending; if the
     # next pass cannot read the comments (a 503, a 429 that outlasts the retries), the pending
@@ -298,8 +296,6 @@ def _change(n: int) -> dict[str, Any]:
             "author": "acc-planner", "created_ms": 1767225600000 + n}
 
 
-@pytest.mark.xfail(strict=True, reason="jde/backflow.py:239-244 (resolve_pending) posts a pending change again "
-                   "whenever JDE does not show its code, even when JDE moved on from the status it had before")
 def test_a_pending_post_that_jde_applied_and_a_jde_user_moved_on_is_not_posted_again(tmp_path: Path) -> None:
     # User-visible consequence: a pass is killed after the orchestration put work order 5001 on hold (HD) but
     # before the state was saved; before the next pass a planner closes the order in JDE (90). The next pass
@@ -327,8 +323,6 @@ def test_a_pending_post_jde_shows_is_settled_without_a_call_and_one_it_lacks_is_
     assert len(ais.calls) == 1 and back.book["posted"]["10003:2"]["state"] == "done"
 
 
-@pytest.mark.xfail(strict=True, reason="jde/backflow.py:252 (retry) lets a RemoteError of the JDE status check "
-                   "escape; ctx.replay and run_pass's auto-replay do not catch it")
 def test_a_status_check_that_fails_during_replay_spares_the_other_queued_changes(tmp_path: Path) -> None:
     # User-visible consequence: `replay retry --all` (or a pass's auto-replay) meets a queued change left
     # pending by a lost answer; JDE's browse of that order fails (a 500, a busy AIS server): the whole
@@ -343,9 +337,6 @@ def test_a_status_check_that_fails_during_replay_spares_the_other_queued_changes
     assert (ok, bad) == (1, 1) and len(ais.calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="pairs/peoplesoft_jira.py:322 queues a comment that cannot be mapped under "
-                   "_row_id(row, kind), its parent record's key, so two such comments of one record share one "
-                   "queue item")
 def test_two_unmappable_comments_of_one_record_are_both_queued(tmp_path: Path) -> None:
     # User-visible consequence: two comments on purchase order PO1 arrive with a broken LAST_DTTM_UPDATE
     # (or a comments query without COMMENT_ID): `replay list` shows one item, the second overwrote the

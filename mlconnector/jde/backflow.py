@@ -6,8 +6,11 @@
   echo back to JDE; a change whose JDE code is already the order's status is not sent; a change older
   than the window (it came only by a webhook event) is sent only while it is still the issue's status.
 - Each change is recorded by its changelog history id: marked pending and saved before the
-  orchestration call, done after it. A pending mark left by a killed pass is settled by reading the
-  order's status in JDE before anything is posted again; a failed call is queued for replay.
+  orchestration call, done after it. The pending mark also records the order's JDE status as the
+  connector knew it when the call was sent. A pending mark left by a killed pass is settled by reading the
+  order's status in JDE before anything is posted again: done if JDE shows the change's code, posted again
+  only while JDE still shows the recorded status, else settled as superseded (someone moved the order on
+  in JDE since; a second call would undo their change). A failed call is queued for replay.
 
 The target side is read through a ``ChangeSource`` (jira/changes.py's StatusChangeReader), so this module
 knows JDE only.
@@ -173,8 +176,9 @@ class StatusBackFlow:
                   "change_id": change["change_id"]}
         return {names[k]: str(v) for k, v in values.items() if names.get(k)}
 
-    def post(self, change: Change) -> bool:
-        """Call the orchestration for one status change, exactly once; True when JDE has it."""
+    def post(self, change: Change, jde_status: str | None = None) -> bool:
+        """Call the orchestration for one status change, exactly once; True when JDE has it. ``jde_status``:
+        the order's JDE status just read (default: as the connector last knew it), recorded in the mark."""
         ctx, state = self.ctx, self.ctx.state
         counts = ctx.result.kind(self.kind)
         cid = change["change_id"]
@@ -184,7 +188,10 @@ class StatusBackFlow:
             ctx.planned(self.kind, change["order"], "post", issue=change["issue"],
                         status=f"{change['to']} -> JDE {change['code']}")
             return True
-        posted[cid] = {**change, "state": "pending"}
+        # The status JDE had when the call went out: a pending mark is posted again only while JDE still
+        # shows it (see settle_pending).
+        before = jde_status if jde_status is not None else self._known_status(change)
+        posted[cid] = {**change, "state": "pending", JDE_BEFORE: before}
         state.dirty = True
         state.save()  # the mark is on disk before JDE can act, so a killed pass never posts it twice
         name = self.jde.orchestration.name
@@ -224,32 +231,77 @@ class StatusBackFlow:
         return self.orders.status(self.jde.sources[change["source"]], change["order_number"], change["order_type"])
 
     def resolve_pending(self) -> None:
-        """Settle posts a killed or cut-off pass left pending: done if JDE already shows the status."""
+        """Settle posts a killed or cut-off pass left pending (see ``settle_pending``)."""
         pending = [p for p in self.book["posted"].values() if p.get("state") == "pending"]
-        for change in pending:
+        for mark in pending:
+            try:
+                current = self._jde_status(mark)
+            except FATAL:
+                raise
+            except RemoteError as exc:  # cannot tell yet: keep the mark, look again next pass
+                self.ctx.audit.write("resolve_failed", self.kind, mark["change_id"], error=exc.message)
+                continue
+            if self.ctx.dry_run:
+                continue
+            self.settle_pending(_plain(mark), mark, current)
+
+    def settle_pending(self, change: Change, mark: Change, current: str | None) -> None:
+        """Settle one pending change against ``current``, the order's JDE status read now: done when JDE shows
+        its code; posted again when JDE still shows the status recorded in the mark (a mark written before
+        that status was recorded: while JDE shows the status the connector last knew); otherwise superseded
+        and not posted: someone moved the order on in JDE (after the call took effect, or before it), and a
+        call now would undo their change."""
+        cid = change["change_id"]
+        if current == change["code"]:
+            self._mark_done(change, "resolved_pending")
+            return
+        before = mark.get(JDE_BEFORE) if JDE_BEFORE in mark else self._known_status(change)
+        if before is None or current is None or current == before:
+            self.ctx.audit.write("resolved_pending", self.kind, cid, issue=change["issue"],
+                                 note="JDE does not show the status; posting again")
+            self.post(change, current)
+            return
+        note = (f"JDE moved the order from {before} to {current} since the change was sent; "
+                "not posted again")
+        self.book["posted"][cid] = {**change, "state": "skipped", "note": note, "at": iso(utcnow())}
+        self.ctx.state.dequeue(self.kind, cid, what="status")
+        self.ctx.result.kind(self.kind).unchanged += 1
+        self.ctx.audit.write("superseded", self.kind, cid, issue=change["issue"], order=change["order"],
+                             to=change["to"], code=change["code"], jde_status=current, note=note)
+        self.ctx.state.dirty = True
+        self.ctx.state.save()
+
+    def _known_status(self, change: Change) -> str | None:
+        """The order's JDE status as the connector last knew it (for a pending mark written before the mark
+        recorded it)."""
+        entry = self.ctx.state.entry(change["source"], change["order"]) or {}
+        return entry.get("status")
+
+    def retry(self, item: dict[str, Any]) -> None:
+        """Replay of a queued change: dequeued if settled, settled against JDE if pending, else posted. A JDE
+        status check that fails re-queues this change only (the replay goes on with the others)."""
+        change = _plain(item["row"])
+        mark = self.book["posted"].get(change["change_id"], {})
+        state = mark.get("state")
+        if state in ("done", "skipped"):
+            self.ctx.state.dequeue(self.kind, item["key"], what="status")
+        elif state == "pending":
             try:
                 current = self._jde_status(change)
             except FATAL:
                 raise
-            except RemoteError as exc:  # cannot tell yet: keep the mark, look again next pass
+            except RemoteError as exc:  # cannot tell yet: stays pending and queued, checked again later
                 self.ctx.audit.write("resolve_failed", self.kind, change["change_id"], error=exc.message)
-                continue
-            if self.ctx.dry_run:
-                continue
-            if current == change["code"]:
-                self._mark_done(change, "resolved_pending")
-            else:
-                self.ctx.audit.write("resolved_pending", self.kind, change["change_id"], issue=change["issue"],
-                                     note="JDE does not show the status; posting again")
-                self.post({k: v for k, v in change.items() if k not in ("state", "at", "note")})
-
-    def retry(self, item: dict[str, Any]) -> None:
-        """Replay of a queued change: dequeued if done, settled against JDE if pending, else posted."""
-        change = {k: v for k, v in item["row"].items() if k not in ("state", "at", "note")}
-        state = self.book["posted"].get(change["change_id"], {}).get("state")
-        if state == "done":
-            self.ctx.state.dequeue(self.kind, item["key"], what="status")
-        elif state == "pending" and self._jde_status(change) == change["code"]:
-            self._mark_done(change, "resolved_pending")
+                self._fail(change["change_id"], change, exc)
+                return
+            self.settle_pending(change, mark, current)
         else:
             self.post(change)
+
+
+JDE_BEFORE = "jde_before"  # in a pending mark: the order's JDE status when the call was sent
+
+
+def _plain(change: Change) -> Change:
+    """The change itself, without what its mark adds (state, time, note, the recorded JDE status)."""
+    return {k: v for k, v in change.items() if k not in ("state", "at", "note", JDE_BEFORE)}

@@ -116,7 +116,8 @@ class CommentWriter:
             raise fatal
         return done
 
-    def _find_or_post(self, c: Any, issue: str, look: bool) -> tuple[str | None, Exception | None]:
+    def _find_or_post(self, c: Any, issue: str, look: bool) -> tuple[str | None, Exception | None, bool]:
+        """(Jira comment id, or the error, and whether the error came from add_comment itself)."""
         try:
             if look:
                 for existing in self.jira.comments(issue):
@@ -125,10 +126,13 @@ class CommentWriter:
                     author = str((existing.get("author") or {}).get("accountId") or "")
                     if is_echo(author, {self.my_account()}, None, None) and \
                             adf.plain_text(existing.get("body")).rstrip().endswith(f"[{c.ref}]"):
-                        return str(existing.get("id")), None
-            return str(self.jira.add_comment(issue, c.body).get("id")), None
+                        return str(existing.get("id")), None, False
         except ConnectorError as exc:
-            return None, exc
+            return None, exc, False  # not known whether an earlier pass posted it: the mark stays
+        try:
+            return str(self.jira.add_comment(issue, c.body).get("id")), None, False
+        except ConnectorError as exc:
+            return None, exc, True
 
     def _post(self, kind: str, todo: list[Todo], was_pending: set[str], done: set[str]) -> Exception | None:
         ctx, state = self.ctx, self.ctx.state
@@ -139,19 +143,19 @@ class CommentWriter:
         for item in sorted(todo, key=lambda t: t[0].ts):
             groups.setdefault(item[2]["issue"], []).append(item)
 
-        def work_group(items: list[Todo]) -> list[tuple[str | None, Exception | None]]:
+        def work_group(items: list[Todo]) -> list[tuple[str | None, Exception | None, bool]]:
             out = []
             for c, _row, entry in items:
                 res = self._find_or_post(c, entry["issue"], c.key in was_pending)
                 out.append(res)
                 if isinstance(res[1], FATAL):
                     break
-            return out + [(None, None)] * (len(items) - len(out))
+            return out + [(None, None, False)] * (len(items) - len(out))
 
         fatal: Exception | None = None
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for items, results in zip(groups.values(), pool.map(work_group, list(groups.values())), strict=True):
-                for (c, row, entry), (cid, err) in zip(items, results, strict=True):
+                for (c, row, entry), (cid, err, refused) in zip(items, results, strict=True):
                     if cid:
                         entry["comments"][c.comment_id] = cid
                         counts.commented += 1
@@ -164,7 +168,10 @@ class CommentWriter:
                     elif isinstance(err, FATAL):
                         fatal = fatal or err
                     else:
-                        if not isinstance(err, AmbiguousWriteError):
+                        # The mark goes only when Jira refused this very post of a comment no earlier pass
+                        # can have posted; a failed lookup, a lost answer or an earlier pending mark keep it,
+                        # so the retry looks on the issue before posting.
+                        if refused and c.key not in was_pending and not isinstance(err, AmbiguousWriteError):
                             entry["comments"].pop(c.comment_id, None)
                         ctx.fail(kind, c.key, row, err, what="comment")
         return fatal

@@ -319,12 +319,29 @@ def waiting(kind: str, c: MappedComment) -> str:
 
 
 def write_comments(p: Parts, kind: str, rows: list[dict[str, Any]]) -> set[str]:
-    return p.comments.write(kind, rows, map_comment, lambda row: _row_id(row, kind), lambda c: waiting(kind, c))
+    return p.comments.write(kind, rows, map_comment, lambda row: _row_id(row, kind, comment=True),
+                            lambda c: waiting(kind, c))
 
 
-def _row_id(row: dict[str, Any], kind: str = "vendors") -> str:
-    """A stable name for a row whose key is unusable, so its queue entry is not duplicated."""
-    return flows.row_id(row, lambda r: natural_key(kind, r))
+def _row_id(row: dict[str, Any], kind: str = "vendors", *, comment: bool | None = None) -> str:
+    """A stable name for a row whose key is unusable, so its queue entry is not duplicated. A comment row
+    (``comment``; by default: a row with a COMMENT_ID column) is named by its own comment key, as the comment
+    writer and the replay refresh name it, so two comments of one record never share a queue item; a digest
+    of the row when its record key or COMMENT_ID is blank."""
+    if comment is None:
+        comment = "COMMENT_ID" in row
+
+    def key(r: dict[str, Any]) -> str:
+        parent = natural_key(kind, r)
+        if not comment:
+            return parent
+        cid = r.get("COMMENT_ID")
+        cid = cid.strip() if isinstance(cid, str) else cid
+        if cid in (None, ""):
+            raise RecordError("comment row without COMMENT_ID")  # named by a digest of the row instead
+        return comment_key(parent, str(cid))
+
+    return flows.row_id(row, key)
 
 
 # -- reconcile (mlconnector/reconcile.py) ------------------------------------------------------------

@@ -24,7 +24,9 @@ Drives the real CLI (``python -m mlconnector``) as subprocesses against the loop
 Then the PeopleSoft-writing pairs: procurify-peoplesoft (kill-and-rerun trials with lost CI answers, in this
 process) and, through their own chaos modules run as subprocesses, peoplesoft-jaggaer (kills and lost answers,
 PeopleSoft's duplicate-invoice check on and off; 30 trials, 1 with --quick) and peoplesoft-procore (kills, lost
-answers on every kind of write, missing and duplicated webhook deliveries; 30 trials, 1 with --quick).
+answers on every kind of write, missing and duplicated webhook deliveries; 30 trials, 1 with --quick), and
+the state cases of 7 for all three (benchmarks/state_loss_pswrite.py: state deleted, restored from an older
+copy, config moved, state of another site; duplicates and losses counted on the simulators).
 
 Prints a table of figures and a JSON document, then one closing line:
 ``lost N, duplicated N, leaked N, tracebacks N``. Exit status 0 only when all four are 0.
@@ -1763,12 +1765,13 @@ def totals(doc: dict[str, Any], h: Harness) -> dict[str, int]:
 
 
 
-def scenario_own_harness(module: str, trials: int, seed: int, root: Path) -> dict[str, Any]:
+def scenario_own_harness(module: str, trials: int, seed: int, root: Path, extra: tuple[str, ...] = ()
+                         ) -> dict[str, Any]:
     """Run a pair's own chaos module (peoplesoft-jaggaer, peoplesoft-procore: their own sandboxes, kills, lost
     answers and checks) as a subprocess and read its closing figures, so this harness covers every pair."""
     out = root / f"{module.rsplit('.', 1)[-1]}.json"
-    args = [sys.executable, "-m", module, "--trials", str(trials), "--seed", str(seed)]
-    if module.endswith("chaos_jaggaer"):
+    args = [sys.executable, "-m", module, "--seed", str(seed), *extra] + (["--trials", str(trials)] if trials else [])
+    if module.endswith(("chaos_jaggaer", "state_loss_pswrite")):
         args += ["--json-out", str(out)]
     t = time.monotonic()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
@@ -1777,7 +1780,10 @@ def scenario_own_harness(module: str, trials: int, seed: int, root: Path) -> dic
                            "seconds": round(time.monotonic() - t, 1)}
     if out.exists():
         figures = json.loads(out.read_text(encoding="utf-8"))["totals"]
-        row["duplicated"] = sum(v for k, v in figures.items() if k.startswith("duplicate_"))
+        row["duplicated"] = figures.get("duplicated", 0) + sum(v for k, v in figures.items()
+                                                               if k.startswith("duplicate_"))
+        if "cases" in figures:
+            row["trials"], row["failed"] = figures["cases"], figures["failed"]
         row["lost"], row["tracebacks"] = figures.get("lost", 0), figures.get("tracebacks", 0)
     else:
         m = re.search(r"duplicate (\d+), lost (\d+), echo (\d+), tracebacks (\d+)", proc.stdout)
@@ -1791,7 +1797,7 @@ def scenario_own_harness(module: str, trials: int, seed: int, root: Path) -> dic
 
 def fold_own_harnesses(t: dict[str, int], doc: dict[str, Any]) -> dict[str, int]:
     """Add the figures of the pairs' own chaos modules to the closing totals."""
-    for name in ("jaggaer", "procore"):
+    for name in ("jaggaer", "procore", "state_loss_pswrite"):
         row = doc.get(name)
         if not row:
             continue
@@ -1799,6 +1805,9 @@ def fold_own_harnesses(t: dict[str, int], doc: dict[str, Any]) -> dict[str, int]
              row.get("echo", 0), "tracebacks": t["tracebacks"] + row["tracebacks"]}
         if row["exit"] != 0:
             doc.setdefault("problems", []).append(f"{name}: its chaos module exited {row['exit']}")
+        if row.get("failed"):
+            t = {**t, "other_problems": t["other_problems"] + row["failed"]}
+            doc.setdefault("problems", []).append(f"{name}: {row['failed']} case(s) failed")
     return t
 
 def main(argv: list[str] | None = None) -> int:
@@ -1839,7 +1848,11 @@ def main(argv: list[str] | None = None) -> int:
                          ("jaggaer", lambda: scenario_own_harness("benchmarks.chaos_jaggaer", 1 if a.quick else 30,
                                                                   seed, root)),
                          ("procore", lambda: scenario_own_harness("benchmarks.procore_chaos", 1 if a.quick else 30,
-                                                                  seed, root))):
+                                                                  seed, root)),
+                         # --quick: one of the three pairs (about 20 s), so the suite's reduced run stays short.
+                         ("state_loss_pswrite", lambda: scenario_own_harness(
+                             "benchmarks.state_loss_pswrite", 0, seed, root,
+                             ("--pairs", "procurify-peoplesoft") if a.quick else ()))):
             t = time.monotonic()
             if name == "lag_kill+state_loss":
                 doc["lag_kill"], doc["state_loss"] = fn()
@@ -1885,8 +1898,9 @@ def main(argv: list[str] | None = None) -> int:
            ["pair", "case", "exit", "ok", "created", "adopted", "issues", "duplicated", "lost", "next_writes",
             "traceback", "message"])
     _table("8. Pairs with their own chaos modules (kills, lost answers; jaggaer: duplicate-invoice check on and "
-           "off; procore: missing and duplicated webhook deliveries)", [doc["jaggaer"], doc["procore"]],
-           ["module", "trials", "exit", "duplicated", "lost", "tracebacks", "seconds"])
+           "off; procore: missing and duplicated webhook deliveries; state_loss_pswrite: cases a-d of table 7 for the "
+           "pairs that write into PeopleSoft)", [doc["jaggaer"], doc["procore"], doc["state_loss_pswrite"]],
+           ["module", "trials", "exit", "failed", "duplicated", "lost", "tracebacks", "seconds"])
     s = doc["secrets"]
     print(f"\n5. Secrets: {s['needles']} needles (secrets + Basic base64) in {s['outputs_scanned']} captured outputs "
           f"and {s['files_scanned']} files: {s['leaks']} found {s['leak_sample'] or ''}")

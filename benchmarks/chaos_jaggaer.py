@@ -158,13 +158,7 @@ class Trial:
         return f" (duplicate-invoice check {'on' if self.check else 'off'})"
 
     def mutate(self) -> None:
-        j = self.box.jaggaer
-        number = self.rng.choice(sorted(j.pos))
-        po = j.pos[number]
-        lines = [{"description": ln["description"], "quantity": ln["quantity"] + 1,
-                  "unitPrice": ln["unitPrice"]["money"], "unitOfMeasure": ln["unitOfMeasure"],
-                  "accountCode": ln["accountCode"]} for ln in po["lines"]]
-        j.revise_po(number, lines=lines)
+        revise(self.box, self.rng)
 
     def complete(self) -> None:
         # The first pass settles what the fault left (pending marks, queue); the second must find it all done.
@@ -172,45 +166,58 @@ class Trial:
             self.run(f"completion pass {n + 1}")
 
     def figures(self) -> dict[str, int]:
-        box = self.box
-        refs = Counter(p["PO_REF"] for p in box.purchasing.pos.values())
-        reqs = Counter(r["externalRequisitionNumber"] for r in box.jaggaer.requisitions.values())
-        sups = Counter(s["extCode"] for s in box.jaggaer.suppliers.values() if s["extCode"])
-        lost = 0
-        for number, jpo in box.jaggaer.pos.items():
-            ps = [p for p in box.purchasing.pos.values() if p["PO_REF"] == f"JAG-{number}"]  # po_handle_prefix
-            if not ps:
-                lost += 1
-                self.log.append(f"PO {number} never reached PeopleSoft")
-                continue
-            got = [Decimal(str(ln["QTY_PO"])) for ln in ps[0]["PO_LINE"]]
-            if got != [Decimal(str(ln["quantity"])) for ln in jpo["lines"]]:
-                lost += 1
-                self.log.append(f"PO {number}: revision {jpo['header']['revision']} not applied")
-        wanted = {f"PSREQ-{r['BUSINESS_UNIT']}-{r['REQ_ID']}" for r in box.ps.rows("requisitions")
-                  if r["REQ_STATUS"] in ("A", "P")}
-        lost += len(wanted - set(reqs))
-        active = {v["VENDOR_ID"] for v in box.ps.rows("vendors") if v["VENDOR_STATUS"] == "A"}
-        lost += len(active - set(sups))
-        # PeopleSoft suppliers per handle: the JAGGAER-only supplier must have exactly one, named in its extCode.
-        handles = Counter(v["VENDOR_NAME_SHORT"] for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"])
-        made = [v for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"] == f"JGRS-{box.jaggaer_only}"]
-        if not made or box.jaggaer.suppliers[box.jaggaer_only]["extCode"] not in {v["VENDOR_ID"] for v in made}:
+        return {**figures(self.box, self.log), "tracebacks": self.tracebacks}
+
+
+def revise(box: JaggaerBox, rng: random.Random) -> None:
+    """A buyer revises a JAGGAER PO (one more of every line): the revision must reach its PeopleSoft PO."""
+    j = box.jaggaer
+    number = rng.choice(sorted(j.pos))
+    lines = [{"description": ln["description"], "quantity": ln["quantity"] + 1,
+              "unitPrice": ln["unitPrice"]["money"], "unitOfMeasure": ln["unitOfMeasure"],
+              "accountCode": ln["accountCode"]} for ln in j.pos[number]["lines"]]
+    j.revise_po(number, lines=lines)
+
+
+def figures(box: JaggaerBox, log: list[str]) -> dict[str, int]:
+    """Duplicates and losses over the whole sandbox, independently of the connector's state; ``log`` gets why."""
+    refs = Counter(p["PO_REF"] for p in box.purchasing.pos.values())
+    reqs = Counter(r["externalRequisitionNumber"] for r in box.jaggaer.requisitions.values())
+    sups = Counter(s["extCode"] for s in box.jaggaer.suppliers.values() if s["extCode"])
+    lost = 0
+    for number, jpo in box.jaggaer.pos.items():
+        ps = [p for p in box.purchasing.pos.values() if p["PO_REF"] == f"JAG-{number}"]  # po_handle_prefix
+        if not ps:
             lost += 1
-            self.log.append("the JAGGAER-only supplier has no PeopleSoft vendor named in its extCode")
-        dup_vouchers = 0
-        if box.accounting is not None:
-            vouchers = Counter((v["VENDOR_ID"], v["INVOICE_ID"]) for v in box.accounting.vouchers.values())
-            dup_vouchers = sum(n - 1 for n in vouchers.values() if n > 1)
-            missing = {i["header"]["supplierInvoiceNumber"] for i in box.jaggaer.invoices.values()} - {
-                k[1] for k in vouchers}
-            lost += len(missing)
-            self.log += [f"invoice {m} never became a voucher" for m in sorted(missing)]
-        return {"duplicate_vouchers": dup_vouchers, "duplicate_pos": sum(n - 1 for n in refs.values() if n > 1),
-                "duplicate_requisitions": sum(n - 1 for n in reqs.values() if n > 1),
-                "duplicate_suppliers": sum(n - 1 for n in sups.values() if n > 1),
-                "duplicate_vendors": sum(n - 1 for n in handles.values() if n > 1), "lost": lost,
-                "tracebacks": self.tracebacks}
+            log.append(f"PO {number} never reached PeopleSoft")
+            continue
+        got = [Decimal(str(ln["QTY_PO"])) for ln in ps[0]["PO_LINE"]]
+        if got != [Decimal(str(ln["quantity"])) for ln in jpo["lines"]]:
+            lost += 1
+            log.append(f"PO {number}: revision {jpo['header']['revision']} not applied")
+    wanted = {f"PSREQ-{r['BUSINESS_UNIT']}-{r['REQ_ID']}" for r in box.ps.rows("requisitions")
+              if r["REQ_STATUS"] in ("A", "P")}
+    lost += len(wanted - set(reqs))
+    active = {v["VENDOR_ID"] for v in box.ps.rows("vendors") if v["VENDOR_STATUS"] == "A"}
+    lost += len(active - set(sups))
+    # PeopleSoft suppliers per handle: the JAGGAER-only supplier must have exactly one, named in its extCode.
+    handles = Counter(v["VENDOR_NAME_SHORT"] for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"])
+    made = [v for v in box.purchasing.vendors.values() if v["VENDOR_NAME_SHORT"] == f"JGRS-{box.jaggaer_only}"]
+    if not made or box.jaggaer.suppliers[box.jaggaer_only]["extCode"] not in {v["VENDOR_ID"] for v in made}:
+        lost += 1
+        log.append("the JAGGAER-only supplier has no PeopleSoft vendor named in its extCode")
+    dup_vouchers = 0
+    if box.accounting is not None:
+        vouchers = Counter((v["VENDOR_ID"], v["INVOICE_ID"]) for v in box.accounting.vouchers.values())
+        dup_vouchers = sum(n - 1 for n in vouchers.values() if n > 1)
+        missing = {i["header"]["supplierInvoiceNumber"] for i in box.jaggaer.invoices.values()} - {
+            k[1] for k in vouchers}
+        lost += len(missing)
+        log += [f"invoice {m} never became a voucher" for m in sorted(missing)]
+    return {"duplicate_vouchers": dup_vouchers, "duplicate_pos": sum(n - 1 for n in refs.values() if n > 1),
+            "duplicate_requisitions": sum(n - 1 for n in reqs.values() if n > 1),
+            "duplicate_suppliers": sum(n - 1 for n in sups.values() if n > 1),
+            "duplicate_vendors": sum(n - 1 for n in handles.values() if n > 1), "lost": lost}
 
 
 def main(argv: list[str] | None = None) -> int:

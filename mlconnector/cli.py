@@ -388,13 +388,17 @@ def state_path(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 @state_app.command("show")
 def state_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the sites, watermarks, link and pending counts and the queue summary of this configuration."""
+    """Show the pairs, sites, watermarks, link and pending counts and the queue summary of this configuration."""
+    from mlconnector.runner import pairs_held
+
     _cfg, state = _guard(as_json, _state, config)
     info = state.summary()
+    info["pairs"] = pairs_held(state)  # as recorded, or as a state of an earlier release shows them
     if as_json:
         typer.echo(json.dumps(info))
         return
     typer.echo(f"state: {info['path']}")
+    typer.echo(f"pairs: {', '.join(info['pairs']) or 'none'}")
     for title in ("sites", "watermarks", "links", "pending", "queue"):
         typer.echo(f"{title}:" + ("" if info[title] else " none"))
         for k, v in info[title].items():
@@ -696,10 +700,13 @@ def sandbox_serve(
     jira_port: Annotated[int, typer.Option(help="Jira simulator port (0 = any free port).")] = 0,
     jde_port: Annotated[int, typer.Option(help="JD Edwards AIS simulator port (0 = any free port).")] = 0,
     write_config: Annotated[Path | None, typer.Option(help="Write a config file per pair pointing at the sandbox "
-                                                      "(NAME.toml and NAME-jde.toml).")] = None,
+                                                      "(NAME.toml for peoplesoft-jira, NAME-jde.toml, "
+                                                      "NAME-procurify.toml, NAME-jaggaer.toml, NAME-procore.toml).")
+                                  ] = None,
     latency: Annotated[float, typer.Option(help="Seconds of latency added to every request.")] = 0.0,
 ) -> None:
-    """Run the PeopleSoft, JD Edwards and Jira simulators on 127.0.0.1 until Ctrl-C."""
+    """Run the simulators of every system (PeopleSoft, JD Edwards, Jira, Procurify, JAGGAER, Procore) on
+    127.0.0.1 until Ctrl-C."""
     from mlconnector.sandbox.run import serve
 
     _guard(False, serve, ps_port=ps_port, jira_port=jira_port, write_config=write_config, latency=latency,

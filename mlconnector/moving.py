@@ -48,7 +48,7 @@ def write_export(cfg: Config, out: BinaryIO, *, with_audit: bool) -> dict[str, A
     head = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": iso(utcnow()),
             "mlconnector": __version__, "instance": cfg.instance, "source": str(state.path)}
     body = {"schema": SCHEMA_VERSION, "watermarks": state.watermarks, "vendors": state.vendors,
-            "replay": state.replay, "extra": state.extra, "sites": state.sites}
+            "replay": state.replay, "extra": state.extra, "sites": state.sites, "pairs": state.pairs}
     out.write(_dump(head)[:-1] + b',"state":' + _dump(body)[:-1] + b',"keys":{')
     links: dict[str, int] = {}
     for i, kind in enumerate(state.kinds()):
@@ -142,6 +142,15 @@ def _validated(cfg: Config, name: str, state_doc: dict[str, Any], rebind: bool) 
         raise StateError(f"{name} belongs to other sites than {cfg.path.name} ({what}). Nothing was changed. If "
                          f"this configuration carries it on at new addresses (a deliberate move of a site), import "
                          f"it with --rebind; otherwise import it with the configuration it was exported from.")
+    from mlconnector.runner import clashing, configured_pairs, pairs_held
+
+    held = pairs_held(state)  # as recorded, or read from an export of an earlier version before binding
+    mine = configured_pairs(cfg)
+    if held and mine and all(clashing(held, pair) for pair in mine):
+        raise StateError(f"{name} holds the records of {', '.join(held)}, and {cfg.path.name} runs "
+                         f"{', '.join(mine)}, which cannot share a state with it (they name their records alike). "
+                         f"Nothing was changed. Import it with the configuration of {held[0]}.")
+    state.pairs = held
     try:
         state.bind_sites(sites, rebind=rebind)
     except StateError as exc:

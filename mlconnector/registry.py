@@ -28,6 +28,9 @@ class PairSpec:
     # "purchase_orders"; empty: its kinds): what `state rebuild <pair>` forgets. Not a cursor over the target's
     # changes (jde-jira's back-flow): forgetting that would skip the changes made since.
     watermark_roots: tuple[str, ...] = ()
+    # Pairs with the same non-empty scope keep their records under different names and may share one state
+    # file; any other two pairs may not (several of them name records "vendors" or "purchase_orders").
+    state_scope: str = ""
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
@@ -37,13 +40,18 @@ class PairSpec:
         return name.split(".", 1)[0] in (self.watermark_roots or self.kinds)
 
 
+# The pairs of release 0.1.0, built to share one state file (their records' names do not meet). A state
+# written before states recorded their pairs, and before they recorded their sites, came from them.
+LEGACY_SCOPE = "0.1"
+
 PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     PairSpec("peoplesoft-jira", "PeopleSoft requisitions, purchase orders and vouchers -> Jira issues (one pass).",
              "mlconnector.pairs.peoplesoft_jira", ("vendors", "requisitions", "purchase_orders", "vouchers"),
-             ("peoplesoft", "jira")),
+             ("peoplesoft", "jira"), state_scope=LEGACY_SCOPE),
     PairSpec("jde-jira", "JD Edwards work and change orders -> Jira issues; Jira status changes -> JDE "
              "orchestration (one pass).", "mlconnector.pairs.jde_jira",
-             ("work_orders", "change_orders", "jira_status"), ("jde", "jira"), ("jde",)),
+             ("work_orders", "change_orders", "jira_status"), ("jde", "jira"), ("jde",),
+             state_scope=LEGACY_SCOPE),
     PairSpec("procurify-peoplesoft", "Approved Procurify requisitions -> PeopleSoft purchase orders through the PO "
              "component interface (one pass).", "mlconnector.pairs.procurify_peoplesoft", ("requisitions",),
              ("procurify", "peoplesoft", "procurify_peoplesoft")),

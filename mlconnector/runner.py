@@ -87,8 +87,59 @@ def open_state(cfg: Config, *, locked: bool, rebind: bool = False) -> State:
     if not locked and not path.exists():
         path = legacy_state(cfg) or path
     state = State.load(path)
+    if not state.pairs:
+        # Whose records these are is read from the state as written, before this configuration's sites are
+        # bound to it: a state without sites is one of release 0.1.0 (see pairs_held).
+        state.pairs = pairs_held(state)
     state.bind_sites(cfg.sites(), rebind=rebind)
     return state
+
+
+# Configuration sections that are systems with a site of their own (Config.sites).
+SYSTEMS = ("peoplesoft", "jira", "jde", "procurify", "jaggaer", "procore")
+
+
+def pairs_held(state: State) -> list[str]:
+    """The pairs whose records ``state`` holds: as recorded, or, for a state written before pairs were recorded,
+    the pairs whose entities it holds and whose systems it is bound to (a state without sites comes from
+    release 0.1.0, whose pairs were peoplesoft-jira and jde-jira)."""
+    from mlconnector.registry import LEGACY_SCOPE, PAIRS
+
+    if state.pairs:
+        return list(state.pairs)
+    names = set(state.kinds()) | {w.split(".", 1)[0] for w in state.watermarks} | {i["kind"] for i in state.replay}
+    return [name for name, spec in PAIRS.items() if names & set(spec.kinds) and (
+        all(s in state.sites for s in spec.sections if s in SYSTEMS) if state.sites
+        else spec.state_scope == LEGACY_SCOPE)]
+
+
+def clashing(held: list[str], pair: str) -> list[str]:
+    """The pairs of ``held`` whose records ``pair`` must not share a state with."""
+    from mlconnector.registry import PAIRS
+
+    scope = PAIRS[pair].state_scope
+    return [p for p in held if p != pair and not (scope and p in PAIRS and PAIRS[p].state_scope == scope)]
+
+
+def claim_state(state: State, pair: str) -> None:
+    """Record that ``pair`` keeps its records in ``state``, or refuse (StateError, nothing changed) when the state
+    holds another pair's records under the same names: that pair's links, pending creates and queue would be
+    read as this pair's, and a create it left pending could be settled, or a record adopted, by the wrong one."""
+    held = pairs_held(state)
+    clash = clashing(held, pair)
+    if clash:
+        raise StateError(
+            f"The state file {state.path} holds the records of {', '.join(clash)}, which names its records like "
+            f"{pair} does (vendors, purchase orders, ...), so {pair} cannot keep its own there: one pair's pending "
+            f"creates and links would be taken for the other's. Nothing was changed. Run {pair} from a "
+            f"configuration file of its own with its own instance name (instance = \"...\"; copy the sections it "
+            f"needs); secrets from MLCONNECTOR_* environment variables serve both, keyring entries are per instance "
+            f"('mlconnector secrets set --config NEW.toml ...'). Its first pass looks every record up on the target "
+            f"before creating it, so records it wrote before are adopted, not created again.")
+    wanted = sorted({*held, pair})
+    if state.pairs != wanted:
+        state.pairs = wanted
+        state.dirty = True
 
 
 @contextlib.contextmanager
@@ -114,6 +165,7 @@ def session(cfg: Config, pair: str, *, lock: bool = True, refresh_wsdl: bool = F
         ctx = run_lock(cfg.state_file) if lock else contextlib.nullcontext()
         with ctx:
             state = open_state(cfg, locked=lock)
+            claim_state(state, pair)
             # A dry run (--plan) writes nothing anywhere: not even an audit line.
             audit = Audit(cfg.audit_file if lock else None, redactor, pair)
             try:

@@ -44,6 +44,9 @@ class State:
     extra: dict[str, Any] = field(default_factory=dict)  # per-pair bookkeeping (back-flow, webhooks)
     # system -> the site this state describes ("https://jira.example.com project PROC"); see bind_sites
     sites: dict[str, str] = field(default_factory=dict)
+    # The pairs whose records this state holds (see runner.claim_state): pairs that name their records alike
+    # (purchase_orders, vendors) must never share one state.
+    pairs: list[str] = field(default_factory=list)
     dirty: bool = False
     watermarks_moved: bool = False  # a watermark moved since the last save (saved once, at the end of a pass)
     # The key map, kind -> natural key -> {"issue": "PROC-1", "id": "10000", "hash": "...", "status": "A",
@@ -110,6 +113,7 @@ class State:
                 replay=list(data.get("replay", [])),
                 extra=dict(data.get("extra", {})),
                 sites={str(k): str(v) for k, v in dict(data.get("sites", {})).items()},
+                pairs=[str(p) for p in list(data.get("pairs", []))],
                 keymap=keymap,
             )
         except (TypeError, ValueError, AttributeError):
@@ -119,7 +123,8 @@ class State:
     def save(self) -> None:
         pending = self.keymap.pending_map()
         header = {"schema": SCHEMA_VERSION, "saved_at": iso(utcnow()), "watermarks": self.watermarks,
-                  "vendors": self.vendors, "replay": self.replay, "extra": self.extra, "sites": self.sites}
+                  "vendors": self.vendors, "replay": self.replay, "extra": self.extra, "sites": self.sites,
+                  "pairs": self.pairs}
         # "replace": text that cannot be encoded (a lone surrogate) must not make the state unsavable. Keys
         # are escaped instead, as in the key map, so that they still match their entries.
         head = (json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")[:-1]
@@ -217,7 +222,8 @@ class State:
         for item in self.replay:
             name = f"{item['kind']} ({item.get('what', 'record')})"
             queue[name] = queue.get(name, 0) + 1
-        return {"path": str(self.path), "sites": dict(self.sites), "watermarks": dict(sorted(self.watermarks.items())),
+        return {"path": str(self.path), "pairs": list(self.pairs), "sites": dict(self.sites),
+                "watermarks": dict(sorted(self.watermarks.items())),
                 "links": {k: self.keymap.count(k) for k in self.kinds()},
                 "pending": {k: len(p) for k in self.kinds() if (p := self.pending(k))},
                 "queue": queue}

@@ -33,3 +33,7 @@ def test_quick_chaos_run_loses_duplicates_and_leaks_nothing(tmp_path: Path) -> N
     for name in ("jaggaer", "procore"):
         assert doc[name]["exit"] == 0 and doc[name]["trials"] == 1, doc[name]
         assert doc[name]["duplicated"] == doc[name]["lost"] == doc[name]["tracebacks"] == 0, doc[name]
+    # State deleted, restored from an older copy, config moved, another site: for a PeopleSoft-writing pair too.
+    row = doc["state_loss_pswrite"]
+    assert row["exit"] == 0 and row["trials"] == 4 and row["failed"] == 0, row
+    assert row["duplicated"] == row["lost"] == row["tracebacks"] == 0, row

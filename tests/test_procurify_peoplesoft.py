@@ -454,3 +454,24 @@ def test_auth_jira_on_a_configuration_without_jira_is_a_clear_error(penv: PEnv) 
     proc = subprocess.run([sys.executable, "-m", "mlconnector", "auth", "jira", "--no-browser", "--config",
                            str(penv.config)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "no [jira] section" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_state_holding_another_pairs_records_is_refused_and_left_alone(penv: PEnv) -> None:
+    # One configuration with [peoplesoft], [jaggaer] and [procurify] sections runs both pairs against one state
+    # file; both name their records "requisitions". procurify-peoplesoft must not read the other pair's pending
+    # creates and links as its own (a pending mark settled by the wrong pair is a second PO).
+    assert penv.sync().exit_code == 0
+    assert penv.state().pairs == ["procurify-peoplesoft"]  # recorded by its first pass
+    state = penv.state()
+    state.pairs = ["peoplesoft-jaggaer"]
+    state.save()
+    before = penv.state_file.read_bytes()
+    calls = dict(penv.box.purchasing.calls)
+    done = subprocess.run([sys.executable, "-m", "mlconnector", "sync", "procurify-peoplesoft", "--config",
+                           str(penv.config)], env=penv.env(), capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    out = done.stdout + done.stderr
+    assert done.returncode == 5 and "Traceback" not in out, out
+    assert "peoplesoft-jaggaer" in out and "instance" in out and "Nothing was changed" in out
+    assert penv.state_file.read_bytes() == before
+    assert dict(penv.box.purchasing.calls) == calls  # no PeopleSoft write, no lookup

@@ -188,3 +188,34 @@ def test_run_lock_released_on_normal_exit_and_reusable(tmp_path: Path) -> None:
                "try:\n    run_lock(Path(sys.argv[1])).__enter__()\nexcept LockedError:\n    sys.exit(4)\n"
         other = subprocess.run([sys.executable, "-c", code, str(state)], timeout=30)
         assert other.returncode == 4
+
+
+def test_pairs_that_name_their_records_alike_never_share_a_state(tmp_path: Path) -> None:
+    from mlconnector.errors import StateError
+    from mlconnector.runner import claim_state, pairs_held
+
+    # A state of release 0.1.0 records neither its pairs nor its sites: its purchase orders are peoplesoft-jira's.
+    old = State(path=tmp_path / "old.json")
+    old.set_entry("purchase_orders", "US001|PO1", {"issue": "PROC-1"})
+    assert pairs_held(old) == ["peoplesoft-jira"]
+    claim_state(old, "jde-jira")  # built to share it: their records' names do not meet
+    assert old.pairs == ["jde-jira", "peoplesoft-jira"]
+    for other in ("peoplesoft-jaggaer", "procurify-peoplesoft", "peoplesoft-procore"):
+        with pytest.raises(StateError, match="peoplesoft-jira") as err:
+            claim_state(old, other)
+        assert "instance" in err.value.message
+    assert old.pairs == ["jde-jira", "peoplesoft-jira"]
+
+    # A state bound to Procurify and PeopleSoft only (no Jira) holding requisitions is procurify-peoplesoft's.
+    prc = State(path=tmp_path / "prc.json", sites={"procurify": "https://x", "peoplesoft": "https://y node N"})
+    prc.set_entry("requisitions", "77|3", {"po": "000001"})
+    assert pairs_held(prc) == ["procurify-peoplesoft"]
+    claim_state(prc, "procurify-peoplesoft")
+    prc.save()
+    assert State.load(prc.path).pairs == ["procurify-peoplesoft"]
+    with pytest.raises(StateError):
+        claim_state(State.load(prc.path), "peoplesoft-jaggaer")
+
+    fresh = State(path=tmp_path / "new.json")
+    claim_state(fresh, "peoplesoft-procore")
+    assert fresh.pairs == ["peoplesoft-procore"] and fresh.dirty

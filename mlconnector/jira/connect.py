@@ -6,7 +6,8 @@ from typing import Any
 
 from mlconnector.config import Config
 from mlconnector.credentials import SecretStore
-from mlconnector.jira.client import JiraClient
+from mlconnector.errors import RemoteError
+from mlconnector.jira.client import JiraClient, error_text
 
 
 def jira_auth(cfg: Config, secrets: SecretStore) -> Any:
@@ -21,3 +22,8 @@ def jira_auth(cfg: Config, secrets: SecretStore) -> Any:
 
 def open_jira(cfg: Config, secrets: SecretStore) -> JiraClient:
     return JiraClient(cfg.jira.api_base, jira_auth(cfg, secrets), cfg.jira.http)
+
+
+def describe(exc: Exception) -> str:
+    """A failure's message for a pass writing to Jira: Jira's answers are read for their own error texts."""
+    return error_text(exc) if isinstance(exc, RemoteError) and exc.system == "Jira" else str(exc)

@@ -1,10 +1,11 @@
 """The one pass loop, written once for every pair: prepare -> settle pending writes -> per entity
 (read windows -> map -> look up -> write -> save -> advance) -> auto-replay -> save.
 
-A pair supplies its steps (``PassSteps``); the engine owns what must not drift between pairs: how a
-failure is counted, redacted, audited and queued; which queued items a pass retries on its own and
-when; how one entity's read failure spares the others; how a lost login or network stops the pass
-with everything finished so far saved; and the result's exit code.
+A pair supplies its steps (``PassSteps``), usually by declaring its flows (sync/flows.py's ``PairFlows``,
+run by ``FlowPass``, which holds the window, full-read, re-map and replay mechanics); the engine owns what
+must not drift between pairs: how a failure is counted, redacted, audited and queued; which queued items a
+pass retries on its own and when; how one entity's read failure spares the others; how a lost login or
+network stops the pass with everything finished so far saved; and the result's exit code.
 """
 
 from __future__ import annotations

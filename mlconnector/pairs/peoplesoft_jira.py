@@ -328,7 +328,7 @@ class PeopleSoftJiraPass:
     def sync_kind(self, kind: str, since: datetime | None) -> None:
         rs = self.cfg.peoplesoft.records[kind]
         start, end = self._window(kind, rs.initial_since, since)
-        for rows, until in self.reader(kind).read_window(rs.query, start, end):
+        for rows, until in self.writer.overlapping(self.reader(kind).read_window(rs.query, start, end)):
             self.result.kind(kind).read += len(rows)
             self.progress("read", kind=kind, n=len(rows))
             self.process_rows(kind, rows)

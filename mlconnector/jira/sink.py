@@ -137,6 +137,12 @@ class IssueWriter:
     _owed_keys: dict[tuple[str, str], Future[Any]] = field(default_factory=dict)
     _owed_fatal: Exception | None = None
 
+    def __post_init__(self) -> None:
+        # Bulk creates, edits and transitions, and owed hops in flight at once, each on its own connection.
+        allow = getattr(self.jira, "allow_connections", None)
+        if allow is not None:
+            allow(self.max_bulk_creates + 2 * self.max_workers + 1)
+
     @classmethod
     def for_pass(cls, ctx: PassContext, jira: JiraClient, settings: Any, project: str,
                  issue_type_id: Callable[[str], str]) -> IssueWriter:
@@ -290,7 +296,11 @@ class IssueWriter:
                     tries += 1
                     items = self._prepare(kind, rest[:1])
                     rest = rest[1:]
+                    # The workflow's definition (for targets several hops away) is read while Jira creates the
+                    # first issue, not after; done before that issue is looked at (both learn the graph).
+                    definition = create_pool.submit(self.jira.workflow_graph, self.project, type_id)
                     outcome = self._send(kind, items)
+                    wait([definition])  # a failed read is tried again, and its error met, where it is needed
                     with self._save_lock:
                         follow = finish_chunk(items, outcome)  # owed once the status is read
                         first = self.state.entry(kind, items[0][0].key)
@@ -438,8 +448,6 @@ class IssueWriter:
                 self._owed_fatal = self._owed_fatal or err
                 for other in self._owed:
                     other.cancel()
-            else:
-                self._forget_owed(kind, rec.key)  # done, or failed and queued with its row
 
     def _forget_owed(self, kind: str, key: str) -> None:
         owed = self.state.extra.get(OWED) or {}
@@ -458,8 +466,16 @@ class IssueWriter:
     def _finish_owed(self, kind: str) -> None:
         """At the start of a pass: take the hops an earlier pass owed and did not send (it was killed, or met
         a fatal error), from each issue's current status (a GET of the issue, current, unlike a search)."""
-        book = dict((self.state.extra.get(OWED) or {}).get(kind, {}))
+        book: dict[str, dict[str, Any]] = {}
+        for key, mark in list((self.state.extra.get(OWED) or {}).get(kind, {}).items()):
+            entry = self.state.entry(kind, key)
+            if entry is not None and entry.get("issue") == mark.get("issue") and entry.get("status") is None:
+                book[key] = mark
+            else:
+                self._forget_owed(kind, key)  # the record was written since (or its link dropped): not owed
         if not book:
+            if self.state.dirty:
+                self.state.save()
             return
         counts = self.counts(kind)
 
@@ -484,7 +500,7 @@ class IssueWriter:
                 self.audit.write("failed", kind, key, issue=mark["issue"], error=self.audit.redactor(err.message))
                 continue
             self._forget_owed(kind, key)
-            if entry is None or entry.get("issue") != mark["issue"]:
+            if entry is None:
                 continue
             entry["status"] = mark["code"]
             self.state.dirty = True
@@ -844,6 +860,9 @@ class IssueWriter:
         """Record what a job did (on the pass's thread); return its error if that error is fatal."""
         rec, row, entry = job
         edited, transitioned, err = result
+        # Where the create left the issue is known no more once a hop was tried: a later version of the record
+        # (the next window, a replay) starts from the issue's current status.
+        self._fresh.pop((kind, rec.key), None)
         counts = self.counts(kind)
         self.state.dirty = True
         if edited:
@@ -862,6 +881,8 @@ class IssueWriter:
             return err
         else:
             self.fail(kind, rec.key, row, err)
+        # Hops an earlier pass owed this issue are this job's now: done, or queued with the record's row.
+        self._forget_owed(kind, rec.key)
         return None
 
 

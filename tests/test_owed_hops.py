@@ -193,3 +193,77 @@ def test_the_window_loop_ends_once_every_owed_hop_is_done(tmp_path: Path, server
     state = State.load(tmp_path / "state.json")
     assert OWED not in state.extra
     assert {state.entry(KIND, r.key)["status"] for r in recs[1:]} == {"S1"}
+
+
+# -- the real CLI: several windows, and a SIGKILL while hops are owed ------------------------------------------
+HOP = r"/issue/PROC-\d+/transitions$"
+MAPPED = {"I": "To Do", "PA": "Pending Approval", "A": "Approved", "D": "In Progress", "DA": "Denied", "C": "Done",
+          "X": "Cancelled"}
+
+
+def _po_statuses(env: Any) -> dict[str, tuple[str, str]]:
+    """label -> (the Jira status of its issue, the status its PeopleSoft row maps to)."""
+    from mlconnector.mapping import record_label
+
+    wanted = {record_label("purchase_orders", f"{r['BUSINESS_UNIT']}|{r['PO_ID']}"): MAPPED[r["PO_STATUS"]]
+              for r in env.box.ps.rows("purchase_orders")}
+    out: dict[str, tuple[str, str]] = {}
+    for issue in env.box.jira.all_issues():
+        for label in issue["fields"].get("labels", []):
+            if label in wanted:
+                out[label] = (str(issue["fields"]["status"]), wanted[label])
+    return out
+
+
+def test_a_cli_pass_killed_with_hops_owed_is_finished_by_the_next_pass(sandbox_env: Any) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlconnector.errors import EXIT_OK
+
+    env = sandbox_env
+    env.write_config(extra_ps="[peoplesoft.records.requisitions]\nenabled = false\n"
+                              "[peoplesoft.records.vouchers]\nenabled = false\n")
+    env.config.write_text(env.config.read_text().replace("maxrows = 100\n", "maxrows = 8\n"))
+    # Jira holds every hop it is sent: the pass goes on to the next windows, moving the watermark past issues
+    # whose hops are owed (on disk), and is killed there.
+    env.box.jira_server.faults.add(kind="delay", path=HOP, method="POST", count=None, delay=60)
+    cmd = [sys.executable, "-m", "mlconnector", "sync", "peoplesoft-jira", "--config", str(env.config)]
+    proc = subprocess.Popen(cmd, env=env.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    owed: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not owed:
+            assert proc.poll() is None, "the pass ended before it owed any hop past a watermark"
+            assert time.monotonic() < deadline, "no hop owed past a watermark within 60 s"
+            try:
+                state = State.load(env.state_file)
+            except Exception:  # noqa: BLE001 - not written yet
+                state = None
+            if state is not None and "purchase_orders" in state.watermarks:
+                owed = dict((state.extra.get(OWED) or {}).get(KIND, {}))
+            time.sleep(0.01)  # a child process's file: polled
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        env.box.jira_server.faults.clear()
+    env.box.jira_server.clear_log()
+    rerun = env.cli("sync", "peoplesoft-jira", "--json")
+    assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert json.loads(rerun.stdout)["queue_size"] == 0
+    assert {label: keys for label, keys in env.issues_by_label().items() if len(keys) != 1} == {}
+    assert {label: s for label, s in _po_statuses(env).items() if s[0] != s[1]} == {}
+    hops = [r for r in env.box.jira_server.requests() if r.method == "POST" and r.path.endswith("/transitions")]
+    assert hops and all(r.status == 204 for r in hops)  # none repeated (Jira refuses a hop it already took)
+    after = State.load(env.state_file)
+    assert OWED not in after.extra
+    audit = [json.loads(x) for x in env.audit_file.read_text().splitlines()]
+    finished = {x["key"] for x in audit if x.get("note") == "owed by an earlier pass"}
+    assert finished and finished <= set(owed)

@@ -545,7 +545,9 @@ class IssueWriter:
         small, growing to ``bulk_size``: Jira works through a bulk create one issue after the other, so a
         small chunk answers soon and the hops of its issues keep the rate limit busy while the big chunks are
         still being created (a few more requests per page). Otherwise every chunk is ``bulk_size``."""
-        ramp = any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
+        # With owed hops queued (an earlier window's) the hops already keep the limit busy: no ramp, fewer creates.
+        ramp = len(self._owed) < 2 * self.bulk_size and \
+            any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
         out: list[list[Prepared]] = []
         i = 0
         while i < len(prepared):
@@ -663,9 +665,11 @@ class IssueWriter:
             return list(self.jira.search(jql, ["labels", "summary"], properties=[KEY_PROPERTY]))
 
         # The searches of a page of records run side by side (each is one request, answered in latency):
-        # the creates they clear wait for all of them.
+        # the creates they clear wait for all of them. With no owed hops in flight (a pass's first page), the
+        # bulk creates' slots are idle until these answer: the searches use them too.
+        width = self.max_workers if self._owed else max(self.max_workers, self.max_bulk_creates)
         if len(parts) > 1:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(parts)))) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, min(width, len(parts)))) as pool:
                 answers = list(pool.map(one, parts))
         else:
             answers = [one(p) for p in parts]

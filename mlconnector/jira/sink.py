@@ -44,7 +44,7 @@ from mlconnector.sync.keys import decode_key, display_key
 from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
 LABELS_PER_SEARCH = 50
-RAMP = 5  # issues in the first bulk create of a page; each next one is this many bigger, up to bulk_size
+RAMP = 2  # issues in the first bulk create of a page; each next one is this many bigger, up to bulk_size
 PROBES = 3  # records created one at a time to learn the start status and its transitions, at most
 KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"entity": kind, "key": [parts]}
 # state.extra[OWED]: {kind: {key: {"issue": issue key, "to": Jira status wanted, "code": source status code}}},
@@ -307,6 +307,7 @@ class IssueWriter:
                         if fatal is None and first is not None and first.get("issue") and not first.get("pending"):
                             # Read before its own transition is sent: the status it was created in.
                             self._start[type_id] = self.jira.current_transitions(first["issue"])
+                            self._fresh[(kind, items[0][0].key)] = self._start[type_id][0]  # no second look
                         owe(follow)
                 if fatal is None:
                     for items in self._chunks(self._prepare(kind, rest)):

@@ -267,3 +267,24 @@ def test_a_cli_pass_killed_with_hops_owed_is_finished_by_the_next_pass(sandbox_e
     audit = [json.loads(x) for x in env.audit_file.read_text().splitlines()]
     finished = {x["key"] for x in audit if x.get("note") == "owed by an earlier pass"}
     assert finished and finished <= set(owed)
+
+
+def test_a_mark_left_for_a_record_written_since_is_dropped_and_sends_nothing(tmp_path: Path,
+                                                                            server: SandboxServer) -> None:
+    recs = [record(0, None), record(1, "Approved")]
+    failures: list[Any] = []
+    w = writer(tmp_path / "state.json", server, failures)
+    for batch in w.overlapping(iter([[(r, {}) for r in recs]])):
+        w.write(KIND, batch)
+    state = State.load(tmp_path / "state.json")
+    issue = state.entry(KIND, recs[1].key)["issue"]
+    # As if a pass had owed hops to these records, then written them again (status known) or relinked them.
+    state.extra[OWED] = {KIND: {recs[1].key: {"issue": issue, "to": "To Do", "code": "I"},
+                                recs[0].key: {"issue": "PROC-999", "to": "Done", "code": "C"}}}
+    state.save()
+    seen: list[str] = []
+    server.app.request_validator = lambda req: seen.append(f"{req.method} {req.path}")
+    writer(tmp_path / "state.json", server, failures).resolve_pending([KIND])
+    assert seen == [] and failures == []
+    assert OWED not in State.load(tmp_path / "state.json").extra
+    assert statuses(server)[APPROVED] == 1

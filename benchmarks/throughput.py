@@ -1,7 +1,7 @@
 """Initial load throughput against a rate-limited, slow Jira sandbox, side by side with a naive script.
 
     python -m benchmarks.throughput [--records 2000] [--latency 0.05] [--rate 50] [--search-lag 2]
-                                    [--create-cost 0.05] [--max-workers 4] [--max-bulk-creates N]
+                                    [--create-cost 0.05] [--max-workers 4] [--max-bulk-creates N] [--only-ours]
 
 Prints records/s, requests, 429s received, wall time, peak RSS, the share of the rate limit used, and
 the ratio to two serial scripts on an identical sandbox: a naive one (one create request per record) and
@@ -101,9 +101,19 @@ def main() -> None:
     ap.add_argument("--max-workers", type=int, default=4, help="[jira] max_workers (edits/transitions in flight)")
     ap.add_argument("--max-bulk-creates", type=int, default=None,
                     help="[jira] max_bulk_creates (bulk creates in flight); default: the configuration's default")
+    ap.add_argument("--only-ours", action="store_true",
+                    help="run ml-connector's passes only (no serial scripts): for comparing two versions")
     a = ap.parse_args()
     lag, cost = a.search_lag, a.create_cost
     o = ours(a.records, a.latency, a.rate, lag, cost, a.max_workers, a.max_bulk_creates)
+    if a.only_ours:
+        ok = o["inc_requests"] - o["inc_throttled"]
+        print(f"ml-connector: initial load {o['seconds']:.2f} s wall ({o['pass_seconds']:.2f} s in the pass), "
+              f"{o['requests']} Jira requests ({o['throttled']} x 429), {o['requests'] / o['seconds'] / a.rate:.2f} "
+              f"of the limit, {o['issues']} issues, exit {o['exit']}; then {o['changed']} changed: "
+              f"{o['inc_seconds']:.2f} s in the pass, {o['inc_requests']} requests ({o['inc_throttled']} x 429), "
+              f"{ok / o['inc_seconds'] / a.rate:.2f} of the limit, exit {o['inc_exit']}")
+        return
     b = naive(a.records, a.latency, a.rate, lag, cost)
     sb = naive(a.records, a.latency, a.rate, lag, cost, bulk=50)
     rps_ours = a.records / o["seconds"]

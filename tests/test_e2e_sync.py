@@ -158,9 +158,10 @@ def test_initial_load_uses_bulk_creates_and_moves_issues_to_their_status_at_crea
         calls = box.jira.calls
         assert len(box.jira.all_issues()) == 160
         assert calls["POST /rest/api/3/issue"] == 0
-        # One issue created alone first (to learn the workflow), then chunks growing by 5 up to 50 so that the
-        # hops of the first issues go out while the big chunks are still being created: 1 + 8 for 160 records.
-        assert calls["POST /rest/api/3/issue/bulk"] == 9
+        # One issue created alone first (to learn the workflow), then chunks growing by 2 up to 50 so that the
+        # hops of the first issues go out while the big chunks are still being created: 1 + 13 for 160 records
+        # (2, 4, ..., 24, then the 3 left).
+        assert calls["POST /rest/api/3/issue/bulk"] == 14
         # Transition ids are learned from the first issue of the type; issues created after that whose status
         # is one hop from the start land there in the create itself. The sandbox's workflow puts Approved,
         # Denied and Done two hops from To Do: those are moved hop by hop after the create.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import requests
+
 from mlconnector.errors import AmbiguousWriteError, ConfigError, RemoteError
 from mlconnector.http import HttpClient, HttpSettings
 from mlconnector.jira.workflow import Edge, WorkflowGraph, edges_from_transitions
@@ -87,6 +89,14 @@ class JiraClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def allow_connections(self, n: int) -> None:
+        """Keep up to ``n`` connections to Jira open for reuse (requests' default keeps 10): a writer with more
+        requests in flight than that would otherwise open (and, over TLS, handshake) a new one per request."""
+        for adapter in self.http.session.adapters.values():
+            if isinstance(adapter, requests.adapters.HTTPAdapter) and adapter._pool_maxsize < n:
+                adapter._pool_maxsize = n
+                adapter.init_poolmanager(adapter._pool_connections, n, block=adapter._pool_block)
 
     # -- metadata --------------------------------------------------------------------------------
     def myself(self) -> dict[str, Any]:

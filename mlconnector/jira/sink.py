@@ -15,13 +15,20 @@ Crash safety lives here (the rules are in sync/links.py):
   so nothing is sent again in the same pass.
 - Edits and transitions are idempotent in effect (an edit sets the same fields; a transition checks
   the current status when its answer was lost), so repeating them after a crash is harmless.
+- The hops an issue still needs after its create (its status is several steps from the start status)
+  are owed: recorded on disk (state.extra, with the issue and the status wanted) before ``write``
+  returns, so a window's watermark may move while they still run in the background. Inside
+  ``overlapping`` the next window is read and created meanwhile; a later write of the same key waits
+  for them first; the window loop ends (and ``finish``, ``resolve_pending``) only once all are done. A
+  pass killed with hops owed leaves them on disk: the next pass's ``resolve_pending`` finishes them
+  from the issue's current status (a GET of the issue, never a lagging search), so each is taken once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,9 +44,14 @@ from mlconnector.sync.keys import decode_key, display_key
 from mlconnector.sync.links import Settler, conflicts_with, mark_pending, pending_since
 
 LABELS_PER_SEARCH = 50
-RAMP = 5  # issues in the first bulk create of a page; each next one is this many bigger, up to bulk_size
+RAMP = 2  # issues in the first bulk create of a page; each next one is this many bigger, up to bulk_size
 PROBES = 3  # records created one at a time to learn the start status and its transitions, at most
 KEY_PROPERTY = "mlconnector.key"  # issue property naming the record in full: {"entity": kind, "key": [parts]}
+# state.extra[OWED]: {kind: {key: {"issue": issue key, "to": Jira status wanted, "code": source status code}}},
+# the hops still owed to issues created by a pass (see the module docstring).
+OWED = "jira.owed_hops"
+# Owed hops in flight at most; past it, write() waits for some before creating more (memory stays bounded).
+OWED_IN_FLIGHT = 4000
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,12 @@ class IssueWriter:
     """Writes the mapped records of one pass to Jira issues (see the module docstring for the safety rules).
 
     Contract: ``write`` returns the keys whose issue now matches the record (created or adopted, edited,
-    in its mapped status); every other record went to ``fail`` (queued) or stays pending for the next pass.
-    No issue is created without a label lookup first and a pending mark on disk; at most
-    ``max_bulk_creates`` bulk creates and ``max_workers`` edits/transitions are in flight at once.
+    in its mapped status) or, inside ``overlapping``, whose remaining hops are owed on disk; every other
+    record went to ``fail`` (queued) or stays pending for the next pass. No issue is created without a
+    label lookup first and a pending mark on disk; at most ``max_bulk_creates`` bulk creates and
+    ``max_workers`` edits/transitions (plus ``max_workers`` owed hops) are in flight at once. No owed hop
+    outlives ``overlapping``, ``drain``, ``finish`` or ``resolve_pending``; a write of a key waits for its
+    owed hops before it looks at the key.
     """
 
     jira: JiraClient
@@ -115,6 +130,18 @@ class IssueWriter:
     _disk_lock: threading.Lock = field(default_factory=threading.Lock)
     _renewed: int = 0
     _saved: int = 0
+    # Owed hops (see the module docstring): True inside overlapping(), where they may outlive write().
+    overlap: bool = False
+    _hop_pool: ThreadPoolExecutor | None = None
+    _owed: dict[Future[Any], tuple[str, IssueWrite, dict[str, Any], str]] = field(default_factory=dict)
+    _owed_keys: dict[tuple[str, str], Future[Any]] = field(default_factory=dict)
+    _owed_fatal: Exception | None = None
+
+    def __post_init__(self) -> None:
+        # Bulk creates, edits and transitions, and owed hops in flight at once, each on its own connection.
+        allow = getattr(self.jira, "allow_connections", None)
+        if allow is not None:
+            allow(self.max_bulk_creates + 2 * self.max_workers + 1)
 
     @classmethod
     def for_pass(cls, ctx: PassContext, jira: JiraClient, settings: Any, project: str,
@@ -129,6 +156,9 @@ class IssueWriter:
     # -- entry point -------------------------------------------------------------------------------
     def write(self, kind: str, items: Iterable[Item]) -> set[str]:
         """Create, update or transition the issues of these records; return the keys fully handled."""
+        items = list(items)
+        # A key whose hops are still owed is looked at only once they are done (or failed, and queued).
+        self._settle_owed(kind, {rec.key for rec, _ in items})
         # Entries of earlier batches are on disk and nobody holds them any more: memory stays flat.
         self.state.release(can_save=not self.dry_run)
         self.check_deadline()  # between two batches: the previous one is saved, this one not started
@@ -222,6 +252,7 @@ class IssueWriter:
         type_id = self.issue_type_id(kind)
         fatal: Exception | None = None
         futures: dict[Future[Any], tuple[str, Any]] = {}
+        owed: list[str] = []  # keys created by this call whose remaining hops are owed
         with ThreadPoolExecutor(max_workers=self.max_bulk_creates) as create_pool, \
                 ThreadPoolExecutor(max_workers=self.max_workers) as job_pool:
 
@@ -230,7 +261,7 @@ class IssueWriter:
                     futures[job_pool.submit(self._work, kind, type_id, job)] = ("job", job)
 
             def finish_chunk(items: list[Prepared], outcome: Any) -> list[Job]:
-                """Apply a chunk's answer; return the jobs left for its issues (hops still to take)."""
+                """Apply a chunk's answer; return its issues that still owe hops (see ``owe``)."""
                 nonlocal fatal
                 created, err = self._chunk_outcome(kind, items, outcome)
                 fatal = fatal or err
@@ -248,6 +279,11 @@ class IssueWriter:
                         follow.append((rec, row, entry))
                 return follow if fatal is None else []
 
+            def owe(batch: list[Job]) -> None:
+                for rec, row, entry in batch:
+                    self._owe(kind, type_id, rec, row, entry)
+                    owed.append(rec.key)
+
             try:
                 start_jobs(jobs)  # edits and transitions of issues that exist need no create to wait for
                 rest = creates
@@ -260,14 +296,19 @@ class IssueWriter:
                     tries += 1
                     items = self._prepare(kind, rest[:1])
                     rest = rest[1:]
+                    # The workflow's definition (for targets several hops away) is read while Jira creates the
+                    # first issue, not after; done before that issue is looked at (both learn the graph).
+                    definition = create_pool.submit(self.jira.workflow_graph, self.project, type_id)
                     outcome = self._send(kind, items)
+                    wait([definition])  # a failed read is tried again, and its error met, where it is needed
                     with self._save_lock:
-                        follow = finish_chunk(items, outcome)
+                        follow = finish_chunk(items, outcome)  # owed once the status is read
                         first = self.state.entry(kind, items[0][0].key)
                         if fatal is None and first is not None and first.get("issue") and not first.get("pending"):
                             # Read before its own transition is sent: the status it was created in.
                             self._start[type_id] = self.jira.current_transitions(first["issue"])
-                        start_jobs(follow)
+                            self._fresh[(kind, items[0][0].key)] = self._start[type_id][0]  # no second look
+                        owe(follow)
                 if fatal is None:
                     for items in self._chunks(self._prepare(kind, rest)):
                         futures[create_pool.submit(self._send, kind, items)] = ("create", items)
@@ -279,20 +320,199 @@ class IssueWriter:
                             if fut.cancelled():
                                 continue  # after a fatal error: never sent; a create's pending mark stays
                             if what == "create":
-                                start_jobs(finish_chunk(items, fut.result()))
+                                owe(finish_chunk(items, fut.result()))
                             else:
                                 fatal = self._apply_job(kind, items, fut.result(), done) or fatal
+                        self._harvest_owed()
+                        fatal = fatal or self._take_owed_fatal()
                         if fatal is not None:
-                            for other in futures:
+                            for other in [*futures, *self._owed]:
                                 other.cancel()  # the system refuses this user or this pass: send no more
             finally:
                 for fut in futures:
                     fut.cancel()  # when this loop stopped early: what was never sent stays pending, unsent
                 with self._save_lock:
+                    # Saved with the owed hops' records: the caller may move the watermark past these keys.
                     self.state.save()
         if fatal is not None:
+            self.drain(cancel=True)  # the hops not sent stay owed on disk
             raise fatal
+        if not self.overlap:
+            self._settle_owed(kind, set(owed))
+        for key in owed:
+            entry = self.state.entry(kind, key)
+            if self.overlap and self._is_owed(kind, key) or entry is not None and entry.get("status") is not None:
+                done.add(key)  # owed on disk, or moved to its mapped status (a failure was queued instead)
         return done
+
+    # -- owed hops ----------------------------------------------------------------------------------
+    def overlapping(self, windows: Iterable[Any]) -> Iterator[Any]:
+        """Yield one entity's windows (as read) while the hops owed by one window's creates may still run
+        during the next window's read, lookups and creates; every owed hop is done, and saved, before the
+        loop ends. Left by an exception (a fatal error, the pass deadline), the hops not yet sent are not
+        sent: they stay owed on disk and the next pass finishes them."""
+        if self.dry_run:
+            yield from windows
+            return
+        self.overlap = True
+        try:
+            yield from windows
+        except GeneratorExit:
+            self.overlap = False
+            self.drain(cancel=True)
+            raise
+        except BaseException:
+            # The read failed: the owed hops of the windows already written are still worth finishing.
+            self.overlap = False
+            self.drain(quiet=True)
+            raise
+        self.overlap = False
+        self.drain()
+
+    def drain(self, *, cancel: bool = False, quiet: bool = False) -> None:
+        """Wait for every owed hop in flight and record the outcomes (saved). ``cancel``: send no more (those
+        not sent stay owed on disk). A fatal error one of them met is raised unless ``cancel`` or ``quiet``."""
+        if cancel:
+            for fut in list(self._owed):
+                fut.cancel()
+        self._wait_owed(set(self._owed))
+        if self.state.dirty and not self.dry_run:
+            self.state.save()
+        err = self._take_owed_fatal()
+        if err is not None and not (cancel or quiet):
+            raise err
+
+    def finish(self) -> None:
+        """End of the pass: drain the owed hops and stop their threads."""
+        try:
+            self.drain()
+        finally:
+            if self._hop_pool is not None:
+                self._hop_pool.shutdown(wait=True, cancel_futures=True)
+                self._hop_pool = None
+
+    def _owe(self, kind: str, type_id: str, rec: IssueWrite, row: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Record, for the next save, that this issue still owes its hops to ``rec.target_status``; send them
+        in the background (called under the save lock)."""
+        assert rec.target_status is not None
+        book = self.state.extra.setdefault(OWED, {}).setdefault(kind, {})
+        book[rec.key] = {"issue": entry["issue"], "to": rec.target_status, "code": rec.status_code}
+        self.state.dirty = True
+        if self._hop_pool is None:
+            self._hop_pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="jira-hops")
+        # A copy: the key map's live entries are released between batches, the hops outlive the batch.
+        fut = self._hop_pool.submit(self._work, kind, type_id, (rec, row, dict(entry)))
+        self._owed[fut] = (kind, rec, row, str(entry["issue"]))
+        self._owed_keys[(kind, rec.key)] = fut
+
+    def _is_owed(self, kind: str, key: str) -> bool:
+        return key in (self.state.extra.get(OWED) or {}).get(kind, {})
+
+    def _settle_owed(self, kind: str, keys: set[str]) -> None:
+        """Record the owed hops that have finished; wait for those of ``keys`` and of other kinds than
+        ``kind`` (an entity's hops end with it); keep at most OWED_IN_FLIGHT in flight. Raises a fatal error
+        a hop met."""
+        if not self._owed:
+            return
+        wanted = {f for (k, key), f in self._owed_keys.items() if k != kind or key in keys}
+        self._wait_owed(wanted)
+        while len(self._owed) > OWED_IN_FLIGHT:
+            self._wait_owed(set(list(self._owed)[:len(self._owed) - OWED_IN_FLIGHT]))
+        with self._save_lock:
+            self._harvest_owed()
+        err = self._take_owed_fatal()
+        if err is not None:
+            raise err
+
+    def _wait_owed(self, futures: set[Future[Any]]) -> None:
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            futures -= finished
+            with self._save_lock:
+                self._harvest_owed()
+
+    def _harvest_owed(self) -> None:
+        """Record the outcome of every owed hop that has finished (on the pass's thread, under the save lock)."""
+        for fut in [f for f in self._owed if f.done()]:
+            kind, rec, row, issue = self._owed.pop(fut)
+            if self._owed_keys.get((kind, rec.key)) is fut:
+                del self._owed_keys[(kind, rec.key)]
+            if fut.cancelled():
+                continue  # never sent: stays owed on disk
+            entry = self.state.entry(kind, rec.key)
+            if entry is None or entry.get("issue") != issue:
+                self._forget_owed(kind, rec.key)
+                continue
+            err = self._apply_job(kind, (rec, row, entry), fut.result(), set())
+            if err is not None:
+                # The system refuses this user or this pass: send no more; what was not sent stays owed.
+                self._owed_fatal = self._owed_fatal or err
+                for other in self._owed:
+                    other.cancel()
+
+    def _forget_owed(self, kind: str, key: str) -> None:
+        owed = self.state.extra.get(OWED) or {}
+        if key in owed.get(kind, {}):
+            del owed[kind][key]
+            if not owed[kind]:
+                del owed[kind]
+            if not owed:
+                self.state.extra.pop(OWED, None)
+            self.state.dirty = True
+
+    def _take_owed_fatal(self) -> Exception | None:
+        err, self._owed_fatal = self._owed_fatal, None
+        return err
+
+    def _finish_owed(self, kind: str) -> None:
+        """At the start of a pass: take the hops an earlier pass owed and did not send (it was killed, or met
+        a fatal error), from each issue's current status (a GET of the issue, current, unlike a search)."""
+        book: dict[str, dict[str, Any]] = {}
+        for key, mark in list((self.state.extra.get(OWED) or {}).get(kind, {}).items()):
+            entry = self.state.entry(kind, key)
+            if entry is not None and entry.get("issue") == mark.get("issue") and entry.get("status") is None:
+                book[key] = mark
+            else:
+                self._forget_owed(kind, key)  # the record was written since (or its link dropped): not owed
+        if not book:
+            if self.state.dirty:
+                self.state.save()
+            return
+        counts = self.counts(kind)
+
+        def one(mark: dict[str, Any]) -> tuple[bool, Exception | None]:
+            try:
+                return self.jira.transition_to(str(mark["issue"]), str(mark["to"])), None
+            except ConnectorError as exc:
+                return False, exc
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(book)))) as pool:
+            results = list(pool.map(one, book.values()))
+        fatal: Exception | None = None
+        for (key, mark), (moved, err) in zip(book.items(), results, strict=True):
+            entry = self.state.entry(kind, key)
+            if isinstance(err, FATAL):
+                fatal = fatal or err
+                continue  # still owed
+            if err is not None:
+                # Kept owed (the source row that a queued item needs is not in the state): tried again next
+                # pass, and by any write of the record meanwhile.
+                counts.failed += 1
+                self.audit.write("failed", kind, key, issue=mark["issue"], error=self.audit.redactor(err.message))
+                continue
+            self._forget_owed(kind, key)
+            if entry is None:
+                continue
+            entry["status"] = mark["code"]
+            self.state.dirty = True
+            if moved:
+                counts.transitioned += 1
+                self.audit.write("transitioned", kind, key, issue=mark["issue"], to=mark["to"],
+                                 note="owed by an earlier pass")
+        if self.state.dirty:
+            self.state.save()
+        if fatal is not None:
+            raise fatal
 
     def _payload(self, kind: str, rec: IssueWrite) -> tuple[dict[str, Any], bool]:
         """The create request, and whether the issue will be in its mapped status once created."""
@@ -326,7 +546,9 @@ class IssueWriter:
         small, growing to ``bulk_size``: Jira works through a bulk create one issue after the other, so a
         small chunk answers soon and the hops of its issues keep the rate limit busy while the big chunks are
         still being created (a few more requests per page). Otherwise every chunk is ``bulk_size``."""
-        ramp = any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
+        # With owed hops queued (an earlier window's) the hops already keep the limit busy: no ramp, fewer creates.
+        ramp = len(self._owed) < 2 * self.bulk_size and \
+            any(not in_status and rec.target_status for rec, _, _, in_status in prepared)
         out: list[list[Prepared]] = []
         i = 0
         while i < len(prepared):
@@ -444,9 +666,11 @@ class IssueWriter:
             return list(self.jira.search(jql, ["labels", "summary"], properties=[KEY_PROPERTY]))
 
         # The searches of a page of records run side by side (each is one request, answered in latency):
-        # the creates they clear wait for all of them.
+        # the creates they clear wait for all of them. With no owed hops in flight (a pass's first page), the
+        # bulk creates' slots are idle until these answer: the searches use them too.
+        width = self.max_workers if self._owed else max(self.max_workers, self.max_bulk_creates)
         if len(parts) > 1:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(parts)))) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, min(width, len(parts)))) as pool:
                 answers = list(pool.map(one, parts))
         else:
             answers = [one(p) for p in parts]
@@ -574,7 +798,10 @@ class IssueWriter:
     def resolve_pending(self, kinds: Iterable[str]) -> None:
         """Settle creates left pending by an earlier pass: adopt the issue if Jira has it, else forget the mark
         (the record is still below its watermark, or in the replay queue, so it is created later). Jira's
-        search lags: an absence counts only once the mark is ``settle_seconds`` old (the pass waits)."""
+        search lags: an absence counts only once the mark is ``settle_seconds`` old (the pass waits). Then the
+        hops an earlier pass owed are taken (see ``_finish_owed``)."""
+        kinds = list(kinds)
+        self.drain()
         for kind in kinds:
             keys = self.state.pending(kind)
             if not keys:
@@ -601,6 +828,9 @@ class IssueWriter:
             self.state.dirty = True
         if self.state.dirty and not self.dry_run:
             self.state.save()
+        if not self.dry_run:
+            for kind in kinds:
+                self._finish_owed(kind)
 
     # -- updates and transitions -------------------------------------------------------------------
     def _work(self, kind: str, type_id: str, job: Job) -> tuple[bool, bool, Exception | None]:
@@ -635,6 +865,9 @@ class IssueWriter:
         """Record what a job did (on the pass's thread); return its error if that error is fatal."""
         rec, row, entry = job
         edited, transitioned, err = result
+        # Where the create left the issue is known no more once a hop was tried: a later version of the record
+        # (the next window, a replay) starts from the issue's current status.
+        self._fresh.pop((kind, rec.key), None)
         counts = self.counts(kind)
         self.state.dirty = True
         if edited:
@@ -653,6 +886,8 @@ class IssueWriter:
             return err
         else:
             self.fail(kind, rec.key, row, err)
+        # Hops an earlier pass owed this issue are this job's now: done, or queued with the record's row.
+        self._forget_owed(kind, rec.key)
         return None
 
 

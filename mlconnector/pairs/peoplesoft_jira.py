@@ -197,7 +197,8 @@ def entity_flows(p: Parts, entity: str) -> list[Flow]:
                              write=lambda rows: stamped_vendors(p, rs.query, rows))]
     out: list[Flow] = [WindowedFlow(
         entity, entity, rule, rs.initial_since,
-        read=lambda start, end: p.reader(entity).read_window(rs.query, start, end),
+        # Hops owed by one window's creates run on while the next window is read, looked up and created.
+        read=lambda start, end: p.writer.overlapping(p.reader(entity).read_window(rs.query, start, end)),
         write=lambda rows: write_records(p, entity, rows),
         # After the window: documents it wrote already show the new vendor data and are found unchanged.
         after=lambda: flows.refresh_dependents(ctx, entity, lambda key, inputs, ts: source_row(entity, key, inputs, ts),

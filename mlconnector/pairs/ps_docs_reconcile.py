@@ -10,6 +10,7 @@ A document's wanted content is the Create request its writer would send (``Vouch
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -105,7 +106,7 @@ class PrefixPOSide(POSide):
                               target_amount=self.amount(kind, record))
 
 
-class DocSide:
+class DocSide(ABC):
     """A document written once through a DocumentWriter (``writer``), as reconcile's target. Subclasses say
     how an unlinked document is looked up (``lookup``), which fields differ (``differences``) and its amount."""
 
@@ -119,8 +120,9 @@ class DocSide:
     def _ref(self, keys: Mapping[str, Any]) -> str:
         return "/".join(str(v) for v in keys.values())
 
+    @abstractmethod
     def lookup(self, d: Doc) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The subclass's part (see the class docstring)."""
 
     def current(self, kind: str, items: list[tuple[str, Any, dict[str, Any] | None]]) -> dict[str, Any]:
         from mlconnector.reconcile_types import Current
@@ -154,11 +156,13 @@ class DocSide:
                 out[key] = Current(self._ref(self.writer.keys_of(rec)), rec, note=note)
         return out
 
+    @abstractmethod
     def differences(self, kind: str, d: Doc, record: dict[str, Any]) -> list[str]:
-        raise NotImplementedError
+        """The subclass's part (see the class docstring)."""
 
+    @abstractmethod
     def amount(self, kind: str, record: dict[str, Any] | None) -> float | None:
-        raise NotImplementedError
+        """The subclass's part (see the class docstring)."""
 
     def orphans(self, kind: str, seen: Any, accounted: Any) -> Iterator[Any]:
         return iter(())

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -126,18 +127,27 @@ def token_cache(kind: str, system: str, instance: str, belongs_to: str, cache_di
 
 class CachedToken(ABC):
     """A client-credentials token kept in memory and in a ``TokenCache`` until ``token_margin_minutes`` before it
-    expires. A subclass sets ``cfg`` (with ``token_margin_minutes``), ``cache``, ``redactor``, ``clock``,
-    ``_lock``, ``_token`` and ``_expires`` in its constructor and implements ``_owner`` (what a cached record
-    must name to be reused: tenant, client) and ``_fetch`` (ask the token endpoint, cache and return the token,
-    holding the lock). Every token it hands out is added to the redactors first."""
+    expires (a subclass may measure the margin otherwise: ``_fresh``). A subclass passes its section, secret,
+    cache and token endpoint client (``http``) to this constructor and implements ``_owner`` (what a cached
+    record must name to be reused: tenant, client) and ``_fetch`` (ask the token endpoint, cache and return the
+    token, holding the lock). Thread-safe; ``fetches`` counts token requests. Every token it hands out is added
+    to the redactors first."""
 
-    cfg: Any
-    cache: TokenCache
-    redactor: Any
-    clock: Callable[[], float]
-    _lock: threading.Lock
-    _token: str | None
-    _expires: float
+    def __init__(self, cfg: Any, client_secret: str, cache: TokenCache, http: Any, *, redactor: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self._secret = client_secret
+        self.cache = cache
+        self.http = http
+        self.redactor = redactor
+        self.clock = clock
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def close(self) -> None:
+        self.http.close()
 
     @abstractmethod
     def _owner(self) -> dict[str, Any]:

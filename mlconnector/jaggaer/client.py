@@ -31,12 +31,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mlconnector.audit import GLOBAL, Redactor
+from mlconnector.audit import Redactor
 from mlconnector.auth import BearerAuth
 from mlconnector.errors import AuthError, RemoteError, TokenError
 from mlconnector.http import HttpClient, short_body
 from mlconnector.jaggaer.config import Endpoint, JaggaerConfig
-from mlconnector.token_cache import TokenCache, token_cache
+from mlconnector.token_cache import CachedToken, TokenCache, token_cache
 
 log = logging.getLogger("mlconnector.jaggaer")
 
@@ -76,54 +76,22 @@ def parse_token_answer(data: Any, token_format: str, legacy_minutes: float = 10.
     raise ValueError("no token field")
 
 
-class JaggaerToken:
-    """Fetches, caches and renews the client-credentials token. Thread-safe; ``fetches`` counts token requests."""
+class JaggaerToken(CachedToken):
+    """Fetches, caches and renews the client-credentials token (either token format). Thread-safe; ``fetches``
+    counts token requests; ``format_seen`` names the format of the last answer."""
 
     def __init__(self, cfg: JaggaerConfig, client_secret: str, cache: TokenCache | None = None, *,
                  redactor: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
-        self._secret = client_secret
-        self.cache = cache or TokenCache()
-        self.redactor = redactor
-        self.clock = clock
-        self.http = HttpClient(f"{SYSTEM} token endpoint", cfg.base_url, cfg.http,
-                               config_hint="base_url and token_path in the [jaggaer] section")
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-        self.fetches = 0
+        super().__init__(cfg, client_secret, cache or TokenCache(), HttpClient(
+            f"{SYSTEM} token endpoint", cfg.base_url, cfg.http,
+            config_hint="base_url and token_path in the [jaggaer] section"), redactor=redactor, clock=clock)
         self.format_seen = ""
 
     def _owner(self) -> dict[str, str]:
         return {"base_url": self.cfg.base_url, "client_id": self.cfg.client_id, "token_path": self.cfg.token_path}
 
-    def _fresh(self, expires: float) -> bool:
+    def _fresh(self, expires: float) -> bool:  # JAGGAER's margin is set in seconds
         return self.clock() < expires - self.cfg.token_margin_seconds
-
-    def _remember(self, token: str) -> None:
-        for r in (self.redactor, GLOBAL):
-            if r is not None:
-                r.add(token)
-
-    def get(self) -> str:
-        with self._lock:
-            if self._token is not None and self._fresh(self._expires):
-                return self._token
-            cached = self.cache.load()
-            if (cached and all(cached.get(k) == v for k, v in self._owner().items())
-                    and isinstance(cached.get("access_token"), str)
-                    and isinstance(cached.get("expires_at"), int | float) and self._fresh(cached["expires_at"])):
-                self._token, self._expires = cached["access_token"], float(cached["expires_at"])
-                self._remember(self._token)
-                return self._token
-            return self._fetch()
-
-    def invalidate(self, token: str) -> None:
-        """Drop ``token`` (the server refused it) so the next ``get`` fetches a new one."""
-        with self._lock:
-            if self._token == token:
-                self._token, self._expires = None, 0.0
-            self.cache.clear()
 
     def _fetch(self) -> str:
         form = {"client_id": self.cfg.client_id, "client_secret": self._secret, "grant_type": "client_credentials"}
@@ -154,9 +122,6 @@ class JaggaerToken:
         self._remember(token)
         self.cache.store({**self._owner(), "access_token": token, "expires_at": self._expires})
         return token
-
-    def close(self) -> None:
-        self.http.close()
 
 
 # -- client ---------------------------------------------------------------------------------------

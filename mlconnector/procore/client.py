@@ -56,17 +56,9 @@ class ProcoreToken(CachedToken):
 
     def __init__(self, cfg: ProcoreConfig, client_secret: str, cache: TokenCache, *,
                  redactor: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
-        self._secret = client_secret
-        self.cache = cache
-        self.redactor = redactor
-        self.clock = clock
-        self.http = HttpClient(f"{SYSTEM} login", cfg.login_url, cfg.http,
-                               config_hint="login_url in the [procore] section")
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-        self.fetches = 0
+        super().__init__(cfg, client_secret, cache, HttpClient(
+            f"{SYSTEM} login", cfg.login_url, cfg.http, config_hint="login_url in the [procore] section"),
+            redactor=redactor, clock=clock)
 
     def _owner(self) -> dict[str, str]:
         return {"login_url": self.cfg.login_url, "client_id": self.cfg.client_id}
@@ -103,9 +95,6 @@ class ProcoreToken(CachedToken):
         self._remember(token)
         self.cache.store({**self._owner(), "access_token": token, "expires_at": self._expires})
         return token
-
-    def close(self) -> None:
-        self.http.close()
 
 
 @dataclass

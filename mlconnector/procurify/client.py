@@ -49,17 +49,9 @@ class ProcurifyToken(CachedToken):
 
     def __init__(self, cfg: ProcurifyConfig, client_secret: str, cache: TokenCache, *,
                  redactor: Redactor | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
-        self._secret = client_secret
-        self.cache = cache
-        self.redactor = redactor
-        self.clock = clock
-        self.http = HttpClient(f"{SYSTEM} token endpoint", cfg.base_url, cfg.http,
-                               config_hint="base_url / domain in the [procurify] section")
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-        self.fetches = 0
+        super().__init__(cfg, client_secret, cache, HttpClient(
+            f"{SYSTEM} token endpoint", cfg.base_url, cfg.http,
+            config_hint="base_url / domain in the [procurify] section"), redactor=redactor, clock=clock)
 
     def _owner(self) -> dict[str, str]:
         return {"base_url": self.cfg.base_url, "client_id": self.cfg.client_id, "audience": self.cfg.audience}
@@ -94,9 +86,6 @@ class ProcurifyToken(CachedToken):
         self._remember(token)
         self.cache.store({**self._owner(), "access_token": token, "expires_at": self._expires})
         return token
-
-    def close(self) -> None:
-        self.http.close()
 
 
 # -- client ---------------------------------------------------------------------------------------

@@ -88,16 +88,24 @@ class Env:
         return labels
 
 
+def sandbox_environ(monkeypatch: pytest.MonkeyPatch, box_env: dict[str, str], cache_dir: Path | None = None) -> None:
+    """A test's environment as a sandbox's CLI passes see it: no MLCONNECTOR_* of the developer's shell, the
+    sandbox's secrets, and (``cache_dir``) a token and WSDL cache of the test's own."""
+    for k in list(os.environ):
+        if k.startswith("MLCONNECTOR_"):
+            monkeypatch.delenv(k)
+    for k, v in box_env.items():
+        monkeypatch.setenv(k, v)
+    if cache_dir is not None:
+        monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(cache_dir))
+
+
 @pytest.fixture
 def sandbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     checker = load_checker()
     validator = checker.fresh() if checker is not None else None
     box = start_sandbox(counts=SMALL, request_validator=validator)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
+    sandbox_environ(monkeypatch, box.env())
     env = Env(box, tmp_path, tmp_path / "config.toml", validator)
     env.write_config()
     try:

@@ -9,7 +9,6 @@ is refused 400 without being expanded; a request type the receiver does not take
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import sandbox_environ
 
 from mlconnector import config as config_mod
 from mlconnector import runner
@@ -53,12 +53,7 @@ class CEnv:
 @pytest.fixture
 def cenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CEnv]:
     box = start_jaggaer_sandbox()
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     state = tmp_path / "state.json"
     (tmp_path / "config.toml").write_text(box.config_text(state, preflight=False, extra_pair=(
         'pending_grace_seconds = 0\npo_transport = "cxml"\ninvoice_transport = "cxml"')), encoding="utf-8")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 from jira_openapi import load_checker
 
 from mlconnector import config as config_mod
@@ -83,11 +84,7 @@ def jde_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JdeEnv]
     checker = load_checker()
     validator = checker.fresh() if checker is not None else None
     box = start_jde_sandbox(request_validator=validator)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
+    sandbox_environ(monkeypatch, box.env())
     env = JdeEnv(box, tmp_path, validator)
     env.write_config()
     try:

@@ -11,7 +11,6 @@ failure, never a success; a token lapsing mid-pass is renewed; a second pass wri
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 
 from mlconnector import config as config_mod
 from mlconnector import runner
@@ -72,12 +72,7 @@ class JEnv:
 @pytest.fixture
 def jenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JEnv]:
     box = start_jaggaer_sandbox()
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     env = JEnv(box, tmp_path)
     env.write_config()
     try:

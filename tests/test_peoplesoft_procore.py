@@ -10,13 +10,13 @@ follows the configured rule; a token that runs out mid-pass is renewed; a lost s
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 
 from mlconnector import config as config_mod
 from mlconnector import runner
@@ -78,12 +78,7 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     box = start_procore_sandbox(vendors=6)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     e = Env(box, tmp_path)
     e.write_config()
     try:

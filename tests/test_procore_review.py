@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 
 from mlconnector.audit import Audit, Redactor
 from mlconnector.peoplesoft.ci import CIError
@@ -25,12 +26,7 @@ def procore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from mlconnector.sandbox.procore_run import start_procore_sandbox
 
     box = start_procore_sandbox(vendors=2)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     (tmp_path / "config.toml").write_text(box.config_text(tmp_path / "state.json"), encoding="utf-8")
     try:
         yield box

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 
 from mlconnector import config as config_mod
 from mlconnector import runner
@@ -78,12 +79,7 @@ class PEnv:
 @pytest.fixture
 def penv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PEnv]:
     box = start_procurify_sandbox(requisitions=4)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     env = PEnv(box, tmp_path)
     env.write_config()
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 
 from mlconnector.state import State
 
@@ -17,17 +18,11 @@ from mlconnector.state import State
 # -- procurify-peoplesoft ---------------------------------------------------------------------------
 @pytest.fixture
 def procurify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import os
 
     from mlconnector.sandbox.procurify_run import start_procurify_sandbox
 
     box = start_procurify_sandbox(requisitions=1)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     try:
         yield box
     finally:

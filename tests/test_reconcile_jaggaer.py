@@ -6,13 +6,13 @@ the report; PO amounts and voucher gross both sides equal sums computed by hand.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 from test_peoplesoft_jaggaer import JEnv
 
 from mlconnector import config as config_mod
@@ -29,12 +29,7 @@ CENT = Decimal("0.01")
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JEnv]:
     box = start_jaggaer_sandbox(pos=5, invoices=3)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     e = JEnv(box, tmp_path)
     e.write_config()
     try:

@@ -6,7 +6,6 @@ sides and journal debits and credits (balanced, and against the Procore amount) 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_environ
 from test_peoplesoft_procore import TOWER, Env, _commitment, _po
 
 from mlconnector import config as config_mod
@@ -30,12 +30,7 @@ PAIR = "peoplesoft-procore"
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     box = start_procore_sandbox(vendors=4)
-    for k in list(os.environ):
-        if k.startswith("MLCONNECTOR_"):
-            monkeypatch.delenv(k)
-    for k, v in box.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLCONNECTOR_CACHE_DIR", str(tmp_path / "cache"))
+    sandbox_environ(monkeypatch, box.env(), tmp_path / "cache")
     e = Env(box, tmp_path)
     e.write_config()
     try:

@@ -169,6 +169,25 @@ class POSide:
     def amount(self, kind: str, record: dict[str, Any] | None) -> float | None:
         return None if record is None else self.po_amount(_rows(record, self.n.lines))
 
+    def unaccounted(self, rows: list[dict[str, Any]], business_unit: str, prefix: str, linked: set[str],
+                    accounted: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(ref, handle, PO) for each PO of a Find's ``rows`` that carries one of our handles (``prefix``) and that
+        no link, record in scope, queued or pending record accounts for, read again (current) with a Get."""
+        n = self.n
+        for row in rows:
+            if row.get(n.po_id) in (None, ""):
+                continue
+            keys = {n.business_unit: row.get(n.business_unit, business_unit), n.po_id: row[n.po_id]}
+            ref, handle = self._ref(keys), canon(row.get(n.handle))
+            if ref in linked or ref in accounted.refs or not handle.startswith(prefix) or handle in accounted.handles:
+                continue
+            try:
+                record = self.ci.get(n.ci, keys)
+            except CIFaultError:
+                continue  # deleted since the Find
+            if canon(record.get(n.handle)) == handle:
+                yield ref, handle, record
+
     def orphans(self, kind: str, seen: Any, accounted: Any) -> Iterator[Any]:
         from mlconnector.reconcile_types import Finding
 
@@ -179,21 +198,7 @@ class POSide:
             rows = self.ci.find(n.ci, {n.business_unit: s.business_unit, n.handle: s.handle_prefix})
         except CIFaultError as exc:
             raise _read_error(exc, self.section) from None
-        for row in rows:
-            if row.get(n.po_id) in (None, ""):
-                continue
-            keys = {n.business_unit: row.get(n.business_unit, s.business_unit), n.po_id: row[n.po_id]}
-            ref, handle = self._ref(keys), canon(row.get(n.handle))
-            if ref in linked or ref in accounted.refs or not handle.startswith(s.handle_prefix):
-                continue
-            if handle in accounted.handles:
-                continue
-            try:
-                record = self.ci.get(n.ci, keys)
-            except CIFaultError:
-                continue  # deleted since the Find
-            if canon(record.get(n.handle)) != handle:
-                continue
+        for ref, handle, record in self.unaccounted(rows, s.business_unit, s.handle_prefix, linked, accounted):
             req = handle.removeprefix(s.handle_prefix)
             named = encode_key((req,)) if s.group_by == "requisition" else ""
             if named and named in seen:

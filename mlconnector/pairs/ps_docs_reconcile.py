@@ -79,21 +79,7 @@ class PrefixPOSide(POSide):
                 rows = self.ci.find(n.ci, {n.business_unit: bu, n.handle: self.prefix})
             except CIError as exc:
                 raise read_error(exc, "PO", self.section, "po_ci") from None
-            for row in rows:
-                if row.get(n.po_id) in (None, ""):
-                    continue
-                keys = {n.business_unit: row.get(n.business_unit, bu), n.po_id: row[n.po_id]}
-                ref, handle = self._ref(keys), canon(row.get(n.handle))
-                if ref in linked or ref in accounted.refs or not handle.startswith(self.prefix):
-                    continue
-                if handle in accounted.handles:
-                    continue
-                try:
-                    record = self.ci.get(n.ci, keys)
-                except CIFaultError:
-                    continue  # deleted since the Find
-                if canon(record.get(n.handle)) != handle:
-                    continue
+            for ref, handle, record in self.unaccounted(rows, bu, self.prefix, linked, accounted):
                 named = self.named(handle)
                 if named and named in accounted.keys:
                     continue  # queued or pending: its PO may be half-written

@@ -109,6 +109,17 @@ def _mutate(box: ProcoreBox, rng: random.Random, trial: int, state_file: Path, a
     return "Procore commitment changed"
 
 
+def add_pos(box: ProcoreBox, n: int) -> list[str]:
+    """``n`` PeopleSoft project POs across both projects and the active vendors; returns those vendors."""
+    active = [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"]
+    for i in range(n):
+        project, dept = list(PROJECTS.values())[i % 2]
+        box.add_po(f"{i + 1:010d}", active[i % len(active)], [
+            {"descr": f"Lot {i}", "qty": 3, "price": "99.90", "account": sorted(ACCOUNTS)[i % 3]}],
+            project=project, deptid=dept)
+    return active
+
+
 def audit_books(box: ProcoreBox) -> dict[str, int]:
     sim, pcs = box.procore, box.purchasing
     dup = lost = echo = 0
@@ -161,12 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            'instance = "procore-sandbox"\npreflight = false'),
                        encoding="utf-8")
         env = base_env({**box.env(), "MLCONNECTOR_CACHE_DIR": str(d / "cache")})
-        active = [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"]
-        for n in range(12):
-            project, dept = list(PROJECTS.values())[n % 2]
-            box.add_po(f"{n + 1:010d}", active[n % len(active)], [
-                {"descr": f"Lot {n}", "qty": 3, "price": "99.90", "account": sorted(ACCOUNTS)[n % 3]}],
-                project=project, deptid=dept)
+        active = add_pos(box, 12)
         kills = 0
         for trial in range(a.trials):
             what = _mutate(box, rng, trial, state_file, active)

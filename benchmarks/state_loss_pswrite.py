@@ -40,7 +40,7 @@ from benchmarks import chaos_jaggaer, chaos_procurify, procore_chaos
 from benchmarks.chaos import base_env, is_traceback, quiet_sandbox_resets
 from mlconnector.errors import EXIT_OK, EXIT_STATE
 from mlconnector.sandbox.jaggaer_run import start_jaggaer_sandbox
-from mlconnector.sandbox.procore_run import ACCOUNTS, PROJECTS, start_procore_sandbox
+from mlconnector.sandbox.procore_run import start_procore_sandbox
 from mlconnector.sandbox.procurify_run import start_procurify_sandbox
 
 WRITES = ("created", "updated", "transitioned", "commented", "posted")
@@ -90,12 +90,7 @@ def jaggaer_box(seed: int) -> PairBox:
 
 def procore_box() -> PairBox:
     box = start_procore_sandbox(vendors=12)
-    active = [r["VENDOR_ID"] for r in box.ps.rows("vendors") if r["VENDOR_STATUS"] == "A"]
-    for n in range(6):
-        project, dept = list(PROJECTS.values())[n % 2]
-        box.add_po(f"{n + 1:010d}", active[n % len(active)], [
-            {"descr": f"Lot {n}", "qty": 3, "price": "99.90", "account": sorted(ACCOUNTS)[n % 3]}],
-            project=project, deptid=dept)
+    active = procore_chaos.add_pos(box, 6)
     state_files: list[Path] = []
 
     def books() -> tuple[int, int]:
